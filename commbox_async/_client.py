@@ -1,0 +1,685 @@
+"""AsyncCommbox: the session's life, and get / iterate / fan out. The only module that awaits I/O.
+
+Data flows one way: arguments are checked and turned into a request by ``_protocol``, the
+attempt takes a slot from the limiter (``_throttle``), aiohttp sends it, ``_protocol`` classifies
+the response and ``_models`` decodes it. ``backoff`` drives the retry loop around one attempt;
+whether and how long to wait is decided in one place, ``_plan_retry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import backoff
+from yarl import URL
+
+from ._config import (
+    DEFAULT_BASE_URL,
+    PoolConfig,
+    RateLimit,
+    Retries,
+    Timeout,
+    as_rate_limit,
+    as_retries,
+    as_timeout,
+)
+from ._errors import (
+    ClientClosedError,
+    CommboxConnectionError,
+    CommboxDecodeError,
+    CommboxError,
+    CommboxTimeoutError,
+    InvalidArgumentError,
+    RateLimitError,
+)
+from ._models import UserObject, UserObjectsPage
+from ._protocol import (
+    MAX_PAGE_SIZE,
+    Query,
+    build_headers,
+    check_base_url,
+    check_identity_id,
+    check_token,
+    parse_response,
+    parse_retry_after,
+    user_objects_path,
+)
+from ._stats import ClientStats, StatsSnapshot
+from ._throttle import Limiter, LocalLimiter, RetryBudget
+from ._version import __version__
+
+__all__ = ["AsyncCommbox", "FanOutError", "FanOutProgress", "FetchResult"]
+
+logger = logging.getLogger("commbox_async")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """One identity's outcome in a fan-out: exactly one of ``response`` and ``error`` is set.
+
+    ``identity_id`` is the id as given; for an input that is not a valid id it is the raw value
+    and ``error`` is an ``InvalidArgumentError``.
+    """
+
+    identity_id: Any
+    response: UserObjectsPage | None = None
+    error: CommboxError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
+class FanOutProgress:
+    """Progress of a running fan-out, passed to ``on_progress`` after each result."""
+
+    done: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    total: int | None = None
+
+
+class FanOutError(CommboxError):
+    """Some identities of ``unread_counts`` failed; the counts that did arrive are kept."""
+
+    kind = "fan_out"
+
+    def __init__(self, counts: dict[int, int], errors: dict[Any, CommboxError]) -> None:
+        super().__init__(f"{len(errors)} of {len(counts) + len(errors)} identities failed")
+        self.counts = counts
+        self.errors = errors
+
+
+class _Call:
+    """The state of one logical call across its attempts."""
+
+    __slots__ = ("attempts", "deadline", "failures", "identity_id", "throttled", "url")
+
+    def __init__(self, identity_id: int, url: URL, deadline: float) -> None:
+        self.identity_id = identity_id
+        self.url = url
+        self.deadline = deadline
+        self.attempts = 0
+        self.failures = 0
+        self.throttled = 0
+
+
+def _retry_waits() -> Generator[float, Any, None]:
+    """backoff's wait generator: each failed attempt's exception says how long to wait."""
+    exc = yield 0.0
+    while True:
+        exc = yield getattr(exc, "retry_delay", 0.0)
+
+
+_END = object()
+
+
+class _SourceFailed:
+    """The caller's id iterable raised; the fan-out re-raises it in the caller's task."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class AsyncCommbox:
+    """An asyncio client for CommBox's v2 "Get User Objects" API.
+
+    One instance owns one aiohttp session (a pooled ``TCPConnector``) and one limiter shared by
+    all of its requests. Use it as an async context manager::
+
+        async with AsyncCommbox(token=..., rate_limit=20) as commbox:
+            page = await commbox.get_user_objects(558355)
+
+    The token comes from ``token`` or ``COMMBOX_TOKEN``; the base URL from ``base_url``,
+    ``COMMBOX_BASE_URL`` or the production default. ``rate_limit`` is requests per second or a
+    ``RateLimit``; ``timeout`` is seconds, a ``Timeout`` or an ``aiohttp.ClientTimeout``;
+    ``retries`` is a count of tries or a ``Retries``. Pass ``session`` to use your own
+    ``aiohttp.ClientSession`` (it is then yours to close), ``limiter`` to share a limiter
+    (``RedisLimiter`` for many processes), ``pool`` to size the connection pool.
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        base_url: str | None = None,
+        rate_limit: RateLimit | float | None = None,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None = None,
+        retries: Retries | int | None = None,
+        session: aiohttp.ClientSession | None = None,
+        pool: PoolConfig | None = None,
+        limiter: Limiter | None = None,
+        verify_tls: bool = True,
+        user_agent: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        token = token if token is not None else os.environ.get("COMMBOX_TOKEN")
+        if token is None:
+            raise InvalidArgumentError("no token: pass token= or set COMMBOX_TOKEN")
+        check_token(token)
+        base = base_url if base_url is not None else os.environ.get("COMMBOX_BASE_URL")
+        self._base_url = check_base_url(base or DEFAULT_BASE_URL)
+        self._rate_limit = as_rate_limit(rate_limit)
+        self._timeout = as_timeout(timeout)
+        self._retries = as_retries(retries)
+        if pool is not None and not isinstance(pool, PoolConfig):
+            raise InvalidArgumentError("pool must be a PoolConfig")
+        self._pool = pool or PoolConfig()
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise InvalidArgumentError("session must be an aiohttp.ClientSession")
+        if not isinstance(verify_tls, bool):
+            raise InvalidArgumentError("verify_tls must be a bool")
+        self._verify_tls = verify_tls
+        self._headers = build_headers(token, user_agent or f"commbox-async/{__version__}")
+        self._given_session = session
+        self._given_limiter = limiter
+        self._session: aiohttp.ClientSession | None = None
+        self._limiter: Limiter | None = None
+        self._state = "new"
+        self._rng = rng or random.Random()
+        self._budget = RetryBudget(self._retries.budget_ratio, self._retries.budget_reserve)
+        self._stats = ClientStats()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._aiohttp_timeout = aiohttp.ClientTimeout(
+            total=self._timeout.total,
+            connect=self._timeout.connect,
+            sock_read=self._timeout.sock_read,
+        )
+        self._with_retries = backoff.on_exception(
+            _retry_waits,
+            CommboxError,
+            max_tries=self._retries.tries + self._retries.throttled_tries,
+            giveup=lambda exc: not getattr(exc, "retryable", False),
+            on_backoff=self._on_backoff,
+            jitter=None,
+            logger=None,  # backoff's own log lines would carry call arguments
+        )(self._attempt)
+
+    def __repr__(self) -> str:
+        return (
+            f"<AsyncCommbox base_url={self._base_url!r} "
+            f"rate_limit={self._rate_limit.max_rate:g}/s state={self._state}>"
+        )
+
+    # --- life -------------------------------------------------------------------------
+    async def __aenter__(self) -> AsyncCommbox:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Create the session and the limiter (``async with`` calls this)."""
+        if self._state == "open":
+            return
+        if self._state == "closed":
+            raise ClientClosedError("this AsyncCommbox is closed; create a new one")
+        if not self._verify_tls:
+            logger.warning("TLS certificate verification is OFF for %s", self._base_url)
+        if self._given_session is not None:
+            self._session = self._given_session
+        else:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool.limit,
+                limit_per_host=self._pool.limit_per_host,
+                keepalive_timeout=self._pool.keepalive_timeout,
+                ssl=self._verify_tls,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._aiohttp_timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+            )
+        self._limiter = self._given_limiter or LocalLimiter(
+            self._rate_limit,
+            default_retry_after=self._retries.default_retry_after,
+            max_retry_after=self._retries.max_retry_after,
+        )
+        self._state = "open"
+
+    async def aclose(self) -> None:
+        """Stop running fan-outs, close the owned session, release the limiter."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None and self._given_session is None:
+            await self._session.close()
+        if self._limiter is not None and self._given_limiter is None:
+            await self._limiter.aclose()
+        self._session = None
+
+    @property
+    def closed(self) -> bool:
+        return self._state == "closed"
+
+    @property
+    def limiter(self) -> Limiter:
+        """The limiter in use (open clients only)."""
+        self._check_open()
+        assert self._limiter is not None
+        return self._limiter
+
+    @property
+    def stats(self) -> StatsSnapshot:
+        """Counters since the client was created; cheap enough to read on every progress tick."""
+        rate = self._limiter.current_rate if self._limiter is not None else 0.0
+        snapshot = self._stats.snapshot(rate)
+        if self._limiter is not None:
+            waited_rate, waited_pause = self._limiter.waited
+            snapshot = snapshot.__class__(
+                **{**snapshot.__dict__, "limiter_wait_s": waited_rate, "pause_wait_s": waited_pause}
+            )
+        return snapshot
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            if self._state == "new":
+                raise ClientClosedError("use the client inside 'async with AsyncCommbox(...)'")
+            raise ClientClosedError("this AsyncCommbox is closed")
+
+    # --- one call -----------------------------------------------------------------------
+    def _url(self, identity_id: int, query_string: str) -> URL:
+        path = user_objects_path(identity_id)
+        text = f"{self._base_url}{path}?{query_string}" if query_string else self._base_url + path
+        return URL(text, encoded=True)
+
+    async def get_user_objects(
+        self, identity_id: int, *, deadline: float | None = None, **filters: Any
+    ) -> UserObjectsPage:
+        """One page of an identity's conversations with unread counts.
+
+        ``filters`` are the fields of ``Query`` (``page_size``, ``page_number``, ``statuses``,
+        ``include_childs``...). ``deadline`` bounds the whole call in seconds, retries included
+        (default: ``retries.max_time``). Raises a ``CommboxError`` subclass on failure.
+        """
+        ident = check_identity_id(identity_id)
+        query_string = _encode(Query.from_filters(filters))
+        limit = _check_deadline(deadline, self._retries.max_time)
+        self._check_open()
+        return await self._request(ident, query_string, limit)
+
+    async def _request(
+        self, identity_id: int, query_string: str, deadline: float
+    ) -> UserObjectsPage:
+        call = _Call(identity_id, self._url(identity_id, query_string), time.monotonic() + deadline)
+        self._budget.earn()
+        try:
+            page: UserObjectsPage = await self._with_retries(call)
+        except CommboxError:
+            self._stats.failures += 1
+            raise
+        self._stats.successes += 1
+        return page
+
+    async def _attempt(self, call: _Call) -> UserObjectsPage:
+        session, limiter = self._session, self._limiter
+        if session is None or limiter is None:
+            raise ClientClosedError("this AsyncCommbox is closed", identity_id=call.identity_id)
+        ticket = await limiter.acquire()
+        call.attempts += 1
+        stats = self._stats
+        stats.requests += 1
+        started = time.perf_counter()
+        stats.in_flight += 1
+        try:
+            try:
+                async with session.get(
+                    call.url,
+                    headers=self._headers,
+                    allow_redirects=False,
+                    timeout=self._attempt_timeout(call),
+                ) as response:
+                    status = response.status
+                    body = await self._read_body(response, call.identity_id)
+                    headers = response.headers
+            except CommboxError:
+                raise
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                limiter.report(ticket, throttled=False, retry_after=None)
+                raise _translate(exc, call.identity_id) from exc
+            finally:
+                stats.in_flight -= 1
+            elapsed = time.perf_counter() - started
+            stats.record_latency(elapsed)
+            retry_after = parse_retry_after(headers.get("Retry-After")) if status == 429 else None
+            limiter.report(ticket, throttled=status == 429, retry_after=retry_after)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "GET %s -> %d in %.1f ms (attempt %d)",
+                    call.url.path,
+                    status,
+                    elapsed * 1000,
+                    call.attempts,
+                )
+            return parse_response(status, headers, body, call.identity_id)
+        except CommboxError as exc:
+            stats.errors_by_kind[exc.kind] += 1
+            if isinstance(exc, RateLimitError):
+                stats.throttled += 1
+            if exc.identity_id is None:
+                exc.identity_id = call.identity_id
+            self._plan_retry(call, exc)
+            raise
+
+    def _attempt_timeout(self, call: _Call) -> aiohttp.ClientTimeout:
+        remaining = call.deadline - time.monotonic()
+        if remaining >= self._timeout.total:
+            return self._aiohttp_timeout
+        # Near the caller's deadline: the attempt may not outlive it.
+        return aiohttp.ClientTimeout(
+            total=max(remaining, 0.001),
+            connect=self._timeout.connect,
+            sock_read=self._timeout.sock_read,
+        )
+
+    async def _read_body(self, response: aiohttp.ClientResponse, identity_id: int) -> bytes:
+        cap = self._pool.max_body_bytes
+        length = response.content_length
+        if length is not None:
+            if length > cap:
+                raise CommboxDecodeError(
+                    f"response body of {length} bytes exceeds max_body_bytes={cap}",
+                    identity_id=identity_id,
+                    status=response.status,
+                )
+            return await response.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > cap:
+                raise CommboxDecodeError(
+                    f"response body exceeds max_body_bytes={cap}",
+                    identity_id=identity_id,
+                    status=response.status,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _plan_retry(self, call: _Call, exc: CommboxError) -> None:
+        """Decide whether ``exc`` ends the call, and how long to wait before the next attempt."""
+        if not exc.retryable:
+            return
+        cfg = self._retries
+        remaining = call.deadline - time.monotonic()
+        if isinstance(exc, RateLimitError):
+            call.throttled += 1
+            wait = cfg.default_retry_after if exc.retry_after is None else exc.retry_after
+            wait = min(wait, cfg.max_retry_after)
+            # The shared pause does the waiting; a pause past the deadline fails at once.
+            delay = 0.0
+            final = call.throttled >= cfg.throttled_tries or wait >= remaining
+        else:
+            call.failures += 1
+            ceiling = min(cfg.max_delay, cfg.base_delay * 2 ** (call.failures - 1))
+            delay = self._rng.uniform(0.0, ceiling)  # full jitter
+            final = call.failures >= cfg.tries or delay >= remaining or not self._budget.spend()
+        if final:
+            exc.retryable = False
+        else:
+            exc.retry_delay = delay
+
+    def _on_backoff(self, details: Any) -> None:
+        self._stats.retries += 1
+
+    # --- all pages ----------------------------------------------------------------------
+    async def iter_user_objects(
+        self,
+        identity_id: int,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
+        first_page: int = 0,
+        max_pages: int = 10_000,
+        deadline: float | None = None,
+        **filters: Any,
+    ) -> AsyncIterator[UserObject]:
+        """Every conversation of an identity, page by page, stopping on a short page.
+
+        The vendor does not document whether ``pageNumber`` starts at 0 or 1, so the first page
+        is explicit (``first_page``, default 0). Conversations are de-duplicated by object id,
+        so a server that counts from 1 (and reads 0 as 1) costs one request, not duplicates;
+        a page made only of conversations already seen ends the iteration.
+        """
+        ident = check_identity_id(identity_id)
+        if "page_number" in filters:
+            raise InvalidArgumentError("iter_user_objects sets page_number; use first_page")
+        Query.from_filters({**filters, "page_size": page_size, "page_number": first_page})
+        limit = _check_deadline(deadline, self._retries.max_time)
+        if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
+            raise InvalidArgumentError("max_pages must be a positive int")
+        self._check_open()
+        seen: set[int] = set()
+        for number in range(first_page, first_page + max_pages):
+            query = Query.from_filters({**filters, "page_size": page_size, "page_number": number})
+            page = await self._request(ident, _encode(query), limit)
+            fresh = 0
+            for item in page.data:
+                if item.object_id is not None:
+                    if item.object_id in seen:
+                        continue
+                    seen.add(item.object_id)
+                fresh += 1
+                yield item
+            if page.invalid_items:
+                logger.warning(
+                    "identity %d page %d: %d conversation(s) could not be decoded",
+                    ident,
+                    number,
+                    len(page.invalid_items),
+                )
+            if len(page.data) + len(page.invalid_items) < page_size or fresh == 0:
+                return
+        logger.warning("identity %d: stopped after max_pages=%d pages", ident, max_pages)
+
+    # --- many identities ----------------------------------------------------------------
+    async def fetch_many(
+        self,
+        identity_ids: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = 32,
+        dedupe: bool = False,
+        on_progress: Callable[[FanOutProgress], None] | None = None,
+        deadline: float | None = None,
+        **filters: Any,
+    ) -> AsyncIterator[FetchResult]:
+        """Fetch one page for each identity, yielding results as they complete.
+
+        ``identity_ids`` (any iterable or async iterable) is read lazily, so memory is bounded
+        by ``concurrency``, not by the number of ids. Every id yields exactly one
+        ``FetchResult``; a failure is a value in ``result.error``, never an exception that ends
+        the loop. ``dedupe=True`` fetches a repeated id once (and remembers every id seen).
+        Leaving the loop early, or cancelling it, stops the workers and releases their
+        connections; use ``contextlib.aclosing`` to make that happen at the ``break``.
+        """
+        query_string = _encode(Query.from_filters(filters))
+        limit = _check_deadline(deadline, self._retries.max_time)
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not (1 <= concurrency <= 10_000)
+        ):
+            raise InvalidArgumentError("concurrency must be an int between 1 and 10000")
+        if isinstance(identity_ids, (str, bytes)) or not isinstance(
+            identity_ids, (Iterable, AsyncIterable)
+        ):
+            raise InvalidArgumentError("identity_ids must be an iterable of ints")
+        if on_progress is not None and not callable(on_progress):
+            raise InvalidArgumentError("on_progress must be callable")
+        self._check_open()
+        total = len(identity_ids) if hasattr(identity_ids, "__len__") else None  # type: ignore[arg-type]
+        progress = FanOutProgress(total=total)
+        source = _as_async_iterator(identity_ids)
+        lock = asyncio.Lock()
+        seen: set[Any] | None = set() if dedupe else None
+        results: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency)
+        exhausted = False
+
+        async def next_id() -> Any:
+            nonlocal exhausted
+            async with lock:
+                while not exhausted:
+                    try:
+                        raw = await source.__anext__()
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    except Exception as exc:  # the caller's iterable failed
+                        exhausted = True
+                        return _SourceFailed(exc)
+                    if seen is not None:
+                        key = raw if isinstance(raw, int) else repr(raw)
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                    return raw
+                return _END
+
+        async def worker() -> None:
+            while True:
+                raw = await next_id()
+                if raw is _END:
+                    break
+                if isinstance(raw, _SourceFailed):
+                    await results.put(raw)
+                    break
+                await results.put(await self._fetch_one(raw, query_string, limit))
+            await results.put(_END)
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        self._tasks.update(workers)
+        finished = 0
+        try:
+            while finished < len(workers):
+                item = await results.get()
+                if item is _END:
+                    finished += 1
+                    continue
+                if isinstance(item, _SourceFailed):
+                    raise item.exc
+                progress.done += 1
+                if item.error is None:
+                    progress.succeeded += 1
+                else:
+                    progress.failed += 1
+                if on_progress is not None:
+                    on_progress(progress)
+                yield item
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._tasks.difference_update(workers)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _fetch_one(self, raw: Any, query_string: str, deadline: float) -> FetchResult:
+        try:
+            ident = check_identity_id(raw)
+        except InvalidArgumentError as exc:
+            return FetchResult(identity_id=raw, error=exc)
+        try:
+            page = await self._request(ident, query_string, deadline)
+        except CommboxError as exc:
+            return FetchResult(identity_id=ident, error=exc)
+        return FetchResult(identity_id=ident, response=page)
+
+    async def unread_counts(
+        self,
+        identity_ids: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = 32,
+        raise_on_error: bool = True,
+        **filters: Any,
+    ) -> dict[int, int]:
+        """Total unread chat messages per identity.
+
+        With ``raise_on_error`` (the default) any failure raises ``FanOutError`` carrying the
+        counts that did arrive and the errors by identity; otherwise failed identities are left
+        out of the dict, so a failure never reads as zero unread.
+        """
+        counts: dict[int, int] = {}
+        errors: dict[Any, CommboxError] = {}
+        async for result in self.fetch_many(identity_ids, concurrency=concurrency, **filters):
+            if result.response is not None:
+                counts[result.identity_id] = result.response.unread_total
+            elif result.error is not None:
+                errors[result.identity_id] = result.error
+        if errors and raise_on_error:
+            raise FanOutError(counts, errors)
+        return counts
+
+
+def _encode(query: Query) -> str:
+    return urlencode(query.params(), quote_via=quote, safe="")
+
+
+def _check_deadline(value: object, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidArgumentError("deadline must be a positive number of seconds")
+    if value != value or value == float("inf"):
+        raise InvalidArgumentError("deadline must be finite")
+    return float(value)
+
+
+async def _iterate_sync(ids: Iterable[Any]) -> AsyncIterator[Any]:
+    for item in ids:
+        yield item
+
+
+def _as_async_iterator(ids: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(ids, AsyncIterable):
+        return ids.__aiter__()
+    return _iterate_sync(ids)
+
+
+def _translate(exc: BaseException, identity_id: int) -> CommboxError:
+    """The one place where aiohttp's and the OS's exceptions become the library's."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return CommboxTimeoutError(f"timed out: {type(exc).__name__}", identity_id=identity_id)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return CommboxConnectionError(
+            "the response body was cut short or malformed", identity_id=identity_id
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return CommboxConnectionError("the server closed the connection", identity_id=identity_id)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return CommboxConnectionError(
+            f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}",
+            identity_id=identity_id,
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # A response aiohttp could not parse (bad status line, bad headers).
+        return CommboxConnectionError(
+            f"malformed HTTP response: {exc.message[:200]}", identity_id=identity_id
+        )
+    return CommboxConnectionError(
+        f"connection failed: {type(exc).__name__}", identity_id=identity_id
+    )

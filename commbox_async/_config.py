@@ -1,0 +1,197 @@
+"""Small frozen configuration objects and their defaults.
+
+Each is keyword-only, validated when built, and varied with ``dataclasses.replace``. The client
+accepts either one of these or a plain number where that reads naturally (``rate_limit=50``,
+``timeout=10``, ``retries=3``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ._errors import InvalidArgumentError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_RATE_LIMIT",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "PoolConfig",
+    "RateLimit",
+    "Retries",
+    "Timeout",
+]
+
+DEFAULT_BASE_URL = "https://api.commbox.io"
+
+
+def _number(name: str, value: object, *, low: float = 0.0, allow_zero: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentError(f"{name} must be a number, got {type(value).__name__}")
+    if math.isnan(value) or math.isinf(value):
+        raise InvalidArgumentError(f"{name} must be finite, got {value!r}")
+    if value < low or (not allow_zero and value == 0):
+        bound = f"> {low}" if not allow_zero else f">= {low}"
+        raise InvalidArgumentError(f"{name} must be {bound}, got {value!r}")
+    return float(value)
+
+
+def _whole(name: str, value: object, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise InvalidArgumentError(f"{name} must be >= {low}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimit:
+    """How fast the client may send, for all of its requests together (retries included).
+
+    ``max_rate`` requests per second is a ceiling the client never exceeds. ``burst`` is the
+    limiter's capacity: kept small so that a fresh client does not start with a burst above the
+    rate. With ``adaptive`` on, a 429 lowers the send rate toward what the server accepted and
+    quiet periods raise it again, never above ``max_rate``; ``min_rate`` is the floor.
+    """
+
+    max_rate: float = 10.0
+    burst: int = 2
+    adaptive: bool = True
+    min_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        _number("rate_limit.max_rate", self.max_rate, allow_zero=False)
+        _whole("rate_limit.burst", self.burst, low=1)
+        _number("rate_limit.min_rate", self.min_rate, allow_zero=False)
+        if self.min_rate > self.max_rate:
+            raise InvalidArgumentError("rate_limit.min_rate must not exceed rate_limit.max_rate")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retries:
+    """How failed attempts are retried.
+
+    ``tries`` bounds the attempts that fail for reasons other than throttling (5xx, resets,
+    timeouts, truncated bodies); ``throttled_tries`` separately bounds attempts answered 429,
+    because those are paced by the shared pause rather than by the failure. ``max_time`` is the
+    total deadline of one call, waits included: a wait that would pass it fails at once.
+    Delays between attempts grow exponentially from ``base_delay`` up to ``max_delay``, with
+    full jitter. ``max_retry_after`` caps what a server's Retry-After can make the client wait;
+    ``default_retry_after`` is the pause after a 429 that gave none.
+
+    The retry budget keeps a failing server from being hammered by every worker at once: each
+    first attempt earns ``budget_ratio`` retry tokens (up to ``budget_reserve``), each retry of a
+    non-429 failure spends one, and with none left a failure is final.
+
+    Why 8 tries: with 10% of attempts failing at random, the chance that all 8 attempts of one
+    identity fail is 1e-8, so a job of a million identities loses none in practice; the retry
+    ratio of such a job is about 0.11, well inside a budget ratio of 0.5.
+    """
+
+    tries: int = 8
+    throttled_tries: int = 30
+    max_time: float = 300.0
+    base_delay: float = 0.2
+    max_delay: float = 20.0
+    max_retry_after: float = 120.0
+    default_retry_after: float = 1.0
+    budget_ratio: float = 0.5
+    budget_reserve: float = 100.0
+
+    def __post_init__(self) -> None:
+        _whole("retries.tries", self.tries, low=1)
+        _whole("retries.throttled_tries", self.throttled_tries, low=1)
+        _number("retries.max_time", self.max_time, allow_zero=False)
+        _number("retries.base_delay", self.base_delay)
+        _number("retries.max_delay", self.max_delay)
+        _number("retries.max_retry_after", self.max_retry_after)
+        _number("retries.default_retry_after", self.default_retry_after)
+        _number("retries.budget_ratio", self.budget_ratio)
+        _number("retries.budget_reserve", self.budget_reserve)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeout:
+    """Per-attempt limits in seconds; none of them can be switched off.
+
+    ``total`` bounds one attempt from connect to the last body byte, ``connect`` the wait for a
+    pooled or new connection, ``sock_read`` the gap between two reads (a stalled body).
+    """
+
+    total: float = 30.0
+    connect: float = 10.0
+    sock_read: float = 20.0
+
+    def __post_init__(self) -> None:
+        _number("timeout.total", self.total, allow_zero=False)
+        _number("timeout.connect", self.connect, allow_zero=False)
+        _number("timeout.sock_read", self.sock_read, allow_zero=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig:
+    """The connection pool of the session the client owns.
+
+    ``max_body_bytes`` caps one response body: a larger one fails with a clear error instead of
+    filling memory.
+    """
+
+    limit: int = 100
+    limit_per_host: int = 0
+    keepalive_timeout: float = 30.0
+    max_body_bytes: int = 32 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        _whole("pool.limit", self.limit, low=1)
+        _whole("pool.limit_per_host", self.limit_per_host, low=0)
+        _number("pool.keepalive_timeout", self.keepalive_timeout)
+        _whole("pool.max_body_bytes", self.max_body_bytes, low=1024)
+
+
+DEFAULT_RATE_LIMIT = RateLimit()
+DEFAULT_RETRIES = Retries()
+DEFAULT_TIMEOUT = Timeout()
+
+
+def as_rate_limit(value: RateLimit | float | int | None) -> RateLimit:
+    """A number is requests per second; None means the documented default."""
+    if value is None:
+        return DEFAULT_RATE_LIMIT
+    if isinstance(value, RateLimit):
+        return value
+    rate = _number("rate_limit", value, allow_zero=False)
+    return RateLimit(max_rate=rate, min_rate=min(DEFAULT_RATE_LIMIT.min_rate, rate))
+
+
+def as_retries(value: Retries | int | None) -> Retries:
+    """A number is the count of tries for non-throttling failures (1 means never retry)."""
+    if value is None:
+        return DEFAULT_RETRIES
+    if isinstance(value, Retries):
+        return value
+    return Retries(tries=_whole("retries", value, low=1))
+
+
+def as_timeout(value: Timeout | float | int | object | None) -> Timeout:
+    """Accepts seconds, a ``Timeout``, or an ``aiohttp.ClientTimeout`` (its unset parts default)."""
+    if value is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(value, Timeout):
+        return value
+    total = getattr(value, "total", None)
+    if hasattr(value, "sock_read") and hasattr(value, "connect"):
+        # aiohttp.ClientTimeout: keep our defaults where it leaves a limit unset (None).
+        connect = getattr(value, "connect", None) or getattr(value, "sock_connect", None)
+        sock_read = getattr(value, "sock_read", None)
+        return Timeout(
+            total=total if total is not None else DEFAULT_TIMEOUT.total,
+            connect=connect if connect is not None else DEFAULT_TIMEOUT.connect,
+            sock_read=sock_read if sock_read is not None else DEFAULT_TIMEOUT.sock_read,
+        )
+    seconds = _number("timeout", value, allow_zero=False)
+    return Timeout(
+        total=seconds,
+        connect=min(seconds, DEFAULT_TIMEOUT.connect),
+        sock_read=min(seconds, DEFAULT_TIMEOUT.sock_read),
+    )

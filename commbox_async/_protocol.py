@@ -1,0 +1,349 @@
+"""The request and response rules of the endpoint, with no I/O.
+
+Everything here is a plain function of its arguments, so it is tested synchronously on recorded
+bodies: checking arguments, building the path, query and headers of a request, turning a status,
+headers and body into a page or a specific exception, and reading Retry-After.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._errors import (
+    AuthenticationError,
+    BadRequestError,
+    CommboxAPIError,
+    CommboxDecodeError,
+    InvalidArgumentError,
+    NotFoundError,
+    NotImplementedByServerError,
+    RateLimitError,
+    ServerError,
+)
+from ._models import ModelDecodeError, UserObjectsPage, decode_error_body, decode_page
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "Query",
+    "build_headers",
+    "check_base_url",
+    "check_identity_id",
+    "check_token",
+    "parse_response",
+    "parse_retry_after",
+    "user_objects_path",
+]
+
+INT64_MAX = 2**63 - 1
+#: The vendor caps a page at 100 objects; a larger request would come back short and end
+#: paging early, silently dropping objects, so it is refused instead.
+MAX_PAGE_SIZE = 100
+_TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")
+_ORDER_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*( (asc|desc|ASC|DESC))?$")
+
+
+def check_identity_id(value: object, name: str = "identity_id") -> int:
+    """A positive int64; bools, floats, strings and everything else are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(
+            f"{name} must be a positive int, got {type(value).__name__} {_short(value)}"
+        )
+    if not 0 < value <= INT64_MAX:
+        raise InvalidArgumentError(f"{name} must be between 1 and 2**63-1, got {value}")
+    return int(value)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_int(name: str, value: object, low: int, high: int = INT64_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidArgumentError(f"{name} must be between {low} and {high}, got {value}")
+    return int(value)
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """The filters of "Get User Objects", with Python names and types, checked on creation.
+
+    None means "not sent" (the server's default applies). ``statuses`` is any iterable of
+    ``ObjectStatus`` values or ints, sent as the comma-separated ``status`` list.
+    """
+
+    stream_provider_id: str | None = None
+    stream_provider_type: int | None = None
+    stream_id: int | None = None
+    sub_stream_id: int | None = None
+    page_number: int | None = None
+    page_size: int | None = None
+    statuses: tuple[int, ...] | None = None
+    order: str | None = None
+    object_id: int | None = None
+    module_id: int | None = None
+    include_childs: bool | None = None
+    include_activity_log: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.stream_provider_id is not None:
+            if not isinstance(self.stream_provider_id, str) or not self.stream_provider_id:
+                raise InvalidArgumentError("stream_provider_id must be a non-empty str")
+            if len(self.stream_provider_id) > 255:
+                raise InvalidArgumentError("stream_provider_id is longer than 255 characters")
+        if self.stream_provider_type is not None:
+            _check_int("stream_provider_type", self.stream_provider_type, 0, 2**31 - 1)
+        if (self.stream_provider_id is None) != (self.stream_provider_type is None):
+            raise InvalidArgumentError(
+                "stream_provider_id and stream_provider_type go together: give both or neither"
+            )
+        for name in ("stream_id", "sub_stream_id", "object_id", "module_id"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 0)
+        if self.page_number is not None:
+            _check_int("page_number", self.page_number, 0, 2**31 - 1)
+        if self.page_size is not None:
+            _check_int("page_size", self.page_size, 1, MAX_PAGE_SIZE)
+        if self.statuses is not None:
+            if isinstance(self.statuses, (str, bytes)) or not isinstance(self.statuses, tuple):
+                raise InvalidArgumentError("statuses must be an iterable of ints")
+            if not self.statuses:
+                raise InvalidArgumentError("statuses must not be empty (None means all)")
+            for value in self.statuses:
+                _check_int("statuses item", value, 0, 2**31 - 1)
+        if self.order is not None and (
+            not isinstance(self.order, str) or not _ORDER_OK.match(self.order)
+        ):
+            raise InvalidArgumentError("order must be a field name such as 'closedtime'")
+        for name in ("include_childs", "include_activity_log"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_bool(name, value)
+
+    @classmethod
+    def from_filters(cls, filters: Mapping[str, Any]) -> Query:
+        """Build from keyword filters, naming any unknown one in the error."""
+        unknown = sorted(set(filters) - _QUERY_FIELDS)
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown filter(s) {', '.join(unknown)}; known: {', '.join(sorted(_QUERY_FIELDS))}"
+            )
+        values = dict(filters)
+        statuses = values.get("statuses")
+        if statuses is not None and not isinstance(statuses, (str, bytes, tuple)):
+            if isinstance(statuses, int):
+                statuses = (statuses,)
+            elif isinstance(statuses, Iterable):
+                statuses = tuple(statuses)
+            values["statuses"] = statuses
+        return cls(**values)
+
+    def params(self) -> dict[str, str]:
+        """The query string parameters, with the wire names of the vendor's spec."""
+        out: dict[str, str] = {}
+        for name, wire in _WIRE_NAMES:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                out[wire] = "true" if value else "false"
+            elif isinstance(value, tuple):
+                out[wire] = ",".join(str(int(v)) for v in value)
+            else:
+                out[wire] = str(int(value)) if isinstance(value, int) else value
+        return out
+
+
+_WIRE_NAMES = (
+    ("stream_provider_id", "streamProviderId"),
+    ("stream_provider_type", "streamProviderType"),
+    ("stream_id", "stream"),
+    ("sub_stream_id", "subStream"),
+    ("page_number", "pageNumber"),
+    ("page_size", "pageSize"),
+    ("statuses", "status"),
+    ("order", "order"),
+    ("object_id", "objectId"),
+    ("module_id", "moduleId"),
+    ("include_childs", "includeChilds"),
+    ("include_activity_log", "includeActivityLog"),
+)
+_QUERY_FIELDS = frozenset(name for name, _ in _WIRE_NAMES)
+
+
+def user_objects_path(identity_id: int) -> str:
+    """The path of the v2 operation for one identity."""
+    return f"/v2/users/identities/{identity_id}/objects"
+
+
+def check_token(token: object) -> str:
+    """A bearer token: non-empty printable ASCII with no spaces (no header injection)."""
+    if not isinstance(token, str):
+        raise InvalidArgumentError("token must be a str (pass token= or set COMMBOX_TOKEN)")
+    if not token:
+        raise InvalidArgumentError("token is empty (pass token= or set COMMBOX_TOKEN)")
+    if not _TOKEN_OK.match(token):
+        # Never echo the token: the message says what is wrong, not what it was.
+        raise InvalidArgumentError("token must be printable ASCII without spaces or line breaks")
+    return token
+
+
+def build_headers(token: str, user_agent: str) -> dict[str, str]:
+    """Headers of every request; the token lives here and nowhere else."""
+    return {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json",
+        "User-Agent": user_agent,
+    }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: object) -> str:
+    """Scheme and host only: https anywhere, plain http only to a loopback host."""
+    if not isinstance(url, str) or not url:
+        raise InvalidArgumentError(
+            "base_url must be a non-empty str such as https://api.commbox.io"
+        )
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgumentError("base_url must look like https://host[:port]")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidArgumentError("base_url must not carry credentials; use token=")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise InvalidArgumentError("base_url must be scheme://host[:port] with no path or query")
+    try:
+        parts.port  # noqa: B018 - urlsplit validates the port lazily
+    except ValueError as exc:
+        raise InvalidArgumentError("base_url has an invalid port") from exc
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise InvalidArgumentError(
+            "base_url must use https (plain http is allowed only to loopback hosts)"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date), or None.
+
+    Garbage, negative or non-finite values give None so that the caller's default applies;
+    a date in the past gives 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+            return None
+        return seconds
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+_ERROR_CLASSES: dict[int, type[CommboxAPIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    404: NotFoundError,
+    429: RateLimitError,
+    501: NotImplementedByServerError,
+}
+
+
+def error_class(status: int) -> type[CommboxAPIError]:
+    """The exception class for an HTTP status."""
+    cls = _ERROR_CLASSES.get(status)
+    if cls is not None:
+        return cls
+    if 500 <= status <= 599:
+        return ServerError
+    return CommboxAPIError
+
+
+def api_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    identity_id: int | None,
+) -> CommboxAPIError:
+    """The exception for an error response, with the body's fields when it has them."""
+    parsed = decode_error_body(body)
+    description = parsed.description if parsed is not None else None
+    response_time = parsed.response_time if parsed is not None else None
+    retry_after = parse_retry_after(headers.get("Retry-After")) if status == 429 else None
+    cls = error_class(status)
+    message = f"HTTP {status}"
+    if description:
+        message += f": {description[:200]}"
+    return cls(
+        message,
+        status=status,
+        description=description,
+        response_time=response_time,
+        identity_id=identity_id,
+        retry_after=retry_after,
+    )
+
+
+def parse_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    identity_id: int | None = None,
+) -> UserObjectsPage:
+    """Turn one HTTP response into a page, or raise the specific ``CommboxError``."""
+    if status != 200:
+        raise api_error(status, headers, body, identity_id)
+    try:
+        page = decode_page(body)
+    except ModelDecodeError as exc:
+        error = CommboxDecodeError(
+            f"HTTP 200 with a body that is not a v2 page ({len(body)} bytes)",
+            identity_id=identity_id,
+            status=status,
+        )
+        # A 200 that is not JSON (an HTML error page from a proxy, an empty body) is a
+        # passing fault of something in between, not the API's answer: worth another try.
+        error.retryable = True
+        raise error from exc
+    if page.status is not None and page.status >= 400:
+        # The envelope's own status wins: the vendor sometimes reports errors inside a 200.
+        raise api_error(page.status, headers, body, identity_id)
+    return page
