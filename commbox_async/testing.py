@@ -121,7 +121,6 @@ _WORDS = [
     "invoice",
     "question",
     "help",
-] + [
     "agent",
     "tomorrow",
     "payment",
