@@ -536,7 +536,11 @@ class AsyncCommbox:
         source = _as_async_iterator(identity_ids)
         lock = asyncio.Lock()
         seen: set[Any] | None = set() if dedupe else None
-        results: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency)
+        # Unbounded queue, bounded work: a worker takes a slot before it reads an id and the
+        # consumer gives it back when it takes the result, so at most `concurrency` results
+        # exist at once, and a worker can always post its end marker, even when cancelled.
+        slots = asyncio.Semaphore(concurrency)
+        results: asyncio.Queue[Any] = asyncio.Queue()
         exhausted = False
 
         async def next_id() -> Any:
@@ -560,15 +564,18 @@ class AsyncCommbox:
                 return _END
 
         async def worker() -> None:
-            while True:
-                raw = await next_id()
-                if raw is _END:
-                    break
-                if isinstance(raw, _SourceFailed):
-                    await results.put(raw)
-                    break
-                await results.put(await self._fetch_one(raw, query_string, limit))
-            await results.put(_END)
+            try:
+                while True:
+                    await slots.acquire()
+                    raw = await next_id()
+                    if raw is _END:
+                        break
+                    if isinstance(raw, _SourceFailed):
+                        results.put_nowait(raw)
+                        break
+                    results.put_nowait(await self._fetch_one(raw, query_string, limit))
+            finally:
+                results.put_nowait(_END)
 
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
         self._tasks.update(workers)
@@ -581,6 +588,7 @@ class AsyncCommbox:
                     continue
                 if isinstance(item, _SourceFailed):
                     raise item.exc
+                slots.release()
                 progress.done += 1
                 if item.error is None:
                     progress.succeeded += 1
@@ -589,6 +597,11 @@ class AsyncCommbox:
                 if on_progress is not None:
                     on_progress(progress)
                 yield item
+            if not exhausted:
+                # The workers were stopped from outside: the client was closed mid-run.
+                raise ClientClosedError(
+                    f"the client was closed during a fan-out, after {progress.done} results"
+                )
         finally:
             for task in workers:
                 task.cancel()

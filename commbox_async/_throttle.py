@@ -112,13 +112,17 @@ class RateEstimator:
       quiet lasts, never above the maximum.
     """
 
-    CLIMB_FACTOR = 1.5  # per CLIMB_STEP seconds, while looking for the second drain
+    CLIMB_FACTOR = 1.7  # per CLIMB_STEP seconds, while looking for the second drain
     CLIMB_STEP = 0.25
-    HOLD = 0.97  # fraction of the estimate to hold at
+    HOLD = 0.98  # fraction of the (conservative) estimate to hold at
     PROBE_INTERVAL = 6.0  # quiet seconds between upward probes
     PROBE_FIRST = 0.005  # first probe's increase; doubles each quiet interval
     PROBE_MAX = 0.25
     MAX_LOG = 20_000  # attempts kept for replay; older ones are summarised as a full bucket
+    ARRIVAL_SLACK = 0.001  # seconds between our send time and the server's arrival time
+    FALLBACK_DECREASE = 0.7
+    DECREASE_INTERVAL = 0.2  # seconds between two blind decreases
+    MIN_ANALYSIS_PAUSE = 0.5
 
     def __init__(self, max_rate: float, min_rate: float) -> None:
         self.max_rate = max_rate
@@ -134,6 +138,8 @@ class RateEstimator:
         self._episode_start = -math.inf
         self._drain: float | None = None
         self._pause_len = 0.0
+        self.last_fit: tuple[float, float] | None = None
+        self._last_decrease = -math.inf
         self._climb_start = 0.0
         self._climb_rate0 = max_rate
         self._quiet_since = 0.0
@@ -170,9 +176,21 @@ class RateEstimator:
             d1 = max(drain - origin, 0.0)
             self._b_line = (float(max(accepted, 1)), d1)
             # The server asked for a pause that (for a token bucket) refills about one burst,
-            # so burst / pause is a floor for its rate: start the climb there.
-            rate0 = accepted / max(d1 + self._pause_len, 1e-3)
+            # so burst / pause is a floor for its rate: start the climb there. A server that
+            # asks for no pause at all gets the floor of a half-second pause.
+            rate0 = accepted / (d1 + max(self._pause_len, self.MIN_ANALYSIS_PAUSE))
             self._start_climb(max(self.min_rate, min(self.max_rate, rate0)), now)
+        elif sum(1 for t in entries if t.sent >= self._episode_start and t.state != THROTTLED) < 3:
+            # Too little evidence since the last decision (attempts in flight across a short
+            # pause, or a server that asks for no pause): back off, at most once per interval.
+            if now - self._last_decrease >= self.DECREASE_INTERVAL:
+                self._last_decrease = now
+                lower = max(self.min_rate, self.rate * self.FALLBACK_DECREASE)
+                if self.mode == "climb":
+                    self._start_climb(lower, now)  # keep looking for a clean drain
+                else:
+                    self.rate = lower
+                    self._quiet_since = now
         else:
             estimate = self._fit(entries, origin, self._origin_full, drain)
             self.estimate = estimate
@@ -180,6 +198,7 @@ class RateEstimator:
             self.rate = max(self.min_rate, min(self.max_rate, self.HOLD * estimate))
             self._quiet_since = now
             self._probe_step = self.PROBE_FIRST
+            self._last_decrease = now
         # The bucket was empty at the drain: the next replay starts there.
         while self._log and self._log[0].sent < drain:
             self._log.popleft()
@@ -213,7 +232,8 @@ class RateEstimator:
     def _burst(self, rate: float) -> float:
         assert self._b_line is not None
         accepted, d1 = self._b_line
-        return min(accepted, max(1.0, accepted - rate * d1))
+        # The drain found between 0 and 1 token left, so b + R*d1 - A1 lies in [0, 1).
+        return min(accepted + 0.5, max(1.0, accepted + 0.5 - rate * d1))
 
     def _replay(
         self,
@@ -267,12 +287,21 @@ class RateEstimator:
         r_high = bisect(
             lambda r: self._replay(r, sent, ok, origin, full, drain, check_from)[0] >= 1.0
         )
-        # Lower bound: every accepted attempt needed a token (with half a token of slack for
-        # the gap between our send time and the server's arrival time).
+        # Lower bound: every accepted attempt needed a token when it reached the server, which
+        # is a little after we sent it: allow a fifth of a token plus a millisecond of refill.
         r_low = bisect(
-            lambda r: self._replay(r, sent, ok, origin, full, drain, check_from)[1] >= 0.5
+            lambda r: (
+                self._replay(r, sent, ok, origin, full, drain, check_from)[1]
+                >= 0.8 - r * self.ARRIVAL_SLACK
+            )
         )
-        return r_low if r_low <= r_high else r_high
+        self.last_fit = (r_low, r_high)
+        if r_high <= low * 1.0001 or r_low > r_high:
+            # The log fits no token bucket (another kind of limiter, or 429s for other
+            # reasons): back off multiplicatively instead of trusting the fit.
+            return max(low, self.rate * self.FALLBACK_DECREASE)
+        # A single drain never justifies more than halving the rate we were sending at.
+        return min(r_high, max(r_low, self.rate * 0.5))
 
 
 class LocalLimiter:
@@ -305,6 +334,7 @@ class LocalLimiter:
         self._pause_pending_analysis = False
         self._limiter_rate = 0.0
         self._limiter: AsyncLimiter | None = None
+        self._fresh = False
         self._waited_rate = 0.0
         self._waited_pause = 0.0
 
@@ -326,8 +356,9 @@ class LocalLimiter:
     def _make_limiter(self, rate: float) -> AsyncLimiter:
         burst = self.config.burst if rate >= 4 * self.config.burst else 1
         # A bucket of capacity c lets c-1 attempts beyond the rate into any one-second window;
-        # drip that much slower so that no window ever holds more than the configured rate.
-        drip = max(rate - (burst - 1), rate / 2)
+        # near the configured maximum, drip that much slower (and one more for the jitter
+        # between send and arrival) so that no window ever holds more than the maximum.
+        drip = max(min(rate, self.config.max_rate - burst), rate / 2)
         self._limiter_rate = rate
         return AsyncLimiter(burst, burst / drip)
 
@@ -336,6 +367,11 @@ class LocalLimiter:
             if self._pause_until > -math.inf:
                 await self._wait_pause()
             limiter = self._current_limiter()
+            if limiter.has_capacity() and self._fresh:
+                # A new rate starts with an empty bucket: attempts that were waiting for the
+                # old limiter must not go out together as a burst at the new one.
+                self._fresh = False
+                await limiter.acquire(limiter.max_rate)
             if not limiter.has_capacity():
                 started = self._clock()
                 await limiter.acquire()
@@ -360,6 +396,7 @@ class LocalLimiter:
             or (rate != self._limiter_rate and abs(rate / self._limiter_rate - 1.0) > 0.08)
             or (rate == self.config.max_rate and self._limiter_rate != rate)
         ):
+            self._fresh = limiter is not None
             limiter = self._limiter = self._make_limiter(rate)
         return limiter
 

@@ -1,0 +1,308 @@
+"""fetch_many, unread_counts and the shared pacing, against the fake server over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from commbox_async import (
+    AsyncCommbox,
+    ClientClosedError,
+    FanOutError,
+    FanOutProgress,
+    InvalidArgumentError,
+    LocalLimiter,
+    NotFoundError,
+    RateLimit,
+    Retries,
+)
+from commbox_async._throttle import RateEstimator, Ticket
+from commbox_async.testing import FakeCommbox, Faults, Throttling, unread_of
+
+FAST_RETRIES = Retries(base_delay=0.0, max_delay=0.0, default_retry_after=0.0)
+MISSING = {7, 70, 700}
+
+
+def _client(server: FakeCommbox, **kwargs: object) -> AsyncCommbox:
+    options: dict[str, object] = {"rate_limit": 10_000, "retries": FAST_RETRIES}
+    options.update(kwargs)
+    return AsyncCommbox(token=server.token, base_url=server.url, **options)  # type: ignore[arg-type]
+
+
+def _connections_in_use(commbox: AsyncCommbox) -> int:
+    session = commbox._session
+    assert session is not None
+    connector = session.connector
+    assert connector is not None
+    return len(connector._acquired)  # type: ignore[attr-defined]
+
+
+async def test_every_id_accounted_for_under_faults() -> None:
+    """With 10% faults of every transient kind and some 404s, each id ends exactly once."""
+    faults = Faults(
+        rate=0.1,
+        kinds=("500", "502", "503", "504", "429", "reset", "truncate", "html_200"),
+        seed=3,
+    )
+    async with FakeCommbox(faults=faults, not_found=MISSING, conversations=2, childs=1) as server:
+        async with _client(server) as commbox:
+            seen: Counter[int] = Counter()
+            errors = {}
+            async for result in commbox.fetch_many(range(1, 801), concurrency=16):
+                seen[result.identity_id] += 1
+                assert (result.response is None) != (result.error is None)
+                if result.error is not None:
+                    errors[result.identity_id] = result.error
+    assert set(seen) == set(range(1, 801))
+    assert max(seen.values()) == 1
+    assert set(errors) == MISSING
+    assert all(isinstance(e, NotFoundError) for e in errors.values())
+    served = {r.identity_id for r in server.requests if r.outcome == "ok"}
+    assert served == set(range(1, 801)) - MISSING
+    assert server.count() > 800  # faults really happened and were retried
+
+
+async def test_duplicates_fetched_per_occurrence_unless_deduped(server: FakeCommbox) -> None:
+    """Repeated ids are fetched once per occurrence; dedupe=True fetches them once."""
+    ids = [5, 6, 5, 5, 6]
+    async with _client(server) as commbox:
+        plain = [r.identity_id async for r in commbox.fetch_many(ids)]
+        assert sorted(plain) == sorted(ids)
+        assert server.count("ok") == 5
+        deduped = [r.identity_id async for r in commbox.fetch_many(ids, dedupe=True)]
+    assert sorted(deduped) == [5, 6]
+    assert server.count("ok") == 7
+
+
+async def test_ids_are_read_lazily_and_break_stops_everything(server: FakeCommbox) -> None:
+    """A million-id generator is read only as far as needed; break releases every worker."""
+    drawn = 0
+
+    def ids() -> Iterator[int]:
+        nonlocal drawn
+        for i in range(1, 1_000_001):
+            drawn += 1
+            yield i
+
+    async with _client(server) as commbox:
+        got = 0
+        async with contextlib.aclosing(commbox.fetch_many(ids(), concurrency=8)) as results:
+            async for _ in results:
+                got += 1
+                if got == 20:
+                    break
+        assert drawn <= 20 + 2 * 8
+        assert _connections_in_use(commbox) == 0
+        assert not commbox._tasks
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert not [t for t in others if "worker" in repr(t.get_coro())]
+
+
+async def test_cancelling_the_consumer_stops_workers() -> None:
+    """Cancelling the task that runs the loop cancels its workers and frees connections."""
+    async with FakeCommbox(latency=0.01) as server, _client(server) as commbox:
+        got = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in commbox.fetch_many(range(1, 10_000), concurrency=8):
+                got.set()
+
+        task = asyncio.create_task(consume())
+        await got.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not commbox._tasks
+        assert _connections_in_use(commbox) == 0
+
+
+async def test_async_iterable_input_and_invalid_items(server: FakeCommbox) -> None:
+    """Async iterables work; an invalid id becomes an error result and sends nothing."""
+
+    async def ids() -> AsyncIterator[object]:
+        for item in (1, "2", 3, True, -4):
+            yield item
+
+    async with _client(server) as commbox:
+        results = {repr(r.identity_id): r async for r in commbox.fetch_many(ids())}
+    assert results["1"].ok and results["3"].ok
+    for bad in ("'2'", "True", "-4"):
+        assert isinstance(results[bad].error, InvalidArgumentError)
+    assert server.count() == 2
+
+
+async def test_progress_callback_and_counters(server: FakeCommbox) -> None:
+    """on_progress sees every result; the counters match the server's log."""
+    seen: list[tuple[int, int, int | None]] = []
+
+    def progress(p: FanOutProgress) -> None:
+        seen.append((p.done, p.succeeded, p.total))
+
+    server.script(3, 500, 429)
+    async with _client(server) as commbox:
+        async for _ in commbox.fetch_many([1, 2, 3, 4], on_progress=progress):
+            pass
+        stats = commbox.stats
+    assert [d for d, _, _ in seen] == [1, 2, 3, 4]
+    assert seen[-1] == (4, 4, 4)
+    assert stats.requests == server.count() == 6
+    assert stats.retries == 2 and stats.throttled == 1
+    assert stats.errors_by_kind == {"server_error": 1, "rate_limited": 1}
+    assert stats.successes == 4 and stats.latency_p50_ms is not None
+
+
+async def test_unread_counts_reports_failures(server: FakeCommbox) -> None:
+    """unread_counts maps identity -> total; a failure raises with the partial counts."""
+    async with _client(server) as commbox:
+        counts = await commbox.unread_counts([1, 2, 3])
+        assert counts == {i: unread_of(i, 10) for i in (1, 2, 3)}
+        server.script(2, 404)
+        with pytest.raises(FanOutError) as caught:
+            await commbox.unread_counts([1, 2, 3])
+        assert set(caught.value.counts) == {1, 3}
+        assert isinstance(caught.value.errors[2], NotFoundError)
+        server.script(2, 404)
+        assert set(await commbox.unread_counts([1, 2, 3], raise_on_error=False)) == {1, 3}
+
+
+async def test_bad_arguments_fail_before_any_request(server: FakeCommbox) -> None:
+    """Bad concurrency, ids or filters raise before a single request is sent."""
+    async with _client(server) as commbox:
+        for kwargs in ({"concurrency": 0}, {"concurrency": 2.5}, {"page_size": 500}):
+            with pytest.raises(InvalidArgumentError):
+                async for _ in commbox.fetch_many([1], **kwargs):  # type: ignore[arg-type]
+                    pass
+        with pytest.raises(InvalidArgumentError):
+            async for _ in commbox.fetch_many("123"):
+                pass
+    assert server.count() == 0
+
+
+async def test_closing_the_client_ends_a_running_fan_out() -> None:
+    """aclose() during a fan-out stops its workers and the loop says why."""
+    async with FakeCommbox(latency=0.01) as server:
+        commbox = _client(server)
+        await commbox.open()
+        with pytest.raises(ClientClosedError):
+            async for result in commbox.fetch_many(range(1, 10_000), concurrency=4):
+                if result.identity_id:
+                    await commbox.aclose()
+        assert not commbox._tasks
+
+
+class VirtualTime:
+    """A clock that only moves when someone sleeps: pauses cost no real time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+async def test_a_429_pauses_every_worker_for_retry_after() -> None:
+    """After one 429 with Retry-After: 5, no request reaches the server for 5 seconds."""
+    clock = VirtualTime()
+    async with FakeCommbox(clock=clock, latency=0.001) as server:
+        server.script(9, (429, {"Retry-After": "5"}, b'{"status": 429}'))
+        limiter = LocalLimiter(
+            RateLimit(max_rate=10_000, adaptive=False), clock=clock, sleep=clock.sleep
+        )
+        async with _client(server, limiter=limiter) as commbox:
+            results = [r async for r in commbox.fetch_many(range(1, 41), concurrency=8)]
+    assert all(r.ok for r in results) and len(results) == 40
+    throttled_at = next(r.at for r in server.requests if r.status == 429)
+    during = [r for r in server.requests if throttled_at < r.at < throttled_at + 5.0]
+    assert during == []
+    assert [r for r in server.requests if r.at >= throttled_at + 5.0]
+
+
+async def test_rate_never_exceeds_the_maximum_in_any_second() -> None:
+    """At max_rate=40/s, no one-second window of the server's log holds more than 40."""
+    async with FakeCommbox(conversations=1, childs=0) as server:
+        async with _client(server, rate_limit=RateLimit(max_rate=40, burst=4)) as commbox:
+            async for _ in commbox.fetch_many(range(1, 101), concurrency=32):
+                pass
+    times = sorted(r.at for r in server.requests)
+    assert len(times) == 100
+    worst = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    assert worst <= 40
+
+
+async def test_throttled_fan_out_loses_nothing_and_pauses() -> None:
+    """Against a throttling server, every id succeeds and the client's counters see the 429s."""
+    throttling = Throttling(rate=200, burst=5, retry_after="0")
+    async with FakeCommbox(throttling=throttling, conversations=1, childs=0) as server:
+        async with _client(server, rate_limit=2000) as commbox:
+            ok = {r.identity_id async for r in commbox.fetch_many(range(1, 201)) if r.ok}
+            stats = commbox.stats
+    assert ok == set(range(1, 201))
+    assert stats.throttled == server.count("throttled") > 0
+    assert stats.current_rate < 2000
+
+
+def _simulate(rate: float, burst: float, pause: float, seconds: float) -> RateEstimator:
+    """Drive the estimator with a simulated token-bucket server (no I/O, no real time)."""
+    est = RateEstimator(max_rate=1000.0, min_rate=0.5)
+    now, tokens, stamp, pause_until, pending = 0.0, burst, 0.0, -1.0, False
+    while now < seconds:
+        if now < pause_until:
+            now = pause_until
+            continue
+        if pending:
+            est.on_pause_end(now)
+            pending = False
+        ticket = Ticket(now)
+        est.on_send(ticket)
+        tokens = min(burst, tokens + (now - stamp) * rate)
+        stamp = now
+        if tokens >= 1.0:
+            tokens -= 1.0
+            ticket.state = 1
+        else:
+            ticket.state = 2
+            est.on_throttled(ticket, pause)
+            pause_until, pending = now + pause, True
+        now += 1.0 / est.tick(now)
+    return est
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "pause"), [(100, 10, 1), (60, 5, 2), (300, 20, 1), (20, 3, 1), (500, 50, 1)]
+)
+def test_estimator_finds_the_server_rate(rate: float, burst: float, pause: float) -> None:
+    """After two drains the estimate is within 6% of the server's rate and held below it."""
+    est = _simulate(rate, burst, pause, seconds=8.0)
+    assert est.estimate is not None
+    assert abs(est.estimate - rate) / rate < 0.06
+    assert est.rate < rate
+    assert est.mode == "hold"
+
+
+def test_estimator_never_exceeds_max_rate_while_probing() -> None:
+    """Quiet periods raise the rate, but never above the configured maximum."""
+    est = RateEstimator(max_rate=50.0, min_rate=0.5)
+    est.mode, est.rate = "hold", 45.0
+    for step in range(1, 200):
+        assert est.tick(step * 7.0) <= 50.0
+    assert est.rate == 50.0 and est.mode == "max"
+
+
+async def test_retry_budget_stops_hammering_a_failing_server() -> None:
+    """When every attempt fails, the client-wide budget caps retries well below tries x ids."""
+    faults = Faults(rate=1.0, kinds=("503",), retry_after=None)
+    retries = Retries(base_delay=0.0, max_delay=0.0, budget_ratio=0.1, budget_reserve=5)
+    async with FakeCommbox(faults=faults, conversations=1, childs=0) as server:
+        async with _client(server, retries=retries) as commbox:
+            results = [r async for r in commbox.fetch_many(range(1, 51), concurrency=4)]
+    assert len(results) == 50 and not any(r.ok for r in results)
+    # 50 first attempts; retries limited to the reserve plus 0.1 per first attempt.
+    assert server.count() <= 50 + 5 + 5 + 1
