@@ -229,11 +229,11 @@ class RateEstimator:
         self._climb_start = now
         self.rate = rate0
 
-    def _burst(self, rate: float) -> float:
+    def _burst(self, rate: float, left: float) -> float:
         assert self._b_line is not None
         accepted, d1 = self._b_line
-        # The drain found between 0 and 1 token left, so b + R*d1 - A1 lies in [0, 1).
-        return min(accepted + 0.5, max(1.0, accepted + 0.5 - rate * d1))
+        # The first drain found `left` tokens, somewhere in [0, 1): b = A1 - R*d1 + left.
+        return min(accepted + left, max(1.0, accepted + left - rate * d1))
 
     def _replay(
         self,
@@ -244,9 +244,10 @@ class RateEstimator:
         full: bool,
         drain: float,
         check_from: float,
+        left: float,
     ) -> tuple[float, float]:
         """Tokens at the drain, and the fewest tokens any checked accepted attempt found."""
-        cap = self._burst(rate)
+        cap = self._burst(rate, left)
         tokens = cap if full else 0.0
         last = origin
         fewest = math.inf
@@ -285,13 +286,13 @@ class RateEstimator:
 
         # Upper bound: the drain needs the bucket below one token at the drain.
         r_high = bisect(
-            lambda r: self._replay(r, sent, ok, origin, full, drain, check_from)[0] >= 1.0
+            lambda r: self._replay(r, sent, ok, origin, full, drain, check_from, 0.0)[0] >= 1.0
         )
         # Lower bound: every accepted attempt needed a token when it reached the server, which
         # is a little after we sent it: allow a fifth of a token plus a millisecond of refill.
         r_low = bisect(
             lambda r: (
-                self._replay(r, sent, ok, origin, full, drain, check_from)[1]
+                self._replay(r, sent, ok, origin, full, drain, check_from, 0.99)[1]
                 >= 0.8 - r * self.ARRIVAL_SLACK
             )
         )
@@ -300,8 +301,11 @@ class RateEstimator:
             # The log fits no token bucket (another kind of limiter, or 429s for other
             # reasons): back off multiplicatively instead of trusting the fit.
             return max(low, self.rate * self.FALLBACK_DECREASE)
-        # A single drain never justifies more than halving the rate we were sending at.
-        return min(r_high, max(r_low, self.rate * 0.5))
+        # Both bounds allow for what the log cannot tell (the burst's last token, the trip
+        # to the server), so the truth lies between them; erring low costs a little time,
+        # erring high costs a pause per drain, so lean to the low side. A single drain never
+        # justifies more than halving the rate we were sending at.
+        return max(r_low + 0.25 * (r_high - r_low), min(r_high, self.rate * 0.5))
 
 
 class LocalLimiter:
