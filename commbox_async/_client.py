@@ -287,14 +287,10 @@ class AsyncCommbox:
     @property
     def stats(self) -> StatsSnapshot:
         """Counters since the client was created; cheap enough to read on every progress tick."""
-        rate = self._limiter.current_rate if self._limiter is not None else 0.0
-        snapshot = self._stats.snapshot(rate)
-        if self._limiter is not None:
-            waited_rate, waited_pause = self._limiter.waited
-            snapshot = snapshot.__class__(
-                **{**snapshot.__dict__, "limiter_wait_s": waited_rate, "pause_wait_s": waited_pause}
-            )
-        return snapshot
+        limiter = self._limiter
+        if limiter is None:
+            return self._stats.snapshot()
+        return self._stats.snapshot(limiter.current_rate, limiter.waited)
 
     def _check_open(self) -> None:
         if self._state != "open":

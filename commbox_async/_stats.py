@@ -39,7 +39,8 @@ class ClientStats:
 
     ``requests`` counts attempts sent (retries included), ``successes`` and ``failures`` count
     calls that ended, ``retries`` attempts after the first, ``throttled`` responses with 429.
-    Latency percentiles are over the last 8192 attempts that got a response.
+    Latency percentiles are over the last 8192 attempts that got a response. Waiting times are
+    summed over every waiting task (task-seconds), so they can exceed the wall-clock time.
     """
 
     requests: int = 0
@@ -48,15 +49,16 @@ class ClientStats:
     retries: int = 0
     throttled: int = 0
     in_flight: int = 0
-    limiter_wait_s: float = 0.0
-    pause_wait_s: float = 0.0
     errors_by_kind: Counter[str] = field(default_factory=Counter)
     _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
 
     def record_latency(self, seconds: float) -> None:
         self._latencies.append(seconds)
 
-    def snapshot(self, current_rate: float = 0.0) -> StatsSnapshot:
+    def snapshot(
+        self, current_rate: float = 0.0, waited: tuple[float, float] = (0.0, 0.0)
+    ) -> StatsSnapshot:
+        """Copy the counters; ``waited`` is the limiter's (rate, pause) waiting time."""
         ordered = sorted(self._latencies)
 
         def pct(p: float) -> float | None:
@@ -71,8 +73,8 @@ class ClientStats:
             retries=self.retries,
             throttled=self.throttled,
             errors_by_kind=dict(self.errors_by_kind),
-            limiter_wait_s=self.limiter_wait_s,
-            pause_wait_s=self.pause_wait_s,
+            limiter_wait_s=waited[0],
+            pause_wait_s=waited[1],
             latency_p50_ms=pct(0.50),
             latency_p95_ms=pct(0.95),
             latency_p99_ms=pct(0.99),
