@@ -250,6 +250,10 @@ class AsyncCommbox:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
             )
+            # aiohttp resends an idempotent request once, unseen, when a reused connection
+            # drops; our own retry loop already does that, through the limiter and counted.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         self._limiter = self._given_limiter or LocalLimiter(
             self._rate_limit,
             default_retry_after=self._retries.default_retry_after,
@@ -459,7 +463,7 @@ class AsyncCommbox:
         The vendor does not document whether ``pageNumber`` starts at 0 or 1, so the first page
         is explicit (``first_page``, default 0). Conversations are de-duplicated by object id,
         so a server that counts from 1 (and reads 0 as 1) costs one request, not duplicates;
-        a page made only of conversations already seen ends the iteration.
+        two pages in a row made only of conversations already seen end the iteration.
         """
         ident = check_identity_id(identity_id)
         if "page_number" in filters:
@@ -470,6 +474,7 @@ class AsyncCommbox:
             raise InvalidArgumentError("max_pages must be a positive int")
         self._check_open()
         seen: set[int] = set()
+        repeats = 0
         for number in range(first_page, first_page + max_pages):
             query = Query.from_filters({**filters, "page_size": page_size, "page_number": number})
             page = await self._request(ident, _encode(query), limit)
@@ -488,7 +493,13 @@ class AsyncCommbox:
                     number,
                     len(page.invalid_items),
                 )
-            if len(page.data) + len(page.invalid_items) < page_size or fresh == 0:
+            if len(page.data) + len(page.invalid_items) < page_size:
+                return
+            # One page of repeats is a server counting from 1 that read page 0 as page 1;
+            # two in a row is a server that ignores pageNumber: then nothing new will come.
+            repeats = repeats + 1 if fresh == 0 else 0
+            if repeats == 2:
+                logger.warning("identity %d: pages repeat; stopping at page %d", ident, number)
                 return
         logger.warning("identity %d: stopped after max_pages=%d pages", ident, max_pages)
 

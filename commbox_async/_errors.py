@@ -26,6 +26,7 @@ Nothing here ever holds the token.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 __all__ = [
     "AuthenticationError",
@@ -65,6 +66,19 @@ class CommboxError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, identity_id={self.identity_id!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's default pickling calls cls(*args), which fails for the subclasses with
+        # keyword-only arguments (status=...); rebuild from the attributes instead, so that
+        # errors cross process boundaries (multiprocessing, ProcessPoolExecutor) intact.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[CommboxError], message: str, state: dict[str, Any]) -> CommboxError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidArgumentError(CommboxError, ValueError, TypeError):

@@ -125,6 +125,7 @@ class StreamProviderType(_OpenIntEnum):
 
 
 _content_decoder = msgspec.json.Decoder()
+_content_encoder = msgspec.json.Encoder()
 
 
 def decode_content(raw: str | None) -> Any:
@@ -377,23 +378,45 @@ def _decode_item(raw: bytes) -> tuple[UserObject | None, str]:
 
 
 def decode_error_body(body: bytes) -> ErrorBody | None:
-    """Decode an error body; None when it is not the documented shape (HTML from a proxy...)."""
+    """Decode an error body; None when it is not a JSON object (HTML from a proxy...).
+
+    The same drift as in pages is repaired (a naive or malformed ``response_time``, a status
+    sent as a string), so that one odd field never loses the description.
+    """
     try:
-        result = _error_decoder.decode(body)
+        return _error_decoder.decode(body)
     except msgspec.DecodeError:
+        pass
+    try:
+        value = _any_decoder.decode(body)
+        if not isinstance(value, dict):
+            return None
+        return msgspec.convert(_repair_value(value, _ERROR_INFO), ErrorBody, strict=False)
+    except (msgspec.DecodeError, _Unrepairable):
         return None
-    return result
 
 
 # --- the slow path: repair a decoded value against msgspec's view of the model -------------
 
 _PAGE_INFO = msgspec.inspect.type_info(UserObjectsPage)
 _ITEM_INFO = msgspec.inspect.type_info(UserObject)
+_ERROR_INFO = msgspec.inspect.type_info(ErrorBody)
+_BOOL_WORDS = {"0": False, "1": True, "false": False, "true": True}
 _DIGITS = re.compile(r"^\s*([+-]?\d+)\s*[,;]?\s*$")
 # .NET's "round-trip" form, and a vendor example that separates milliseconds with a colon.
 _TIME = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:[.:](\d+))?\s*(Z|[+-]\d{2}:?\d{2})?$"
 )
+
+
+#: For a decoded JSON value's type, the model types it fits without any coercion.
+_NATURAL: dict[type, tuple[type, ...]] = {
+    str: (msgspec.inspect.StrType, msgspec.inspect.DateTimeType),
+    int: (msgspec.inspect.IntType, msgspec.inspect.EnumType),
+    bool: (msgspec.inspect.BoolType,),
+    dict: (msgspec.inspect.DictType, msgspec.inspect.StructType),
+    list: (msgspec.inspect.ListType,),
+}
 
 
 class _Unrepairable(Exception):
@@ -406,16 +429,18 @@ def _repair_value(value: Any, info: msgspec.inspect.Type) -> Any:
     if isinstance(info, msgspec.inspect.UnionType):
         if value is None and info.includes_none:
             return None
-        for option in info.types:
-            if isinstance(option, msgspec.inspect.NoneType):
-                continue
+        options = [o for o in info.types if not isinstance(o, msgspec.inspect.NoneType)]
+        # An option the value already fits comes first: a dict locale stays a dict rather
+        # than becoming the JSON text that the str option would make of it.
+        options.sort(key=lambda o: not isinstance(o, _NATURAL.get(type(value), ())))
+        for option in options:
             try:
                 return _repair_scalar_strict(value, option)
             except _Unrepairable:
                 continue
         if info.includes_none:
             return None  # an unreadable optional value is dropped, not fatal
-        raise _Unrepairable(f"cannot read {value!r}")
+        raise _Unrepairable(f"cannot read {_clip(value)}")
     return _repair_scalar_strict(value, info)
 
 
@@ -426,6 +451,11 @@ def _repair_scalar_strict(value: Any, info: msgspec.inspect.Type) -> Any:
         out = dict(value)
         for f in info.fields:
             if f.encode_name in out:
+                if out[f.encode_name] is None and not f.required and not _allows_none(f.type):
+                    # A null where the model has a non-optional default (a list, a count, a
+                    # flag): the server means "nothing", so the default stands in.
+                    del out[f.encode_name]
+                    continue
                 repaired = _repair_value(out[f.encode_name], f.type)
                 if repaired is None and not _allows_none(f.type):
                     del out[f.encode_name]  # fall back to the field's default
@@ -445,12 +475,18 @@ def _repair_scalar_strict(value: Any, info: msgspec.inspect.Type) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
+        if isinstance(value, (dict, list)):
+            # Kept as its JSON text: a server that sends ``content`` already decoded loses
+            # nothing, and ``content`` still gives the document.
+            return _content_encoder.encode(value).decode()
         raise _Unrepairable("expected a string")
     if isinstance(info, msgspec.inspect.BoolType):
         if isinstance(value, bool):
             return value
-        if value in (0, 1, "0", "1", "true", "false", "True", "False"):
-            return str(value).lower() in ("1", "true")
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return value == 1
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
         raise _Unrepairable("expected a bool")
     if isinstance(info, msgspec.inspect.DateTimeType):
         return _as_datetime(value)
@@ -475,25 +511,48 @@ def _as_int(value: Any) -> int:
     if isinstance(value, str):
         match = _DIGITS.match(value)
         if match:
-            return int(match.group(1))
-    raise _Unrepairable(f"expected an int, got {value!r}")
+            try:
+                return int(match.group(1))
+            except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+                pass
+    raise _Unrepairable(f"expected an int, got {_clip(value)}")
+
+
+def _clip(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, bool):
+        raise _Unrepairable("expected a timestamp, got a bool")
+    try:
+        # First exactly what the fast path accepts (RFC 3339 with a zone, Unix seconds), so
+        # that a value reads the same whichever path decodes its conversation.
+        result: datetime = msgspec.convert(value, Timestamp, strict=False)
+        return result
+    except msgspec.ValidationError:
+        pass
     if not isinstance(value, str):
         raise _Unrepairable("expected a timestamp")
     match = _TIME.match(value.strip())
     if not match:
-        raise _Unrepairable(f"unreadable timestamp {value!r}")
+        raise _Unrepairable(f"unreadable timestamp {_clip(value)}")
     day, clock, fraction, zone = match.groups()
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    digits = fraction or "0"
+    # Round on the 7th digit, half up, as msgspec's own parser does on the fast path: the
+    # same .NET timestamp must not decode 1 µs apart depending on which path read the item.
+    micro = int(digits[:6].ljust(6, "0")) + (len(digits) > 6 and digits[6] >= "5")
     try:
-        stamp = datetime.fromisoformat(f"{day}T{clock}").replace(microsecond=micro)
-    except ValueError as exc:
-        raise _Unrepairable(f"unreadable timestamp {value!r}") from exc
+        stamp = datetime.fromisoformat(f"{day}T{clock}") + timedelta(microseconds=micro)
+    except (ValueError, OverflowError) as exc:
+        raise _Unrepairable(f"unreadable timestamp {_clip(value)}") from exc
     if zone is None or zone == "Z":
         return stamp.replace(tzinfo=timezone.utc)
     sign = 1 if zone[0] == "+" else -1
     digits = zone[1:].replace(":", "")
     offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-    return stamp.replace(tzinfo=timezone(sign * offset))
+    try:
+        return stamp.replace(tzinfo=timezone(sign * offset))
+    except ValueError as exc:  # an offset of a day or more
+        raise _Unrepairable(f"unreadable timestamp {_clip(value)}") from exc

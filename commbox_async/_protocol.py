@@ -46,8 +46,11 @@ INT64_MAX = 2**63 - 1
 #: The vendor caps a page at 100 objects; a larger request would come back short and end
 #: paging early, silently dropping objects, so it is refused instead.
 MAX_PAGE_SIZE = 100
-_TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")
-_ORDER_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*( (asc|desc|ASC|DESC))?$")
+# fullmatch, not match with "$": "$" also matches before a final newline ("token\n").
+_TOKEN_OK = re.compile(r"[\x21-\x7e]+")
+#: delta-seconds: RFC 9110 says digits only; a decimal fraction is accepted as well.
+_DELTA_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
+_ORDER_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_]*( (asc|desc|ASC|DESC))?")
 
 
 def check_identity_id(value: object, name: str = "identity_id") -> int:
@@ -129,7 +132,7 @@ class Query:
             for value in self.statuses:
                 _check_int("statuses item", value, 0, 2**31 - 1)
         if self.order is not None and (
-            not isinstance(self.order, str) or not _ORDER_OK.match(self.order)
+            not isinstance(self.order, str) or not _ORDER_OK.fullmatch(self.order)
         ):
             raise InvalidArgumentError("order must be a field name such as 'closedtime'")
         for name in ("include_childs", "include_activity_log"):
@@ -199,7 +202,7 @@ def check_token(token: object) -> str:
         raise InvalidArgumentError("token must be a str (pass token= or set COMMBOX_TOKEN)")
     if not token:
         raise InvalidArgumentError("token is empty (pass token= or set COMMBOX_TOKEN)")
-    if not _TOKEN_OK.match(token):
+    if not _TOKEN_OK.fullmatch(token):
         # Never echo the token: the message says what is wrong, not what it was.
         raise InvalidArgumentError("token must be printable ASCII without spaces or line breaks")
     return token
@@ -229,7 +232,13 @@ def check_base_url(url: object) -> str:
         raise InvalidArgumentError(
             "base_url must be a non-empty str such as https://api.commbox.io"
         )
-    parts = urlsplit(url.strip())
+    text = url.strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise InvalidArgumentError("base_url must not contain spaces or control characters")
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise InvalidArgumentError("base_url must look like https://host[:port]") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgumentError("base_url must look like https://host[:port]")
     if parts.username is not None or parts.password is not None:
@@ -258,14 +267,12 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     text = value.strip()
     if not text:
         return None
-    try:
+    if _DELTA_SECONDS.fullmatch(text):
         seconds = float(text)
-    except ValueError:
-        seconds = None
-    if seconds is not None:
-        if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-            return None
-        return seconds
+        return seconds if math.isfinite(seconds) else None
+    if text[0] in "+-.0123456789":
+        # Not delta-seconds (negative, exponent, "1_0"...) and cannot be an HTTP-date either.
+        return None
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
@@ -276,6 +283,18 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         when = when.replace(tzinfo=timezone.utc)
     now = now or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value by case-insensitive name, from aiohttp's headers or a plain dict."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    for key, item in headers.items():
+        if key.lower() == wanted:
+            return item
+    return None
 
 
 _ERROR_CLASSES: dict[int, type[CommboxAPIError]] = {
@@ -307,7 +326,7 @@ def api_error(
     parsed = decode_error_body(body)
     description = parsed.description if parsed is not None else None
     response_time = parsed.response_time if parsed is not None else None
-    retry_after = parse_retry_after(headers.get("Retry-After")) if status == 429 else None
+    retry_after = parse_retry_after(header(headers, "Retry-After")) if status == 429 else None
     cls = error_class(status)
     message = f"HTTP {status}"
     if description:

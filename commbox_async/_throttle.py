@@ -171,26 +171,31 @@ class RateEstimator:
             return
         origin = self._origin if self._origin is not None else drain
         entries = [t for t in self._log if origin <= t.sent < drain]
-        if self._b_line is None:
-            accepted = sum(1 for t in entries if t.state != THROTTLED)
+        accepted = sum(1 for t in entries if t.state != THROTTLED)
+        if self._b_line is None and self._origin_full and accepted >= 3:
             d1 = max(drain - origin, 0.0)
-            self._b_line = (float(max(accepted, 1)), d1)
+            self._b_line = (float(accepted), d1)
             # The server asked for a pause that (for a token bucket) refills about one burst,
             # so burst / pause is a floor for its rate: start the climb there. A server that
             # asks for no pause at all gets the floor of a half-second pause.
             rate0 = accepted / (d1 + max(self._pause_len, self.MIN_ANALYSIS_PAUSE))
             self._start_climb(max(self.min_rate, min(self.max_rate, rate0)), now)
+        elif self._b_line is None:
+            # Throttled before a run from a full bucket (another client drained it, or the
+            # first attempt got a 429): nothing to measure yet, so back off blindly and treat
+            # the end of a real pause as a full bucket to measure from.
+            self._blind_decrease(now)
+            if self._pause_len >= self.MIN_ANALYSIS_PAUSE:
+                self._trim_before(drain)
+                self._origin, self._origin_full = now, True
+                self._episode_start = now
+                self._drain = None
+                self._pause_len = 0.0
+                return
         elif sum(1 for t in entries if t.sent >= self._episode_start and t.state != THROTTLED) < 3:
             # Too little evidence since the last decision (attempts in flight across a short
             # pause, or a server that asks for no pause): back off, at most once per interval.
-            if now - self._last_decrease >= self.DECREASE_INTERVAL:
-                self._last_decrease = now
-                lower = max(self.min_rate, self.rate * self.FALLBACK_DECREASE)
-                if self.mode == "climb":
-                    self._start_climb(lower, now)  # keep looking for a clean drain
-                else:
-                    self.rate = lower
-                    self._quiet_since = now
+            self._blind_decrease(now)
         else:
             estimate = self._fit(entries, origin, self._origin_full, drain)
             self.estimate = estimate
@@ -200,8 +205,7 @@ class RateEstimator:
             self._probe_step = self.PROBE_FIRST
             self._last_decrease = now
         # The bucket was empty at the drain: the next replay starts there.
-        while self._log and self._log[0].sent < drain:
-            self._log.popleft()
+        self._trim_before(drain)
         self._origin, self._origin_full = drain, False
         self._episode_start = now
         self._drain = None
@@ -223,6 +227,23 @@ class RateEstimator:
         return self.rate
 
     # --- the fit ------------------------------------------------------------------------
+    def _trim_before(self, when: float) -> None:
+        while self._log and self._log[0].sent < when:
+            self._log.popleft()
+
+    def _blind_decrease(self, now: float) -> None:
+        if now - self._last_decrease < self.DECREASE_INTERVAL:
+            return
+        self._last_decrease = now
+        lower = max(self.min_rate, self.rate * self.FALLBACK_DECREASE)
+        if self.mode == "climb":
+            self._start_climb(lower, now)  # keep looking for a clean drain
+        else:
+            self.mode = "hold"
+            self.rate = lower
+            self._quiet_since = now
+            self._probe_step = self.PROBE_FIRST
+
     def _start_climb(self, rate0: float, now: float) -> None:
         self.mode = "climb"
         self._climb_rate0 = rate0
