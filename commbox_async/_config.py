@@ -113,20 +113,23 @@ class Retries:
 
 @dataclass(frozen=True, kw_only=True)
 class Timeout:
-    """Per-attempt limits in seconds; none of them can be switched off.
+    """Per-attempt limits in seconds.
 
-    ``total`` bounds one attempt from connect to the last body byte, ``connect`` the wait for a
-    pooled or new connection, ``sock_read`` the gap between two reads (a stalled body).
+    ``total`` bounds one attempt from connect to the last body byte (a stalled body included),
+    ``connect`` the wait for a pooled or new connection. ``sock_read`` (off by default) also
+    bounds the gap between two reads: aiohttp re-arms a timer for it on every chunk received,
+    which costs about 5% of the throughput of small pages (benchmarks/RESULTS.md).
     """
 
     total: float = 30.0
     connect: float = 10.0
-    sock_read: float = 20.0
+    sock_read: float | None = None
 
     def __post_init__(self) -> None:
         _number("timeout.total", self.total, allow_zero=False)
         _number("timeout.connect", self.connect, allow_zero=False)
-        _number("timeout.sock_read", self.sock_read, allow_zero=False)
+        if self.sock_read is not None:
+            _number("timeout.sock_read", self.sock_read, allow_zero=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,11 +190,10 @@ def as_timeout(value: Timeout | float | int | object | None) -> Timeout:
         return Timeout(
             total=total if total is not None else DEFAULT_TIMEOUT.total,
             connect=connect if connect is not None else DEFAULT_TIMEOUT.connect,
-            sock_read=sock_read if sock_read is not None else DEFAULT_TIMEOUT.sock_read,
+            sock_read=sock_read,
         )
     seconds = _number("timeout", value, allow_zero=False)
     return Timeout(
         total=seconds,
         connect=min(seconds, DEFAULT_TIMEOUT.connect),
-        sock_read=min(seconds, DEFAULT_TIMEOUT.sock_read),
     )

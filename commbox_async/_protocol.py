@@ -8,6 +8,7 @@ headers and body into a page or a specific exception, and reading Retry-After.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 INT64_MAX = 2**63 - 1
+MAX_STATUSES = 64
 #: The vendor caps a page at 100 objects; a larger request would come back short and end
 #: paging early, silently dropping objects, so it is refused instead.
 MAX_PAGE_SIZE = 100
@@ -154,7 +156,10 @@ class Query:
             if isinstance(statuses, int):
                 statuses = (statuses,)
             elif isinstance(statuses, Iterable):
-                statuses = tuple(statuses)
+                # Bounded, so that an endless iterable fails instead of hanging.
+                statuses = tuple(itertools.islice(statuses, MAX_STATUSES + 1))
+                if len(statuses) > MAX_STATUSES:
+                    raise InvalidArgumentError(f"statuses has more than {MAX_STATUSES} items")
             values["statuses"] = statuses
         return cls(**values)
 
@@ -208,10 +213,20 @@ def check_token(token: object) -> str:
     return token
 
 
+class _Secret(str):
+    """A header value that hides itself from repr: exceptions that chain aiohttp's request
+    info, and tracebacks rendered with their locals, show ``'<redacted>'``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<redacted>'"
+
+
 def build_headers(token: str, user_agent: str) -> dict[str, str]:
     """Headers of every request; the token lives here and nowhere else."""
     return {
-        "Authorization": f"Bearer {token}",
+        "Authorization": _Secret(f"Bearer {token}"),
         "Accept": "application/json",
         "User-Agent": user_agent,
     }

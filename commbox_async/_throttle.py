@@ -380,6 +380,10 @@ class LocalLimiter:
 
     def _make_limiter(self, rate: float) -> AsyncLimiter:
         burst = self.config.burst if rate >= 4 * self.config.burst else 1
+        # uvloop's loop.time() moves in whole milliseconds and stands still within a loop
+        # iteration, so a bucket of c slots lets at most c attempts out per millisecond
+        # (2,000/s with a burst of 2): hold at least 2 ms of the rate.
+        burst = max(burst, math.ceil(rate * 0.002))
         # A bucket of capacity c lets c-1 attempts beyond the rate into any one-second window;
         # near the configured maximum, drip that much slower (and one more for the jitter
         # between send and arrival) so that no window ever holds more than the maximum.
@@ -392,7 +396,7 @@ class LocalLimiter:
             if self._pause_until > -math.inf:
                 await self._wait_pause()
             limiter = self._current_limiter()
-            if limiter.has_capacity() and self._fresh:
+            if self._fresh and limiter.has_capacity():
                 # A new rate starts with an empty bucket: attempts that were waiting for the
                 # old limiter must not go out together as a burst at the new one.
                 self._fresh = False

@@ -4,8 +4,13 @@ It serves ``GET /v2/users/identities/{id}/objects`` with bearer auth, determinis
 conversations for any identity (shaped like the vendor's example, double-encoded ``content``
 included), paging and the filters, error bodies in the documented shape, a server-wide
 token-bucket throttle that answers 429 with ``Retry-After``, and fault injection (error
-statuses, resets, truncated or malformed bodies, slow headers or bodies) at a chosen rate.
-Every request is logged in ``server.requests`` so that tests can assert what reached it.
+statuses, resets, truncated or malformed bodies, slow headers or bodies, absurd Retry-After
+values, oversized bodies, refused connections) at a chosen rate. Every request is logged in
+``server.requests`` (and counted by outcome in ``server.outcomes``) so that tests can assert
+what reached it.
+
+``unused_port()`` gives a loopback port with nothing listening (connection refused) and
+``Blackhole`` a port where connecting never completes, for the faults no server can answer.
 
     async with FakeCommbox(throttling=Throttling(rate=100, burst=10)) as server:
         async with AsyncCommbox(token=server.token, base_url=server.url) as commbox:
@@ -21,8 +26,9 @@ import argparse
 import asyncio
 import contextlib
 import random
+import socket
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,10 +37,23 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-__all__ = ["FAULT_KINDS", "FakeCommbox", "Faults", "RequestRecord", "Throttling"]
+__all__ = [
+    "ABSURD_RETRY_AFTER",
+    "DEFAULT_FAULT_KINDS",
+    "FAULT_KINDS",
+    "PERMANENT_FAULTS",
+    "TRANSIENT_FAULTS",
+    "Blackhole",
+    "FakeCommbox",
+    "Faults",
+    "RequestRecord",
+    "Throttling",
+    "unused_port",
+]
 
-#: Every fault the server can inject.
-FAULT_KINDS = (
+#: The faults ``Faults()`` injects unless told otherwise: each is recovered from by an immediate
+#: retry (their 429s carry ``Faults.retry_after``, "0" by default).
+DEFAULT_FAULT_KINDS = (
     "500",
     "502",
     "503",
@@ -49,8 +68,93 @@ FAULT_KINDS = (
     "slow_headers",
     "slow_body",
 )
-#: Faults a correct client recovers from by retrying (all of the above).
-TRANSIENT_FAULTS = FAULT_KINDS
+#: Kept for compatibility: the quick transient faults (the same as ``DEFAULT_FAULT_KINDS``).
+TRANSIENT_FAULTS = DEFAULT_FAULT_KINDS
+#: 429s whose Retry-After a client must not take at face value: kind -> header value sent.
+ABSURD_RETRY_AFTER: dict[str, str | None] = {
+    "429_no_retry_after": None,
+    "429_negative": "-30",
+    "429_huge": "999999999",
+    "429_garbage": "soon, maybe",
+}
+#: Faults that no retry can cure: a correct client fails the identity at once with a clear error.
+PERMANENT_FAULTS = ("oversized", "oversized_chunked")
+#: Every fault the server can inject.
+#:
+#: - ``500`` ... ``504``, ``429``: the documented error body (429 with ``Faults.retry_after``).
+#: - ``html_500`` ... ``html_504``: a 5xx whose body is an HTML page (a proxy's).
+#: - ``429_no_retry_after``, ``429_negative``, ``429_huge``, ``429_garbage``: see
+#:   ``ABSURD_RETRY_AFTER``.
+#: - ``reset``: the connection is aborted before any header is sent.
+#: - ``reset_mid_body``: headers and half of the body, then the connection is aborted.
+#: - ``truncate``: headers with the full Content-Length and half the body, then a clean close.
+#: - ``html_200``, ``empty_200``: a 200 whose body is an HTML page, or empty.
+#: - ``slow_headers``: the answer starts after ``Faults.slow_seconds``.
+#: - ``slow_body``: half of the body, a pause of ``Faults.slow_seconds``, the rest.
+#: - ``oversized``: a 200 of ``Faults.oversized_bytes`` with its Content-Length;
+#:   ``oversized_chunked`` the same without one (chunked), so only counting bytes catches it.
+#: - ``bad_status_line``: bytes that are not HTTP (a broken proxy), then a close.
+#: - ``refuse``: this connection is aborted and the server stops listening for
+#:   ``Faults.refuse_seconds``, so new connections in that window are refused by the OS.
+FAULT_KINDS = (
+    *DEFAULT_FAULT_KINDS,
+    "html_500",
+    "html_503",
+    "html_504",
+    *ABSURD_RETRY_AFTER,
+    "bad_status_line",
+    "refuse",
+    *PERMANENT_FAULTS,
+)
+
+
+def unused_port(host: str = "127.0.0.1") -> int:
+    """A loopback port with nothing listening on it: connecting is refused by the OS.
+
+    The port was free a moment ago; another process could take it, which on loopback in a
+    test run is unlikely enough to ignore.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class Blackhole:
+    """A loopback port where connecting never completes (a host that drops SYNs).
+
+    A listening socket that never accepts, with its accept queue filled by connections of its
+    own: the kernel then drops further SYNs, so a client's connect waits until its timeout.
+    Use as a context manager; ``url`` is ``http://host:port``.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._fillers: list[socket.socket] = []
+        self.port = 0
+
+    def __enter__(self) -> Blackhole:
+        self._listener.bind((self.host, 0))
+        self._listener.listen(0)
+        self.port = self._listener.getsockname()[1]
+        for _ in range(3):  # a backlog of 0 admits one or two; the rest wait in SYN_SENT
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect((self.host, self.port))
+            self._fillers.append(filler)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for filler in self._fillers:
+            filler.close()
+        self._fillers.clear()
+        self._listener.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
 
 @dataclass(kw_only=True)
@@ -67,18 +171,33 @@ class Throttling:
 
 @dataclass(kw_only=True)
 class Faults:
-    """Inject a fault into ``rate`` of the requests, picking among ``kinds`` (seeded)."""
+    """Inject a fault into ``rate`` of the requests, picking among ``kinds`` (seeded).
+
+    ``kinds`` defaults to ``DEFAULT_FAULT_KINDS``; pass ``FAULT_KINDS`` for every fault the
+    server knows (see there). ``slow_seconds`` is the stall of the slow faults,
+    ``retry_after`` the header of a plain ``429``, ``oversized_bytes`` the size of the
+    oversized bodies (default: just over the client's default cap of 32 MiB), and
+    ``refuse_seconds`` how long ``refuse`` keeps the server from listening. ``limit`` caps the
+    faults injected in all (None: no cap), so a test can fail the first request and no other.
+    """
 
     rate: float = 0.1
-    kinds: tuple[str, ...] = FAULT_KINDS
+    kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS
     seed: int | None = 0
     slow_seconds: float = 0.05
     retry_after: str | None = "0"
+    oversized_bytes: int = 33 * 1024 * 1024
+    refuse_seconds: float = 0.05
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        if self.slow_seconds < 0 or self.refuse_seconds < 0 or self.oversized_bytes < 0:
+            raise ValueError("slow_seconds, refuse_seconds and oversized_bytes must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -90,6 +209,8 @@ class RequestRecord:
     status: int
     outcome: str  # "ok", "throttled", "unauthorized", "not_found", "scripted" or a fault kind
     query: dict[str, str] = field(default_factory=dict)
+    #: The request target as sent (path and query string), to check what a URL carried.
+    target: str = ""
 
 
 class _Bucket:
@@ -284,12 +405,25 @@ class FakeCommbox:
         self.record = record
         self.clock = clock
         self.requests: list[RequestRecord] = []
+        #: Requests by outcome; counted even with ``record=False`` (bounded memory for soaks).
+        self.outcomes: Counter[str] = Counter()
+        #: How many times a ``refuse`` fault closed the listening socket.
+        self.refusals = 0
+        #: Faults injected so far (what ``Faults.limit`` counts).
+        self.faults_injected = 0
+        #: Stalls (slow faults, latency) in progress now: a test can wait for one to start.
+        self.stalling = 0
         self._scripts: dict[int, list[tuple[int, dict[str, str], bytes]]] = {}
         self._bucket: _Bucket | None = None
         self.throttling = throttling
         self._rng = random.Random(faults.seed if faults else 0)
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._runner: web.AppRunner | None = None
+        self._listener: socket.socket | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
+        self._reopen_task: asyncio.Task[None] | None = None
+        self._refuse_until = 0.0
+        self._stopping: asyncio.Event | None = None
         self.app = web.Application()
         self.app.router.add_get("/v2/users/identities/{ident}/objects", self._handle)
 
@@ -332,21 +466,121 @@ class FakeCommbox:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def listening(self) -> bool:
+        """False while a ``refuse`` fault keeps the listening socket closed (or when stopped)."""
+        return self._listener is not None
+
     async def start(self) -> FakeCommbox:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._stopping = asyncio.Event()
+        # Slow faults sleep past a client that gave up; a short grace is enough at shutdown.
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        server = site._server
-        if self.port == 0 and server is not None:
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1]
+        # The listening socket and its accept loop are ours rather than a TCPSite's, so that
+        # ``refuse`` can close and reopen it while the open connections carry on. (Closing an
+        # asyncio Server instead races with its pending accepts and leaks their sockets.)
+        self._listen()
         return self
 
     async def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._reopen_task is not None:
+            self._reopen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reopen_task
+            self._reopen_task = None
+        await self._close_listener()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _listen(self) -> None:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM
+        )[0]
+        listener = socket.socket(family, kind, proto)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(512)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        # A plain reader callback accepts synchronously, so closing the listener can never
+        # strand a socket that was accepted but not yet handed to aiohttp.
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._on_acceptable, listener)
+
+    def _on_acceptable(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(64):
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # nothing left to accept (BlockingIOError) or a client gave up
+                return
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(self._adopt(conn))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        assert self._runner is not None and self._runner.server is not None
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self._runner.server, conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            listener.close()  # the connections it accepted are left alone
+        if self._adopting:
+            await asyncio.gather(*self._adopting, return_exceptions=True)
+
+    def _refuse(self, seconds: float) -> None:
+        """Stop listening for ``seconds``: connections opened meanwhile are refused."""
+        self._refuse_until = max(self._refuse_until, time.monotonic() + seconds)
+        if self._reopen_task is not None:
+            return  # already refusing; the window was extended
+        self.refusals += 1
+        self._reopen_task = asyncio.get_running_loop().create_task(self._refuse_window())
+
+    async def _refuse_window(self) -> None:
+        await self._close_listener()
+        # ``refuse`` may extend the window while this sleeps, hence the loop.
+        while True:
+            remaining = self._refuse_until - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+                continue
+            try:
+                self._listen()
+            except OSError:  # the port is not free again yet; try once more shortly
+                self._refuse_until = time.monotonic() + 0.01
+                continue
+            break
+        self._reopen_task = None
+
+    async def _stall(self, seconds: float) -> None:
+        """Sleep, but end at once when the server stops (a stalled fault must not hold it)."""
+        self.stalling += 1
+        try:
+            if self._stopping is None:
+                await asyncio.sleep(seconds)
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+        finally:
+            self.stalling -= 1
 
     async def __aenter__(self) -> FakeCommbox:
         return await self.start()
@@ -356,14 +590,17 @@ class FakeCommbox:
 
     # --- the endpoint -------------------------------------------------------------------
     def _log(self, ident: int | None, status: int, outcome: str, request: web.Request) -> None:
+        self.outcomes[outcome] += 1
         if self.record:
             self.requests.append(
-                RequestRecord(self.clock(), ident, status, outcome, dict(request.query))
+                RequestRecord(
+                    self.clock(), ident, status, outcome, dict(request.query), request.path_qs
+                )
             )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.latency:
-            await asyncio.sleep(self.latency)
+            await self._stall(self.latency)
         try:
             ident: int | None = int(request.match_info["ident"])
         except ValueError:
@@ -395,8 +632,14 @@ class FakeCommbox:
             self._log(ident, 404, "not_found", request)
             return _json(404)
         faults = self.faults
-        if faults is not None and faults.kinds and self._rng.random() < faults.rate:
+        if (
+            faults is not None
+            and faults.kinds
+            and (faults.limit is None or self.faults_injected < faults.limit)
+            and self._rng.random() < faults.rate
+        ):
             kind = self._rng.choice(faults.kinds)
+            self.faults_injected += 1
             return await self._fault(kind, ident, request, faults)
         page = self._page(ident, request.query)
         if isinstance(page, int):
@@ -461,10 +704,18 @@ class FakeCommbox:
             if status == 429 and faults.retry_after is not None:
                 headers["Retry-After"] = faults.retry_after
             return _json(status, headers)
-        if kind == "html_502":
-            self._log(ident, 502, kind, request)
+        if kind in ABSURD_RETRY_AFTER:
+            self._log(ident, 429, kind, request)
+            value = ABSURD_RETRY_AFTER[kind]
+            return _json(429, {"Retry-After": value} if value is not None else {})
+        if kind.startswith("html_5"):
+            status = int(kind[5:])
+            self._log(ident, status, kind, request)
             return web.Response(
-                status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html"
+                status=status,
+                text=f"<html><body><h1>{status} {_DESCRIPTIONS.get(status, 'Error')}</h1>"
+                "<p>nginx</p></body></html>",
+                content_type="text/html",
             )
         if kind == "html_200":
             self._log(ident, 200, kind, request)
@@ -474,11 +725,26 @@ class FakeCommbox:
         if kind == "empty_200":
             self._log(ident, 200, kind, request)
             return web.Response(body=b"", content_type="application/json")
+        if kind == "bad_status_line":
+            self._log(ident, 0, kind, request)
+            transport = request.transport
+            if transport is not None:
+                transport.write(b"HTTP/1.1 2OO Okay-ish\r\nContent-Length: 0\r\n\r\n")
+            _drop(request, abort=False)
+            return web.Response(status=500)
+        if kind == "refuse":
+            self._log(ident, 0, kind, request)
+            self._refuse(faults.refuse_seconds)
+            _drop(request)
+            return web.Response(status=500)
+        if kind in PERMANENT_FAULTS:
+            self._log(ident, 200, kind, request)
+            return await self._oversized(request, faults.oversized_bytes, kind == "oversized")
         body = self._page(ident, request.query)
         assert isinstance(body, bytes)
         if kind == "slow_headers":
             self._log(ident, 200, kind, request)
-            await asyncio.sleep(faults.slow_seconds)
+            await self._stall(faults.slow_seconds)
             return web.Response(body=body, content_type="application/json")
         if kind == "reset":
             self._log(ident, 0, kind, request)
@@ -488,14 +754,39 @@ class FakeCommbox:
         self._log(ident, 200 if kind == "slow_body" else 0, kind, request)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.content_length = len(body)
-        await response.prepare(request)
-        await response.write(body[: len(body) // 2])
-        if kind == "slow_body":
-            await asyncio.sleep(faults.slow_seconds)
-            await response.write(body[len(body) // 2 :])
-            await response.write_eof()
-            return response
+        try:
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+            if kind == "slow_body":
+                await self._stall(faults.slow_seconds)
+                await response.write(body[len(body) // 2 :])
+                await response.write_eof()
+                return response
+        except (ConnectionError, RuntimeError):
+            return response  # the client gave up first (its timeout or cancellation)
         _drop(request, abort=kind == "reset_mid_body")
+        return response
+
+    async def _oversized(
+        self, request: web.Request, size: int, with_length: bool
+    ) -> web.StreamResponse:
+        # Streamed in chunks, so a huge body never sits in the server's memory.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if with_length:
+            response.content_length = size
+        else:
+            response.enable_chunked_encoding()
+        chunk = b" " * 65536
+        try:
+            await response.prepare(request)
+            sent = 0
+            while sent < size:
+                part = chunk[: size - sent]
+                await response.write(part)
+                sent += len(part)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client stopped reading at its cap and closed the connection
         return response
 
 
@@ -564,6 +855,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--throttle-burst", type=float, default=10.0)
     parser.add_argument("--retry-after", default="1")
     parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--fault-kinds",
+        default="default",
+        help="comma-separated kinds, 'default' or 'all' (see FAULT_KINDS)",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     return parser
 
@@ -574,7 +870,13 @@ def server_from_args(args: argparse.Namespace) -> FakeCommbox:
         if args.throttle_rate
         else None
     )
-    faults = Faults(rate=args.fault_rate) if args.fault_rate else None
+    if args.fault_kinds == "all":
+        kinds: tuple[str, ...] = FAULT_KINDS
+    elif args.fault_kinds == "default":
+        kinds = DEFAULT_FAULT_KINDS
+    else:
+        kinds = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())
+    faults = Faults(rate=args.fault_rate, kinds=kinds) if args.fault_rate else None
     return FakeCommbox(
         token=args.token,
         conversations=args.conversations,

@@ -595,10 +595,12 @@ def test_content_sent_decoded(seed: dict[str, Any]) -> None:
     assert conv.childs[0].content == [1, 2]
 
 
-def test_content_decoded_once(seed_bytes: bytes) -> None:
-    """content is decoded on first use and the same object is returned afterwards."""
+def test_content_decoded_on_access(seed_bytes: bytes) -> None:
+    """content decodes on each access to an equal value, and content_raw stays the wire text."""
     conv = only(decode_page(seed_bytes))
-    assert conv.content is conv.content
+    assert conv.content == conv.content
+    assert conv.content["guidRT"] == "d34f89f73ffb4ec9909b7da1964cb7cb"
+    assert conv.content_raw is not None and conv.content_raw.startswith('{"guidRT"')
 
 
 # --- error bodies --------------------------------------------------------------------------

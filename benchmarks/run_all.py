@@ -1,0 +1,382 @@
+"""The whole benchmark suite in one run: decode, throughput, per-request overhead, throttling.
+
+    python -m benchmarks.run_all            # make bench: writes benchmarks/RESULTS.md and .png
+    python -m benchmarks.run_all --quick    # make bench-quick / CI smoke: a few seconds, no files
+
+Every benchmark interleaves its contenders round by round and reports medians with min/max;
+ratios are medians of the ratios of runs made side by side in the same round, because these
+machines are shared and noisy and only such ratios are comparable. Every contender's output is
+checked (counts, decoded fields) before it is timed. The full run exits 1 when a goal of the
+issue is missed (after writing the results); the quick mode only checks that everything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bench_decode, bench_overhead, bench_throughput, servers
+from .common import Series, fmt, machine, markdown_table, paired_ratios, ratio_median
+from .payloads import serve_payloads
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Goal:
+    what: str
+    ratios: list[float]
+    target: float
+
+    @property
+    def median(self) -> float:
+        ordered = sorted(self.ratios)
+        n = len(ordered)
+        if not n:
+            return float("nan")
+        return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+    @property
+    def holds(self) -> bool:
+        return self.median >= self.target
+
+    def row(self) -> list[str]:
+        spread = f"{min(self.ratios):.2f}-{max(self.ratios):.2f}" if self.ratios else "n/a"
+        return [
+            self.what,
+            f">= {self.target:g}x",
+            f"{self.median:.2f}x ({spread})",
+            "holds" if self.holds else "**MISSED**",
+        ]
+
+
+def goals(
+    decode: list[bench_decode.DecodeResult], throughput: list[bench_throughput.ThroughputResult]
+) -> list[Goal]:
+    out = []
+    for result in decode:
+        lib = result.series[bench_decode.LIBRARY]
+        label = result.payload.label
+        if bench_decode.PYDANTIC in result.series:
+            pyd = result.series[bench_decode.PYDANTIC]
+            out.append(Goal(f"decode {label}: library / pydantic v2", paired_ratios(lib, pyd), 4.0))
+        ref = result.series[bench_decode.REFERENCE]
+        out.append(
+            Goal(f"decode {label}: library / msgspec reference", paired_ratios(lib, ref), 0.9)
+        )
+    for t in throughput:
+        lib, raw = t.series[bench_throughput.LIBRARY], t.series[bench_throughput.RAW]
+        out.append(
+            Goal(f"throughput {t.payload.label}: library / raw loop", paired_ratios(lib, raw), 0.9)
+        )
+    return out
+
+
+def chart(
+    decode: list[bench_decode.DecodeResult],
+    throughput: list[bench_throughput.ThroughputResult],
+    path: Path,
+) -> str:
+    """Medians with min-max whiskers, one panel per benchmark; returns a note for the log."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "chart skipped: matplotlib is not installed (pip install -e '.[bench]')"
+
+    def panel(ax, groups: list[tuple[str, dict[str, Series]]], unit: str, title: str) -> None:  # type: ignore[no-untyped-def]
+        names: list[str] = []
+        for _, series in groups:
+            for name in series:
+                if name not in names:
+                    names.append(name)
+        height = 0.8 / max(1, len(groups))
+        for g, (label, series) in enumerate(groups):
+            ys, meds, lows, highs = [], [], [], []
+            for i, name in enumerate(names):
+                if name in series:
+                    s = series[name]
+                    ys.append(i + (g - (len(groups) - 1) / 2) * height)
+                    meds.append(s.median)
+                    lows.append(s.median - s.low)
+                    highs.append(s.high - s.median)
+            ax.barh(ys, meds, height=height, xerr=[lows, highs], capsize=2, label=label)
+        ax.set_yticks(range(len(names)), labels=names)
+        ax.invert_yaxis()
+        ax.set_xlabel(unit)
+        ax.set_title(title)
+        ax.legend(fontsize="small", loc="lower right")
+        ax.grid(axis="x", alpha=0.3)
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), constrained_layout=True)
+    panel(
+        axes[0],
+        [(r.payload.label, r.series) for r in decode],
+        "MB/s (median, whiskers min-max)",
+        "Decode one v2 response, content included",
+    )
+    panel(
+        axes[1],
+        [(t.payload.label, t.series) for t in throughput],
+        "requests/s (median, whiskers min-max)",
+        f"Fan-out throughput, no throttling, concurrency {throughput[0].concurrency}",
+    )
+    fig.suptitle("commbox-async benchmarks (python -m benchmarks.run_all)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart written to {path}"
+
+
+def run_throttle(quick: bool) -> str:
+    """The fan-out issue's throttle and memory benchmark, run as its own script."""
+    script = HERE / "bench_throttle.py"
+    if not script.exists():
+        return "benchmarks/bench_throttle.py is not there yet"
+    cmd = [sys.executable, str(script)] + (["--quick"] if quick else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, timeout=900)
+    out = done.stdout.strip()
+    if done.returncode != 0:
+        out += f"\n(exit {done.returncode})\n{done.stderr.strip()[-2000:]}".rstrip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI smoke: seconds, not minutes")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where RESULTS.md and results.png go (default: benchmarks/; quick mode: nowhere)",
+    )
+    parser.add_argument("--server", choices=["auto", "nginx", "raw"], default="auto")
+    parser.add_argument(
+        "--no-install", action="store_true", help="never install nginx (quick mode never does)"
+    )
+    parser.add_argument(
+        "--throttle",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run benchmarks/bench_throttle.py too (default: in the full run only)",
+    )
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    out_dir = args.out_dir if args.out_dir is not None else (None if quick else HERE)
+    with_throttle = args.throttle if args.throttle is not None else not quick
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m benchmarks.run_all", shlex.join(given)]).strip()
+    started = time.perf_counter()
+    header = machine()
+    print(f"{command}\n{header}", flush=True)
+
+    # 1. decode
+    print("\n## decode", flush=True)
+    decode, skipped = bench_decode.run(
+        rounds=2 if quick else 11, sample_seconds=0.03 if quick else 0.2, quick=quick
+    )
+    decode_table = bench_decode.table(decode)
+    print(decode_table, flush=True)
+
+    # 2. throughput, 3. overhead: against one server
+    print("\n## throughput", flush=True)
+    payloads = serve_payloads()
+    install = not (quick or args.no_install)
+    with servers.start(payloads, args.server, install=install) as server:
+        caps = {
+            p.name: servers.capacity(server, p.name, seconds=0.5 if quick else 2.0)
+            for p in payloads
+        }
+        throughput, skipped_t = bench_throughput.run(
+            server,
+            rounds=1 if quick else 7,
+            sample_seconds=0.1 if quick else 0.6,
+            concurrency=args.concurrency,
+            quick=quick,
+            payloads=payloads,
+        )
+        small = throughput[0]
+        cpu = {name: s.median for name, s in small.cpu_us.items()}
+        gcs = {name: s.median for name, s in small.gc_us.items()}
+        profiles = bench_overhead.run(
+            server, small.payload, n=300 if quick else 3000, concurrency=args.concurrency
+        )
+    skipped += skipped_t
+    server_rows = []
+    for t in throughput:
+        cap = caps[t.payload.name]
+        busiest = max((max(v) for v in t.server_load.values() if v), default=None)
+        server_rows.append(
+            [
+                t.payload.label,
+                f"{cap.requests_per_s:,.0f} req/s ({cap.tool})",
+                f"{max(s.median for s in t.series.values()):,.0f} req/s",
+                f"{busiest:.0%} of a core" if busiest is not None else "n/a",
+            ]
+        )
+    server_table = markdown_table(
+        ["body", "server capacity", "fastest client (median)", "server busy (max)"], server_rows
+    )
+    throughput_table = bench_throughput.table(throughput)
+    print(f"server: {server.note}\n{server_table}\n\n{throughput_table}", flush=True)
+    overhead_table = bench_overhead.table(profiles, cpu, gcs)
+    lib_top = bench_overhead.top_table(
+        profiles[bench_throughput.LIBRARY], cpu[bench_throughput.LIBRARY]
+    )
+    print(f"\n## per-request CPU overhead ({small.payload.label})\n{overhead_table}", flush=True)
+
+    # 4. throttle efficiency and memory (the fan-out issue's benchmark)
+    throttle_text = ""
+    if with_throttle:
+        print("\n## throttle efficiency and memory (benchmarks/bench_throttle.py)", flush=True)
+        throttle_text = run_throttle(quick)
+        print(throttle_text, flush=True)
+
+    # goals
+    checks = goals(decode, throughput)
+    goals_table = markdown_table(
+        ["goal", "target", "measured, median (min-max)", ""], [g.row() for g in checks]
+    )
+    print(f"\n## goals\n{goals_table}")
+    for note in skipped:
+        print(f"skipped: {note}")
+    elapsed = time.perf_counter() - started
+    print(f"\ndone in {elapsed:.0f} s", flush=True)
+
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        note = chart(decode, throughput, out_dir / "results.png")
+        print(note)
+        lib_cpu, raw_cpu = cpu[bench_throughput.LIBRARY], cpu[bench_throughput.RAW]
+        uv_lines = _uvloop_lines(throughput)
+        text = _RESULTS.format(
+            command=command,
+            date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            machine=header,
+            elapsed=elapsed,
+            goals=goals_table,
+            decode=decode_table,
+            server=server.note,
+            server_table=server_table,
+            throughput=throughput_table,
+            concurrency=args.concurrency,
+            small=small.payload.label,
+            overhead=overhead_table,
+            overhead_us=lib_cpu - raw_cpu,
+            overhead_pct=(lib_cpu - raw_cpu) / raw_cpu,
+            top=lib_top,
+            uvloop="\n".join(uv_lines) or "uvloop is not installed: not measured.",
+            throttle=(
+                f"```\n{throttle_text}\n```" if throttle_text else "Not run (`--no-throttle`)."
+            ),
+            skipped="\n".join(f"- skipped: {s}" for s in skipped),
+        )
+        (out_dir / "RESULTS.md").write_text(text)
+        print(f"results written to {out_dir / 'RESULTS.md'}")
+    if quick:
+        return 0
+    missed = [g.what for g in checks if not g.holds]
+    if missed:
+        print("goals MISSED: " + "; ".join(missed))
+        return 1
+    print("goals: all hold")
+    return 0
+
+
+def _uvloop_lines(throughput: list[bench_throughput.ThroughputResult]) -> list[str]:
+    lines = []
+    for t in throughput:
+        lib = t.series.get(bench_throughput.LIBRARY)
+        lib_uv = t.series.get(bench_throughput.LIBRARY + bench_throughput.UVLOOP)
+        raw = t.series.get(bench_throughput.RAW)
+        raw_uv = t.series.get(bench_throughput.RAW + bench_throughput.UVLOOP)
+        if lib is None or lib_uv is None or raw is None or raw_uv is None:
+            continue
+        lines.append(
+            f"- {t.payload.label}: the library on uvloop runs at "
+            f"{ratio_median(lib_uv, lib):.2f}x its speed on asyncio's loop "
+            f"({fmt(lib_uv.median)} vs {fmt(lib.median)} req/s); the raw loop at "
+            f"{ratio_median(raw_uv, raw):.2f}x ({fmt(raw_uv.median)} vs {fmt(raw.median)} req/s)."
+        )
+    return lines
+
+
+_RESULTS = """\
+# Benchmark results
+
+Produced by `{command}` (`make bench`) on {date}, in {elapsed:.0f} s.
+Machine: {machine}.
+
+Absolute numbers are only comparable within this run: the machine is shared and noisy. Every
+contender runs interleaved with the others, round by round; tables give medians with min-max,
+and a ratio is the median of the ratios of runs made side by side in one round. Each
+contender's results are checked (counts, a sum, decoded `content` fields) before timing.
+
+![results](results.png)
+
+## Goals
+
+{goals}
+
+## 1. Decode one v2 response, double-encoded `content` included
+
+The library's public path is `parse_response(200, {{}}, body)` followed by `.content` of every
+conversation, child and user (the library decodes `content` on access); the msgspec reference
+is `benchmarks/reference.py` (hand-tuned: `gc=False` Structs, enums as ints, content decoded
+eagerly); orjson and json decode to dicts and then every content string; pydantic v2 uses
+models with the same fields and types and `Json[Any]` for content (`model_validate_json`).
+The bodies are built by the fake server's `conversation()`.
+
+{decode}
+
+## 2. Fan-out throughput with no throttling
+
+Server: {server}. It answers every path with the payload. Its capacity is measured without
+our client, and its CPU use is read from /proc during every run: it is not the bottleneck.
+
+{server_table}
+
+All contenders fetch the same identities with concurrency {concurrency} and decode every body
+with `content` (the library: `fetch_many(..., concurrency={concurrency})` with
+`RateLimit(max_rate=1e9, adaptive=False)`; the raw loop: {concurrency} tasks over one
+`aiohttp.ClientSession`, decoding with the msgspec reference; httpx: the same loop over
+`httpx.AsyncClient`). "client CPU" is the client process's CPU time per request, "of which
+GC" the part spent in the cyclic garbage collector. Rows marked "+ uvloop" ran on uvloop's
+event loop, and their ratio compares the library on uvloop with the same contender on uvloop.
+
+{throughput}
+
+### uvloop (optional)
+
+{uvloop}
+
+## 3. Per-request CPU overhead over the raw loop
+
+{small}: the library spends **{overhead_us:+.1f} us** of CPU per request more than the raw
+loop ({overhead_pct:+.0%}). Where it goes (cProfile's own-time shares, scaled to the unprofiled
+CPU time above; "decode" includes the content decoding of both):
+
+{overhead}
+
+The library's functions with the most own time:
+
+{top}
+
+## 4. Throttle efficiency and memory
+
+{throttle}
+
+{skipped}
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""RedisLimiter against a real redis-server and the fake CommBox server, over real sockets.
+
+What is claimed is read from the fake server's request log (arrival times), never from timers:
+several clients, or processes, on one key stay under the one rate; a 429 seen by one pauses
+them all; Redis killed mid-run costs neither a hang, nor a flood, nor an id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from commbox_async import AsyncCommbox, Retries
+from commbox_async.redis import RedisLimiter
+from commbox_async.testing import FakeCommbox
+
+if TYPE_CHECKING:
+    from redis_server import RedisServer
+
+# The `redis_server` fixture: a real redis-server on a free loopback port.
+pytest_plugins = ["redis_server"]
+
+# No real back-off between failed attempts; a 429 waits exactly what the server says.
+RETRIES = Retries(base_delay=0.0, max_delay=0.0)
+
+
+def max_in_window(times: Sequence[float], width: float = 1.0) -> int:
+    """The most requests that arrived within any window [t, t + width)."""
+    ordered = sorted(times)
+    most, start = 0, 0
+    for end, at in enumerate(ordered):
+        while ordered[start] <= at - width:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def arrivals(server: FakeCommbox) -> list[float]:
+    return [r.at for r in server.requests]
+
+
+async def fetch_all(
+    commbox: AsyncCommbox,
+    ids: Sequence[int],
+    concurrency: int = 8,
+    on_result: Callable[[], None] | None = None,
+) -> dict[int, bool]:
+    outcome: dict[int, bool] = {}
+    async for result in commbox.fetch_many(ids, concurrency=concurrency):
+        assert result.identity_id not in outcome, "an id came back twice"
+        outcome[result.identity_id] = result.ok
+        if on_result is not None:
+            on_result()
+    return outcome
+
+
+def split(ids: Sequence[int], parts: int) -> list[list[int]]:
+    return [list(ids[i::parts]) for i in range(parts)]
+
+
+async def run_clients(
+    server: FakeCommbox,
+    limiters: Sequence[RedisLimiter],
+    ids: Sequence[int],
+    on_result: Callable[[], None] | None = None,
+) -> dict[int, bool]:
+    """One client (own session) per limiter, the ids split between them, all at once."""
+    outcome: dict[int, bool] = {}
+
+    async def one(limiter: RedisLimiter, part: list[int]) -> None:
+        async with AsyncCommbox(
+            token=server.token, base_url=server.url, limiter=limiter, retries=RETRIES
+        ) as commbox:
+            outcome.update(await fetch_all(commbox, part, on_result=on_result))
+
+    parts = split(ids, len(limiters))
+    await asyncio.gather(*(one(lim, part) for lim, part in zip(limiters, parts, strict=True)))
+    return outcome
+
+
+def limiters_for(
+    redis_server: RedisServer, key: str, count: int, rate: float, **options: Any
+) -> list[RedisLimiter]:
+    return [
+        RedisLimiter.from_url(redis_server.url, key=key, rate_limit=rate, **options)
+        for _ in range(count)
+    ]
+
+
+async def close_all(limiters: Sequence[RedisLimiter]) -> None:
+    await asyncio.gather(*(limiter.aclose() for limiter in limiters))
+
+
+def test_importing_the_library_does_not_import_redis() -> None:
+    """`import commbox_async` leaves redis-py unimported; `commbox_async.redis` exposes it."""
+    code = (
+        "import sys, commbox_async\n"
+        "assert 'redis' not in sys.modules, 'redis imported'\n"
+        "from commbox_async.redis import RedisLimiter\n"
+        "assert 'redis' in sys.modules and RedisLimiter.__module__ == 'commbox_async._redis'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_clients_sharing_a_key_never_exceed_the_limit(redis_server: RedisServer) -> None:
+    """Three clients in one loop, separate sessions, one key: any one second holds <= 40."""
+    limiters = limiters_for(redis_server, "commbox:rate", 3, 40)
+    ids = list(range(1, 91))
+    try:
+        async with FakeCommbox() as server:
+            outcome = await run_clients(server, limiters, ids)
+    finally:
+        await close_all(limiters)
+    assert sorted(outcome) == ids and all(outcome.values())
+    assert server.count() == len(ids)
+    assert max_in_window(arrivals(server)) <= 40
+    # About one round trip per request: no polling (a late wake-up takes a second slot).
+    assert sum(lim.round_trips for lim in limiters) <= 1.1 * len(ids)
+
+
+async def test_a_429_seen_by_one_client_pauses_the_others(redis_server: RedisServer) -> None:
+    """A scripted 429 (Retry-After: 0.3) to one client: no request from any arrives in it."""
+    limiters = limiters_for(redis_server, "commbox:pause", 3, 60)
+    ids = list(range(1, 121))
+    victim = ids[30]  # about half a second in
+    try:
+        async with FakeCommbox() as server:
+            server.script(victim, (429, {"Retry-After": "0.3"}, b'{"status": 429}'))
+            outcome = await run_clients(server, limiters, ids)
+    finally:
+        await close_all(limiters)
+    assert sorted(outcome) == ids and all(outcome.values())
+    [throttled] = [r for r in server.requests if r.outcome == "scripted"]
+    t0 = throttled.at
+    # Requests already on the wire when the 429 was sent may still land just after it.
+    during = [r for r in server.requests if t0 + 0.03 < r.at < t0 + 0.3]
+    assert during == [], f"{len(during)} requests arrived during the pause"
+    others = {i for part in split(ids, 3)[1:] for i in part}
+    before = [r for r in server.requests if t0 - 0.3 < r.at < t0 and r.identity_id in others]
+    after = [r for r in server.requests if r.at >= t0 + 0.3 and r.identity_id in others]
+    assert before and after, "the other clients were not running around the pause"
+    assert server.count(identity_id=victim) == 2  # the 429, then the retry after the pause
+
+
+async def test_the_shared_rate_and_pause_reach_every_limiter(redis_server: RedisServer) -> None:
+    """A 429 reported to one limiter lowers the rate in Redis and pauses the other at once."""
+    first, second = limiters_for(redis_server, "commbox:adapt", 2, 100)
+    try:
+        tickets = [await first.acquire() for _ in range(5)]
+        await second.acquire()  # subscribes `second` to the pause channel
+        await asyncio.sleep(0.05)
+        first.report(tickets[-1], throttled=True, retry_after=0.3)
+        for _ in range(100):
+            if second.pause_remaining() > 0:
+                break
+            await asyncio.sleep(0.005)
+        assert second.pause_remaining() > 0.2
+        state = await second.shared_state()
+        assert state["rate"] <= 50  # halved: nothing was known to be good
+        assert state["pause"] > state["tat"] - 1 / state["rate"] - 1e-3
+        await second.acquire()
+        assert second.current_rate == pytest.approx(state["rate"])
+        assert second.pause_remaining() == 0
+    finally:
+        await close_all([first, second])
+
+
+def _process_worker(
+    url: str, key: str, base_url: str, token: str, ids: list[int], rate: float, out: Any
+) -> None:
+    async def main() -> tuple[dict[int, bool], int]:
+        async with RedisLimiter.from_url(url, key=key, rate_limit=rate) as limiter:
+            async with AsyncCommbox(
+                token=token, base_url=base_url, limiter=limiter, retries=RETRIES
+            ) as commbox:
+                return await fetch_all(commbox, ids), limiter.round_trips
+
+    out.put(asyncio.run(main()))
+
+
+async def test_processes_sharing_a_key_never_exceed_the_limit(redis_server: RedisServer) -> None:
+    """Three worker processes on one key against one server: any one second holds <= 50."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    ids = list(range(1, 121))
+    async with FakeCommbox() as server:
+        processes = [
+            ctx.Process(
+                target=_process_worker,
+                args=(redis_server.url, "commbox:procs", server.url, server.token, part, 50, queue),
+            )
+            for part in split(ids, 3)
+        ]
+        for process in processes:
+            process.start()
+        try:
+            replies = [await asyncio.to_thread(queue.get, True, 60) for _ in processes]
+        finally:
+            for process in processes:
+                await asyncio.to_thread(process.join, 10)
+                if process.is_alive():
+                    process.kill()
+    outcome: dict[int, bool] = {}
+    for part, _ in replies:
+        assert not set(part) & set(outcome)
+        outcome.update(part)
+    assert sorted(outcome) == ids and all(outcome.values())
+    assert server.count() == len(ids)
+    assert max_in_window(arrivals(server)) <= 50
+
+
+async def test_redis_killed_and_restarted_mid_run(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis dies for a second mid-run: no hang, no flood, one warning each, every id back."""
+    caplog.set_level(logging.WARNING, logger="commbox_async.redis")
+    limiters = limiters_for(
+        redis_server, "commbox:crash", 2, 40, expected_workers=2, reconnect_interval=0.5
+    )
+    ids = list(range(1, 161))
+
+    done = 0
+    quarter, half = asyncio.Event(), asyncio.Event()
+
+    def count() -> None:
+        nonlocal done
+        done += 1
+        if done == len(ids) // 4:
+            quarter.set()
+        elif done == len(ids) // 2:
+            half.set()
+
+    async def outage() -> None:
+        # Kill Redis a quarter of the way in, bring it back at half way (about 1 s each).
+        await quarter.wait()
+        redis_server.stop(kill=True)
+        await half.wait()
+        await asyncio.to_thread(redis_server.start)
+
+    server = FakeCommbox()
+    try:
+        async with server:
+            chaos = asyncio.create_task(outage())
+            outcome = await asyncio.wait_for(run_clients(server, limiters, ids, count), 30)
+            await chaos
+    finally:
+        await close_all(limiters)
+    assert sorted(outcome) == ids and all(outcome.values())
+    assert server.count() == len(ids)
+    assert [lim.outages for lim in limiters] == [1, 1]
+    # A flood would be each process at the full rate: 80 in a second. What remains is the seam
+    # at each switch (a process's last slot of one kind lands next to its first of the other,
+    # usually +1 or +2) and, on a busy machine, a process that switches back a little later.
+    assert max_in_window(arrivals(server)) <= 1.25 * 40, [
+        (lim.shared_slots, lim.fallback_slots, lim.forfeited) for lim in limiters
+    ]
+    assert all(lim.shared and lim.fallback_slots > 0 for lim in limiters)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+
+
+async def test_unreachable_redis_falls_back_to_the_local_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With no Redis at all, slots come from the fallback rate after one warning."""
+    from redis_server import free_port
+
+    caplog.set_level(logging.WARNING, logger="commbox_async.redis")
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async with RedisLimiter.from_url(url, key="commbox:none", rate_limit=50) as limiter:
+        assert limiter.fallback_rate == 50 / 4
+        started = time.monotonic()
+        for _ in range(3):
+            await limiter.acquire()
+        assert time.monotonic() - started < 5  # no hang on the dead address
+        assert not limiter.shared and limiter.fallback_slots == 3
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_requests_per_window_helper() -> None:
+    """max_in_window counts a half-open one-second window."""
+    assert max_in_window([0.0, 0.5, 0.999, 1.0, 1.5]) == 3
+    assert max_in_window([]) == 0
+
+
+def test_without_redis_server_the_tests_skip_or_fail_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No binary: a skip that says how to install it; under CI=true, a failure instead."""
+    import redis_server
+
+    monkeypatch.setattr(redis_server.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install redis-server"):
+        redis_server.redis_binary()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        redis_server.redis_binary()
+
+
+def test_bad_arguments_are_refused_before_any_connection() -> None:
+    """An empty key or a non-positive fallback rate raises InvalidArgumentError."""
+    from commbox_async import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError):
+        RedisLimiter.from_url("redis://127.0.0.1:1/0", key="")
+    with pytest.raises(InvalidArgumentError):
+        RedisLimiter.from_url("redis://127.0.0.1:1/0", key="k", fallback_rate=0)
