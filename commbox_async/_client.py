@@ -22,6 +22,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import backoff
+import msgspec
 from yarl import URL
 
 from ._config import (
@@ -64,8 +65,7 @@ __all__ = ["AsyncCommbox", "FanOutError", "FanOutProgress", "FetchResult"]
 logger = logging.getLogger("commbox_async")
 
 
-@dataclass(frozen=True, slots=True)
-class FetchResult:
+class FetchResult(msgspec.Struct, frozen=True, gc=False):
     """One identity's outcome in a fan-out: exactly one of ``response`` and ``error`` is set.
 
     ``identity_id`` is the id as given; for an input that is not a valid id it is the raw value
@@ -102,18 +102,15 @@ class FanOutError(CommboxError):
         self.errors = errors
 
 
-class _Call:
-    """The state of one logical call across its attempts."""
+class _Call(msgspec.Struct, gc=False):
+    """The state of one logical call across its attempts (gc=False: it holds no cycles)."""
 
-    __slots__ = ("attempts", "deadline", "failures", "identity_id", "throttled", "url")
-
-    def __init__(self, identity_id: int, url: URL, deadline: float) -> None:
-        self.identity_id = identity_id
-        self.url = url
-        self.deadline = deadline
-        self.attempts = 0
-        self.failures = 0
-        self.throttled = 0
+    identity_id: int
+    url: URL
+    deadline: float
+    attempts: int = 0
+    failures: int = 0
+    throttled: int = 0
 
 
 def _retry_waits() -> Generator[float, Any, None]:
