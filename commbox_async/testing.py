@@ -48,6 +48,7 @@ __all__ = [
     "Faults",
     "RequestRecord",
     "Throttling",
+    "VirtualClock",
     "unused_port",
 ]
 
@@ -198,6 +199,31 @@ class Faults:
             raise ValueError("rate must be between 0 and 1")
         if self.slow_seconds < 0 or self.refuse_seconds < 0 or self.oversized_bytes < 0:
             raise ValueError("slow_seconds, refuse_seconds and oversized_bytes must be >= 0")
+
+
+class VirtualClock:
+    """A clock that moves only when someone sleeps on it, and remembers every sleep.
+
+    Pass it as ``LocalLimiter(..., clock=vc, sleep=vc.sleep)`` and as ``FakeCommbox(clock=vc)``:
+    pauses and waits then cost no real time, and the server's log uses the same time line.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    clock = time
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from commbox_async import (
     ServerError,
 )
 from commbox_async.testing import FakeCommbox, Faults, conversation, unread_of
+from commbox_async.testing import VirtualClock as FakeClock
 
 IDENT = 558355
 #: As in conftest: no real back-off between attempts, no default pause after a 429.
@@ -88,22 +89,6 @@ def acquired(client: AsyncCommbox) -> int:
     session = client._session  # the pool is private; the test must look inside it
     assert session is not None
     return len(session.connector._acquired)  # type: ignore[union-attr]
-
-
-class FakeClock:
-    """A clock that moves only when the limiter sleeps, and remembers every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 class NoJitter(random.Random):

@@ -22,6 +22,7 @@ from commbox_async import (
 )
 from commbox_async._throttle import RateEstimator, Ticket
 from commbox_async.testing import FakeCommbox, Faults, Throttling, unread_of
+from commbox_async.testing import VirtualClock as VirtualTime
 
 FAST_RETRIES = Retries(base_delay=0.0, max_delay=0.0, default_retry_after=0.0)
 MISSING = {7, 70, 700}
@@ -192,20 +193,6 @@ async def test_closing_the_client_ends_a_running_fan_out() -> None:
                 if result.identity_id:
                     await commbox.aclose()
         assert not commbox._tasks
-
-
-class VirtualTime:
-    """A clock that only moves when someone sleeps: pauses cost no real time."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 async def test_a_429_pauses_every_worker_for_retry_after() -> None:

@@ -52,6 +52,7 @@ from commbox_async.testing import (
     unread_of,
     unused_port,
 )
+from commbox_async.testing import VirtualClock as FakeTime
 
 ROOT = Path(__file__).resolve().parent.parent
 IDENT = 558355
@@ -157,22 +158,6 @@ class ObservedLimiter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
-
-
-class FakeTime:
-    """A clock and a sleep for ``LocalLimiter``: sleeping moves the clock, never waits."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 class MaxRandom(random.Random):
@@ -408,9 +393,7 @@ async def test_mixed_faults_lose_no_identity() -> None:
             # normal answer and below the stalls, and the tries are generous (P(20 faults in a
             # row) = 0.3**20).
             timeout = Timeout(total=5.0, connect=2.0, sock_read=0.15)
-            retries = Retries(
-                tries=20, base_delay=0.002, max_delay=0.02, default_retry_after=0.0
-            )
+            retries = Retries(tries=20, base_delay=0.002, max_delay=0.02, default_retry_after=0.0)
             async with make_client(server, timeout=timeout, retries=retries) as client:
                 seen: dict[int, int] = {}
                 async for result in client.fetch_many(ids, concurrency=16):
@@ -1191,4 +1174,3 @@ def test_quick_soak_loses_nothing() -> None:
     assert figures["tasks_left"] == 0
     assert set(figures["faults_by_kind"]) == set(FAULT_KINDS)
     assert "soak-token" not in run.stdout + run.stderr  # the soak's own token
-
