@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check commbox_async tests benchmarks
+	$(BIN)/ruff check commbox_async tests benchmarks examples
 	$(BIN)/mypy --strict commbox_async
 	$(BIN)/python -m pytest -q
 

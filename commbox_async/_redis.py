@@ -222,14 +222,10 @@ def _check(
     return config, as_rate_limit(fallback_rate).max_rate
 
 
-class _SlotTicket(Ticket):
+class _SlotTicket(Ticket, gc=False):
     """A ticket for a slot of the shared schedule; ``slot`` is its time on Redis's clock."""
 
-    __slots__ = ("slot",)
-
-    def __init__(self, sent: float, slot: float) -> None:
-        super().__init__(sent)
-        self.slot = slot
+    slot: float = 0.0
 
 
 class RedisLimiter:
@@ -461,7 +457,7 @@ class RedisLimiter:
                 self.forfeited += 1
                 continue
             self.shared_slots += 1
-            return _SlotTicket(time.monotonic(), slot)
+            return _SlotTicket(time.monotonic(), slot=slot)
 
     def report(self, ticket: Ticket, *, throttled: bool, retry_after: float | None) -> None:
         if isinstance(ticket, _SlotTicket):

@@ -1,0 +1,143 @@
+"""What the command line writes: NDJSON result lines, whole and flushed, and the job's summary.
+
+Each line is one identity: ``{"identity_id": ..., "response": <the page, API field names>}`` or
+``{"identity_id": ..., "error": {"status", "description", "kind"}}``. The page is encoded back
+with msgspec, whose Structs carry the wire names, so ``content`` is the server's original string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import msgspec
+
+from ._client import FetchResult
+from ._errors import CommboxError
+from ._stats import StatsSnapshot
+
+__all__ = ["JobReport", "LineWriter", "error_fields", "result_line", "summary_rows"]
+
+_encoder = msgspec.json.Encoder()
+#: Failed ids kept for the summary; the output file holds every one of them.
+MAX_FAILED_IDS = 1000
+#: Failed ids shown in the summary.
+SHOWN_FAILED_IDS = 20
+
+
+def error_fields(error: CommboxError) -> dict[str, Any]:
+    """``status`` (None when no HTTP answer came), ``description`` and ``kind`` of an error."""
+    description = getattr(error, "description", None) or error.message
+    status = getattr(error, "status", None)
+    return {"status": status, "description": description, "kind": error.kind}
+
+
+def result_line(result: FetchResult) -> bytes:
+    """One NDJSON line, newline included."""
+    if result.error is not None:
+        body: dict[str, Any] = {
+            "identity_id": result.identity_id,
+            "error": error_fields(result.error),
+        }
+    else:
+        body = {"identity_id": result.identity_id, "response": result.response}
+    return _encoder.encode(body) + b"\n"
+
+
+class LineWriter:
+    """Writes whole lines, each flushed at once, so that an interrupted job leaves no half line.
+
+    A file is opened unbuffered, so each line is one ``write`` call (a kill can still cut a
+    line, which ``--resume`` detects and drops). ``lines`` counts the lines written.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.lines = 0
+
+    def write(self, line: bytes) -> None:
+        view = memoryview(line)
+        while view:
+            # An unbuffered file may write less than asked; a buffered one writes it all.
+            written = self._stream.write(view)
+            view = view[written if written is not None else len(view) :]
+        self._stream.flush()
+        self.lines += 1
+
+
+@dataclass
+class JobReport:
+    """Counts of a fetch job, filled as results arrive."""
+
+    ok: int = 0
+    failed: int = 0
+    failed_ids: list[Any] = field(default_factory=list)
+    failed_kinds: dict[str, int] = field(default_factory=dict)
+    conversations: int = 0
+    unread: int = 0
+    elapsed: float = 0.0
+    bad_lines: int = 0
+    duplicates: int = 0
+    resumed: int = 0
+    stats: StatsSnapshot | None = None
+
+    def add(self, result: FetchResult) -> None:
+        if result.error is not None:
+            self.failed += 1
+            kind = result.error.kind
+            self.failed_kinds[kind] = self.failed_kinds.get(kind, 0) + 1
+            if len(self.failed_ids) < MAX_FAILED_IDS:
+                self.failed_ids.append(result.identity_id)
+        elif result.response is not None:
+            self.ok += 1
+            self.conversations += len(result.response.data)
+            self.unread += result.response.unread_total
+
+    @property
+    def fetched(self) -> int:
+        return self.ok + self.failed
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def summary_rows(report: JobReport) -> list[tuple[str, str]]:
+    """The summary as (label, value) rows, for a table or plain lines."""
+    rows = [("identities", f"{report.ok:,} ok, {report.failed:,} failed")]
+    if report.failed:
+        shown = ", ".join(str(i) for i in report.failed_ids[:SHOWN_FAILED_IDS])
+        more = report.failed - min(report.failed, SHOWN_FAILED_IDS)
+        if more:
+            shown += f" and {more:,} more (see the output)"
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(report.failed_kinds.items()))
+        rows.append(("failed ids", shown))
+        rows.append(("failed by kind", kinds))
+    rows.append(("conversations", f"{report.conversations:,}"))
+    rows.append(("total unread", f"{report.unread:,}"))
+    rate = report.fetched / report.elapsed if report.elapsed > 0 else 0.0
+    rows.append(("throughput", f"{rate:,.1f} identities/s ({report.elapsed:.1f} s)"))
+    stats = report.stats
+    if stats is not None:
+        p50, p95 = _ms(stats.latency_p50_ms), _ms(stats.latency_p95_ms)
+        rows.append(("latency", f"p50 {p50}, p95 {p95}"))
+        rows.append(
+            (
+                "requests",
+                f"{stats.requests:,} ({stats.retries:,} retries, {stats.throttled:,} answered 429)",
+            )
+        )
+    skipped = []
+    if report.resumed:
+        skipped.append(f"{report.resumed:,} already in the output")
+    if report.duplicates:
+        skipped.append(_count(report.duplicates, "repeated id"))
+    if report.bad_lines:
+        skipped.append(_count(report.bad_lines, "bad input line"))
+    if skipped:
+        rows.append(("skipped", ", ".join(skipped)))
+    return rows

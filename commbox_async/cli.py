@@ -1,0 +1,130 @@
+"""The ``commbox-async`` command (also ``python -m commbox_async``); needs the ``cli`` extra.
+
+This module is the guard around every command: it checks that the extra is installed, parses
+the arguments, runs the command's coroutine with Ctrl-C turned into a clean cancellation, and
+turns every way a command can end into a one-line message and an exit status: 0 all ok,
+1 some identities failed, 2 usage or configuration error, 130 interrupted. No traceback is ever
+printed (a traceback could show the token), and the token is masked in every message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
+
+from ._cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliExit
+from ._errors import AuthenticationError, CommboxError, InvalidArgumentError
+
+__all__ = ["main"]
+
+PROG = "commbox-async"
+INSTALL_HINT = "pip install 'commbox-async[cli]'"
+
+
+def _secrets(argv: Sequence[str]) -> list[str]:
+    """Every token value this process knows of: the environment's and any --token argument."""
+    found = [os.environ.get("COMMBOX_TOKEN", "")]
+    for i, arg in enumerate(argv):
+        if arg == "--token" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith("--token="):
+            found.append(arg.partition("=")[2])
+    return [s for s in found if len(s) >= 4]  # masking "a" would mangle every message
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _say(message: str, secrets: Sequence[str]) -> None:
+    print(f"{PROG}: {_redact(message, secrets)}", file=sys.stderr, flush=True)
+
+
+def _redacting_parser(secrets: Sequence[str]) -> type[argparse.ArgumentParser]:
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            super().error(_redact(message, secrets))
+
+    return Parser
+
+
+async def _interruptible(command: Coroutine[Any, Any, int]) -> int:
+    """Run a command; the first Ctrl-C cancels it (clean-up runs), a second one stops at once."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_sigint() -> None:
+        loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt for a 2nd Ctrl-C
+        task.cancel()
+
+    # Not on Windows, nor outside the main thread: Ctrl-C is then a plain KeyboardInterrupt.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        return await command
+    except asyncio.CancelledError:
+        raise CliExit("interrupted", EXIT_INTERRUPTED) from None
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def _commands() -> dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]]:
+    # Imported here: these modules import rich, which only the 'cli' extra installs.
+    from ._cli_commands import demo_command, get_command, mock_command
+    from ._cli_fetch import fetch_command
+
+    return {
+        "get": get_command,
+        "fetch": fetch_command,
+        "mock": mock_command,
+        "demo": demo_command,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    secrets = _secrets(args_list)
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        _say(f"the command line needs the 'cli' extra: {INSTALL_HINT}", secrets)
+        return EXIT_USAGE
+    from ._cli_args import build_parser
+
+    parser = build_parser(parser_class=_redacting_parser(secrets))
+    args = parser.parse_args(args_list)
+    command = _commands()[args.command]
+    try:
+        return asyncio.run(_interruptible(command(args)))
+    except CliExit as exc:
+        _say(exc.message, secrets)
+        return exc.status
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _say("interrupted", secrets)
+        return EXIT_INTERRUPTED
+    except (InvalidArgumentError, AuthenticationError) as exc:
+        _say(str(exc), secrets)
+        return EXIT_USAGE
+    except CommboxError as exc:
+        _say(str(exc), secrets)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader of stdout went away (| head): stop quietly, and keep Python's final
+        # flush of stdout from failing again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:  # the last guard: one line, never a traceback
+        _say(f"unexpected error: {type(exc).__name__}: {exc}", secrets)
+        return EXIT_FAILED

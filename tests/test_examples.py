@@ -1,0 +1,91 @@
+"""The runnable examples of the README, each run against the fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from commbox_async.testing import FakeCommbox, unread_of
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TOKEN = "examples-token-5b1e"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def _run(script: str, *args: str, url: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    env = {**os.environ, "COMMBOX_TOKEN": TOKEN, "COMMBOX_BASE_URL": url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / script),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_web_app_shows_unread_badges() -> None:
+    """The aiohttp.web example serves badge counts and reports a missing identity as unavailable."""
+    web_badges = _load("web_badges")
+    async with FakeCommbox(token=TOKEN, not_found={404}) as server:
+        app = web_badges.create_app(token=TOKEN, base_url=server.url, rate_limit=1000)
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/badges", params={"ids": "558355,7,404,7"})
+            assert response.status == 200
+            body = await response.json()
+            assert body == {
+                "badges": {"558355": unread_of(558355, 10), "7": unread_of(7, 10)},
+                "unavailable": [404],
+            }
+            page = await client.get("/inbox/558355")
+            assert page.status == 200
+            text = await page.text()
+            assert f'Inbox <span class="badge">{unread_of(558355, 10)}</span>' in text
+            assert text.count('<span class="badge">') == 11
+            assert (await client.get("/inbox/404")).status == 404
+            assert (await client.get("/badges", params={"ids": "x"})).status == 400
+
+
+async def test_fanout_job_prints_one_line_per_identity() -> None:
+    """The fan-out example prints every identity once, a bad id as a failure, and exits 1."""
+    async with FakeCommbox(token=TOKEN) as server:
+        code, out, err = await _run(
+            "fanout_job.py", "-", "--rate", "1000", url=server.url, stdin=b"1\n2\nx\n3\n"
+        )
+    lines = sorted(out.splitlines())
+    assert lines == sorted(
+        [f"{i}\t{unread_of(i, 10)}" for i in (1, 2, 3)] + ["x\terror\tinvalid_argument"]
+    )
+    assert code == 1
+    assert "3 ok, 1 failed" in err
+
+
+async def test_bot_loop_reacts_once_to_new_unread_messages() -> None:
+    """The bot reacts to each open conversation with unread messages once, then to nothing new."""
+    async with FakeCommbox(token=TOKEN, conversations=10) as server:
+        code, out, err = await _run(
+            "bot_loop.py", "558355", "--interval", "0", "--rounds", "2", url=server.url
+        )
+        polled = server.count("ok")
+    assert code == 0, err
+    open_with_unread = [i for i in range(0, 10, 3) if (558355 + i) % 4]  # statusId 1 = open
+    assert f"look 1: reacted to {len(open_with_unread)} conversation(s)" in out
+    assert "look 2: reacted to 0 conversation(s)" in out
+    assert polled == 2
