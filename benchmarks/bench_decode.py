@@ -27,7 +27,7 @@ from commbox_async import parse_response
 
 from . import reference
 from .common import Series, fmt, markdown_table, ratio_text, rotate
-from .payloads import Payload, Summary, decode_payloads, expected
+from .payloads import Payload, Summary, decode_payloads, expected, touch_contents
 
 LIBRARY = "commbox_async"
 REFERENCE = "msgspec reference"
@@ -44,16 +44,7 @@ class Contender:
 # --- the library ---------------------------------------------------------------------------
 def library_decode(body: bytes) -> Any:
     page = parse_response(200, {}, body)
-    for conv in page.data:
-        conv.content  # noqa: B018 - decodes and caches the double-encoded field
-        user = conv.user
-        if user is not None:
-            user.content  # noqa: B018
-        for child in conv.childs:
-            child.content  # noqa: B018
-            user = child.user
-            if user is not None:
-                user.content  # noqa: B018
+    touch_contents(page)
     return page
 
 

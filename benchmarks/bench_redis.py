@@ -53,20 +53,10 @@ class WorkerReport:
     fallback_slots: int
 
 
-def worker(
-    mode: str,
-    redis_url: str,
-    key: str,
-    base_url: str,
-    token: str,
-    ids: list[int],
-    rate: float,
-    ready: Any,
-    start: Any,
-    out: Any,
-) -> None:
-    """One worker process: wait for the common start, fetch its ids, report."""
-    asyncio.run(_worker(mode, redis_url, key, base_url, token, ids, rate, ready, start, out))
+def worker(*args: Any) -> None:
+    """One worker process (the arguments of ``_worker``): wait for the common start, fetch its
+    ids, report."""
+    asyncio.run(_worker(*args))
 
 
 async def _worker(

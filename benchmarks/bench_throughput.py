@@ -36,7 +36,7 @@ from commbox_async import AsyncCommbox, RateLimit
 
 from . import reference, servers
 from .common import Series, fmt, markdown_table, ratio_text, rotate
-from .payloads import Payload, serve_payloads
+from .payloads import Payload, serve_payloads, touch_contents
 
 LIBRARY = "commbox_async"
 RAW = "raw aiohttp + msgspec"
@@ -86,20 +86,6 @@ class _GcTimer:
             self.total += time.perf_counter() - self._start
 
 
-def _touch(page: Any) -> None:
-    """Decode every ``content`` of a library page, as the raw loop's decoder does."""
-    for conv in page.data:
-        conv.content  # noqa: B018 - decodes the double-encoded field
-        user = conv.user
-        if user is not None:
-            user.content  # noqa: B018
-        for child in conv.childs:
-            child.content  # noqa: B018
-            user = child.user
-            if user is not None:
-                user.content  # noqa: B018
-
-
 # --- contenders: each warms its pool up, then fetches ``ids`` under ``timed`` ---------------
 Timed = Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]
 
@@ -113,7 +99,7 @@ async def library(url: str, ids: range, concurrency: int, check: Check, timed: T
                 if page is None:
                     check.bad += 1
                     continue
-                _touch(page)
+                touch_contents(page)
                 first = page.data[0].content if page.data else None
                 check.page(len(page.data), first["guidRT"] if first else None)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -104,3 +105,18 @@ def expected(body: bytes) -> Summary:
         first_guid=first_guid,
         seq_sum=seq_sum,
     )
+
+
+def touch_contents(page: Any) -> None:
+    """Decode every ``content`` of a library page (conversations, children, their users),
+    so that the library does the same work as competitors that decode it eagerly."""
+    for conv in page.data:
+        conv.content  # noqa: B018 - decodes the double-encoded field
+        user = conv.user
+        if user is not None:
+            user.content  # noqa: B018
+        for child in conv.childs:
+            child.content  # noqa: B018
+            user = child.user
+            if user is not None:
+                user.content  # noqa: B018
