@@ -17,15 +17,15 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
-from typing import Any, BinaryIO, TextIO, cast
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, BinaryIO, TextIO
 
 from ._cli_args import client_options, filters_from_args
 from ._cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliExit
 from ._cli_input import IdSource, Previous, iter_records, scan_output
 from ._cli_output import JobReport, LineWriter, result_line, summary_rows
 from ._cli_progress import JobView, print_summary
-from ._client import AsyncCommbox, FetchResult
+from ._client import AsyncCommbox
 from ._errors import AuthenticationError
 from ._protocol import Query
 
@@ -55,11 +55,8 @@ async def run_job(
     """Fan out over ``ids``, writing each result as it completes; fills ``report``."""
     started = time.monotonic()
     try:
-        # fetch_many is an async generator; aclosing stops its workers on every way out.
-        fan_out = cast(
-            "AsyncGenerator[FetchResult, None]",
-            client.fetch_many(ids, concurrency=concurrency, **filters),
-        )
+        # fetch_many returns an async generator; aclosing stops its workers on every way out.
+        fan_out = client.fetch_many(ids, concurrency=concurrency, **filters)
         async with contextlib.aclosing(fan_out) as results:
             async for result in results:
                 if isinstance(result.error, AuthenticationError):

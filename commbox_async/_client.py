@@ -9,13 +9,19 @@ whether and how long to wait is decided in one place, ``_plan_retry``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable
-from dataclasses import dataclass
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+)
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -44,6 +50,7 @@ from ._errors import (
     InvalidArgumentError,
     RateLimitError,
 )
+from ._fanout import FanOutError, FanOutProgress, FetchResult, fan_out
 from ._models import UserObject, UserObjectsPage
 from ._protocol import (
     MAX_PAGE_SIZE,
@@ -65,43 +72,6 @@ __all__ = ["AsyncCommbox", "FanOutError", "FanOutProgress", "FetchResult"]
 logger = logging.getLogger("commbox_async")
 
 
-class FetchResult(msgspec.Struct, frozen=True, gc=False):
-    """One identity's outcome in a fan-out: exactly one of ``response`` and ``error`` is set.
-
-    ``identity_id`` is the id as given; for an input that is not a valid id it is the raw value
-    and ``error`` is an ``InvalidArgumentError``.
-    """
-
-    identity_id: Any
-    response: UserObjectsPage | None = None
-    error: CommboxError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass(slots=True)
-class FanOutProgress:
-    """Progress of a running fan-out, passed to ``on_progress`` after each result."""
-
-    done: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    total: int | None = None
-
-
-class FanOutError(CommboxError):
-    """Some identities of ``unread_counts`` failed; the counts that did arrive are kept."""
-
-    kind = "fan_out"
-
-    def __init__(self, counts: dict[int, int], errors: dict[Any, CommboxError]) -> None:
-        super().__init__(f"{len(errors)} of {len(counts) + len(errors)} identities failed")
-        self.counts = counts
-        self.errors = errors
-
-
 class _Call(msgspec.Struct, gc=False):
     """The state of one logical call across its attempts (gc=False: it holds no cycles)."""
 
@@ -118,18 +88,6 @@ def _retry_waits() -> Generator[float, Any, None]:
     exc = yield 0.0
     while True:
         exc = yield getattr(exc, "retry_delay", 0.0)
-
-
-_END = object()
-
-
-class _SourceFailed:
-    """The caller's id iterable raised; the fan-out re-raises it in the caller's task."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
 
 class AsyncCommbox:
@@ -182,6 +140,11 @@ class AsyncCommbox:
             raise InvalidArgumentError("verify_tls must be a bool")
         self._verify_tls = verify_tls
         self._headers = build_headers(token, user_agent or f"commbox-async/{__version__}")
+        # Headers go with every request only on a caller's session; an owned session carries
+        # them as its defaults, which spares aiohttp a merge per request (about 2 us).
+        self._request_headers: dict[str, str] | None = self._headers
+        root = URL(self._base_url)
+        self._scheme, self._authority = root.scheme, root.raw_authority
         self._given_session = session
         self._given_limiter = limiter
         self._session: aiohttp.ClientSession | None = None
@@ -245,6 +208,7 @@ class AsyncCommbox:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._aiohttp_timeout,
+                headers=self._headers,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
             )
@@ -252,6 +216,7 @@ class AsyncCommbox:
             # drops; our own retry loop already does that, through the limiter and counted.
             if hasattr(self._session, "_retry_connection"):
                 self._session._retry_connection = False
+            self._request_headers = None
         self._limiter = self._given_limiter or LocalLimiter(
             self._rate_limit,
             default_retry_after=self._retries.default_retry_after,
@@ -302,9 +267,14 @@ class AsyncCommbox:
 
     # --- one call -----------------------------------------------------------------------
     def _url(self, identity_id: int, query_string: str) -> URL:
-        path = user_objects_path(identity_id)
-        text = f"{self._base_url}{path}?{query_string}" if query_string else self._base_url + path
-        return URL(text, encoded=True)
+        # Built from parts: parsing a whole URL string costs twice as much (about 1 us).
+        return URL.build(
+            scheme=self._scheme,
+            authority=self._authority,
+            path=user_objects_path(identity_id),
+            query_string=query_string,
+            encoded=True,
+        )
 
     async def get_user_objects(
         self, identity_id: int, *, deadline: float | None = None, **filters: Any
@@ -358,7 +328,7 @@ class AsyncCommbox:
             try:
                 async with session.get(
                     call.url,
-                    headers=self._headers,
+                    headers=self._request_headers,
                     allow_redirects=False,
                     timeout=self._attempt_timeout(call),
                 ) as response:
@@ -512,7 +482,7 @@ class AsyncCommbox:
         logger.warning("identity %d: stopped after max_pages=%d pages", ident, max_pages)
 
     # --- many identities ----------------------------------------------------------------
-    async def fetch_many(
+    def fetch_many(
         self,
         identity_ids: Iterable[Any] | AsyncIterable[Any],
         *,
@@ -521,7 +491,7 @@ class AsyncCommbox:
         on_progress: Callable[[FanOutProgress], None] | None = None,
         deadline: float | None = None,
         **filters: Any,
-    ) -> AsyncIterator[FetchResult]:
+    ) -> AsyncGenerator[FetchResult, None]:
         """Fetch one page for each identity, yielding results as they complete.
 
         ``identity_ids`` (any iterable or async iterable) is read lazily, so memory is bounded
@@ -530,6 +500,7 @@ class AsyncCommbox:
         the loop. ``dedupe=True`` fetches a repeated id once (and remembers every id seen).
         Leaving the loop early, or cancelling it, stops the workers and releases their
         connections; use ``contextlib.aclosing`` to make that happen at the ``break``.
+        Arguments are checked here, when it is called, before any request.
         """
         query_string = _encode(Query.from_filters(filters))
         limit = _check_deadline(deadline, self._retries.max_time)
@@ -546,106 +517,17 @@ class AsyncCommbox:
         if on_progress is not None and not callable(on_progress):
             raise InvalidArgumentError("on_progress must be callable")
         self._check_open()
-        total = len(identity_ids) if hasattr(identity_ids, "__len__") else None  # type: ignore[arg-type]
-        progress = FanOutProgress(total=total)
-        # A plain iterable cannot suspend between two ids, so it needs neither the lock nor an
-        # async generator around it (about 1 us per id); an async one gets both.
-        ids_next = None if isinstance(identity_ids, AsyncIterable) else iter(identity_ids).__next__
-        source = _as_async_iterator(identity_ids if ids_next is None else ())
-        lock: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if ids_next is None else contextlib.nullcontext()
+        # A partial, not a wrapper coroutine: one frame less on every resume of every request.
+        request = functools.partial(self._request, query_string=query_string, deadline=limit)
+        return fan_out(
+            identity_ids,
+            request,
+            concurrency=concurrency,
+            dedupe=dedupe,
+            on_progress=on_progress,
+            tasks=self._tasks,
+            stopped_from_outside=lambda: self._state == "closed",
         )
-        seen: set[Any] | None = set() if dedupe else None
-        # Unbounded queue, bounded work: a worker takes a slot before it reads an id and the
-        # consumer gives it back when it takes the result, so at most `concurrency` results
-        # exist at once, and a worker can always post its end marker, even when cancelled.
-        slots = asyncio.Semaphore(concurrency)
-        results: asyncio.Queue[Any] = asyncio.Queue()
-        exhausted = False
-
-        async def next_id() -> Any:
-            nonlocal exhausted
-            async with lock:
-                while not exhausted:
-                    try:
-                        raw = ids_next() if ids_next is not None else await source.__anext__()
-                    except (StopIteration, StopAsyncIteration):
-                        exhausted = True
-                        break
-                    except Exception as exc:  # the caller's iterable failed
-                        exhausted = True
-                        return _SourceFailed(exc)
-                    if seen is not None:
-                        key = raw if isinstance(raw, int) else repr(raw)
-                        if key in seen:
-                            continue
-                        seen.add(key)
-                    return raw
-                return _END
-
-        async def worker() -> None:
-            try:
-                while True:
-                    await slots.acquire()
-                    raw = await next_id()
-                    if raw is _END:
-                        break
-                    if isinstance(raw, _SourceFailed):
-                        results.put_nowait(raw)
-                        break
-                    results.put_nowait(await self._fetch_one(raw, query_string, limit))
-            finally:
-                results.put_nowait(_END)
-
-        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        self._tasks.update(workers)
-        finished = 0
-        try:
-            while finished < len(workers):
-                item = await results.get()
-                if item is _END:
-                    finished += 1
-                    continue
-                if isinstance(item, _SourceFailed):
-                    raise item.exc
-                slots.release()
-                progress.done += 1
-                if item.error is None:
-                    progress.succeeded += 1
-                else:
-                    progress.failed += 1
-                if on_progress is not None:
-                    on_progress(progress)
-                yield item
-            if not exhausted and self._state == "closed":
-                # The workers were stopped from outside: the client was closed mid-run.
-                raise ClientClosedError(
-                    f"the client was closed during a fan-out, after {progress.done} results"
-                )
-        finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            self._tasks.difference_update(workers)
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    async def _fetch_one(self, raw: Any, query_string: str, deadline: float) -> FetchResult:
-        try:
-            ident = check_identity_id(raw)
-        except InvalidArgumentError as exc:
-            return FetchResult(identity_id=raw, error=exc)
-        try:
-            page = await self._request(ident, query_string, deadline)
-        except CommboxError as exc:
-            return FetchResult(identity_id=ident, error=exc)
-        except Exception as exc:  # a bug must cost one identity, never the whole fan-out
-            error = CommboxError(f"unexpected {type(exc).__name__}", identity_id=ident)
-            error.__cause__ = exc
-            logger.error("identity %d: unexpected %s", ident, type(exc).__name__, exc_info=exc)
-            return FetchResult(identity_id=ident, error=error)
-        return FetchResult(identity_id=ident, response=page)
 
     async def unread_counts(
         self,
@@ -685,17 +567,6 @@ def _check_deadline(value: object, default: float) -> float:
     if value != value or value == float("inf"):
         raise InvalidArgumentError("deadline must be finite")
     return float(value)
-
-
-async def _iterate_sync(ids: Iterable[Any]) -> AsyncIterator[Any]:
-    for item in ids:
-        yield item
-
-
-def _as_async_iterator(ids: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(ids, AsyncIterable):
-        return ids.__aiter__()
-    return _iterate_sync(ids)
 
 
 def _translate(exc: BaseException, identity_id: int) -> CommboxError:

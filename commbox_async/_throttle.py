@@ -397,22 +397,22 @@ class LocalLimiter:
         while True:
             if self._pause_until > -math.inf:
                 await self._wait_pause()
-            limiter = self._current_limiter()
+            limiter = self._limiter
+            if limiter is None or self._estimator is not None:
+                limiter = self._current_limiter()
             if self._fresh and limiter.has_capacity():
                 # A new rate starts with an empty bucket: attempts that were waiting for the
                 # old limiter must not go out together as a burst at the new one.
                 self._fresh = False
                 await limiter.acquire(limiter.max_rate)
-            if not limiter.has_capacity():
-                started = self._clock()
-                await limiter.acquire()
-                self._waited_rate += self._clock() - started
-            else:
-                await limiter.acquire()
+            started = self._clock()
+            await limiter.acquire()
+            now = self._clock()
+            self._waited_rate += now - started
             # A pause or a new rate may have come while this attempt waited for its slot.
-            if limiter is self._limiter and self._clock() >= self._pause_until:
+            if limiter is self._limiter and now >= self._pause_until:
                 break
-        ticket = Ticket(self._clock())
+        ticket = Ticket(now)
         if self._estimator is not None:
             self._estimator.on_send(ticket)
         return ticket
@@ -442,7 +442,11 @@ class LocalLimiter:
             self._pause_pending_analysis = False
             if self._estimator is not None:
                 self._estimator.on_pause_end(self._clock())
-        self._waited_pause += self._clock() - started
+        now = self._clock()
+        self._waited_pause += now - started
+        if now >= self._pause_until:
+            # Over: later attempts skip this check (and this coroutine) until the next 429.
+            self._pause_until = -math.inf
 
     def report(self, ticket: Ticket, *, throttled: bool, retry_after: float | None) -> None:
         if not throttled:
