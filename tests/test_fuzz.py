@@ -292,7 +292,6 @@ def test_parse_retry_after_is_none_or_a_sane_wait(value: str | None) -> None:
     assert wait is None or (0.0 <= wait < float("inf"))
 
 
-
 UTF8_CASES = [
     (status, prefix + b"Op" + bad + b'ration","data":[]}')
     for status in (200, 500)
