@@ -56,6 +56,7 @@ _RULES: list[tuple[str, tuple[str, ...]]] = [
     (
         "fan-out and result objects",
         (
+            "commbox_async/_fanout.py",
             "commbox_async/_client.py",
             "commbox_async/_stats.py",
             "asyncio/queues.py",

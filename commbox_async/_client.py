@@ -333,7 +333,11 @@ class AsyncCommbox:
                     timeout=self._attempt_timeout(call),
                 ) as response:
                     status = response.status
-                    body = await self._read_body(response, call.identity_id)
+                    length = response.content_length
+                    if length is not None and length <= self._pool.max_body_bytes:
+                        body = await response.read()  # the usual case, without a call level
+                    else:
+                        body = await self._read_body(response, call.identity_id)
                     headers = response.headers
             except CommboxError:
                 raise
@@ -495,12 +499,12 @@ class AsyncCommbox:
         """Fetch one page for each identity, yielding results as they complete.
 
         ``identity_ids`` (any iterable or async iterable) is read lazily, so memory is bounded
-        by ``concurrency``, not by the number of ids. Every id yields exactly one
-        ``FetchResult``; a failure is a value in ``result.error``, never an exception that ends
-        the loop. ``dedupe=True`` fetches a repeated id once (and remembers every id seen).
-        Leaving the loop early, or cancelling it, stops the workers and releases their
-        connections; use ``contextlib.aclosing`` to make that happen at the ``break``.
-        Arguments are checked here, when it is called, before any request.
+        by ``concurrency`` (at most twice that many results exist), not by the number of ids.
+        Every id yields exactly one ``FetchResult``; a failure is a value in ``result.error``,
+        never an exception that ends the loop. ``dedupe=True`` fetches a repeated id once (and
+        remembers every id seen). Leaving the loop early, or cancelling it, stops the workers
+        and releases their connections; use ``contextlib.aclosing`` to make that happen at the
+        ``break``. Arguments are checked here, when it is called, before any request.
         """
         query_string = _encode(Query.from_filters(filters))
         limit = _check_deadline(deadline, self._retries.max_time)

@@ -86,7 +86,8 @@ class RetryBudget:
         self.tokens = reserve
 
     def earn(self) -> None:
-        self.tokens = min(self.reserve, self.tokens + self.ratio)
+        if self.tokens < self.reserve:  # full most of the time: skip the arithmetic
+            self.tokens = min(self.reserve, self.tokens + self.ratio)
 
     def spend(self) -> bool:
         if self.tokens >= 1.0:
