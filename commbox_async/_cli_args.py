@@ -132,6 +132,12 @@ def build_parser(
         "2 usage or configuration error; 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run on uvloop's event loop: a few percent less CPU per request "
+        "(pip install 'commbox-async[uvloop]')",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     get = commands.add_parser("get", help="print one identity's page as JSON")

@@ -25,6 +25,7 @@ __all__ = ["main"]
 
 PROG = "commbox-async"
 INSTALL_HINT = "pip install 'commbox-async[cli]'"
+UVLOOP_HINT = "pip install 'commbox-async[uvloop]'"
 
 
 def _secrets(argv: Sequence[str]) -> list[str]:
@@ -105,8 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(parser_class=_redacting_parser(secrets))
     args = parser.parse_args(args_list)
     command = _commands()[args.command]
+    run: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    if args.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            _say(f"--uvloop needs the 'uvloop' extra: {UVLOOP_HINT}", secrets)
+            return EXIT_USAGE
+        run = uvloop.run
     try:
-        return asyncio.run(_interruptible(command(args)))
+        return run(_interruptible(command(args)))
     except CliExit as exc:
         _say(exc.message, secrets)
         return exc.status

@@ -199,6 +199,22 @@ async def test_without_rich_it_says_how_to_install_the_extra() -> None:
     assert "pip install 'commbox-async[cli]'" in run.err
 
 
+async def test_uvloop_flag_without_the_extra_says_how_to_install_it() -> None:
+    """--uvloop with uvloop missing names the 'uvloop' extra and exits 2."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; sys.modules['uvloop'] = None\n"
+        "from commbox_async.cli import main\nraise SystemExit(main(['--uvloop', 'demo']))",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    run = await _finish(proc)
+    assert run.code == 2
+    assert "pip install 'commbox-async[uvloop]'" in run.err
+
+
 # --- fetch ----------------------------------------------------------------------------------
 
 
@@ -224,6 +240,43 @@ async def test_fetch_writes_one_line_per_identity(fake: FakeCommbox, tmp_path: P
     assert f"total unread    {total:,}" in run.err
     assert "p50" in run.err and "p95" in run.err
     _no_token(out.read_text())
+
+
+async def test_fetch_on_uvloop_writes_the_same_lines(fake: FakeCommbox, tmp_path: Path) -> None:
+    """--uvloop runs the same job on uvloop's loop (installed by the bench extra)."""
+    pytest.importorskip("uvloop")
+    ids = [*range(1, 20), MISSING]
+    (tmp_path / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    out = tmp_path / "out.ndjson"
+    args = ["--uvloop", "fetch", str(tmp_path / "ids.txt"), "-o", str(out), "--rate", "1000"]
+    args += ["--base-url", fake.url]
+    # uvloop.run wrapped so that the run says which loop it used.
+    script = (
+        "import asyncio, sys, uvloop\n"
+        "real = uvloop.run\n"
+        "def run(coro):\n"
+        "    async def report():\n"
+        "        print('loop:', type(asyncio.get_running_loop()).__module__, file=sys.stderr)\n"
+        "        return await coro\n"
+        "    return real(report())\n"
+        "uvloop.run = run\n"
+        "from commbox_async.cli import main\n"
+        f"raise SystemExit(main({args!r}))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+    )
+    run = await _finish(proc)
+    assert run.code == 1, run.err
+    assert "loop: uvloop" in run.err
+    assert sorted(_ids_in(out)) == sorted(ids)
+    assert "19 ok, 1 failed" in run.err
 
 
 async def test_fetch_all_ok_exits_0_and_refuses_to_overwrite(
