@@ -39,4 +39,7 @@ def test_quick_benchmarks_run_and_print_their_tables(tmp_path: Path, server: str
     assert "| commbox_async" in done.stdout
     assert "raw aiohttp + msgspec" in done.stdout
     assert "Traceback" not in done.stderr
-    assert (tmp_path / "RESULTS.md").read_text().startswith("# Benchmark results")
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert results.startswith("# Benchmark results")
+    assert "## 5. What was changed to meet the goals" in results
+    assert "{" not in results.split("## 5.")[1]  # every figure of the template was filled in
