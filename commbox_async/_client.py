@@ -326,12 +326,15 @@ class AsyncCommbox:
         stats.in_flight += 1
         try:
             try:
-                async with session.get(
+                response = await session.get(
                     call.url,
                     headers=self._request_headers,
                     allow_redirects=False,
                     timeout=self._attempt_timeout(call),
-                ) as response:
+                )
+                # Not `async with`: its __aenter__/__aexit__ coroutines only add release(),
+                # which the finally does (a body not read to the end closes the connection).
+                try:
                     status = response.status
                     length = response.content_length
                     if length is not None and length <= self._pool.max_body_bytes:
@@ -339,6 +342,8 @@ class AsyncCommbox:
                     else:
                         body = await self._read_body(response, call.identity_id)
                     headers = response.headers
+                finally:
+                    response.release()
             except CommboxError:
                 raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
