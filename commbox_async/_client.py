@@ -337,14 +337,19 @@ class AsyncCommbox:
                 try:
                     status = response.status
                     length = response.content_length
-                    if length is not None and length <= self._pool.max_body_bytes:
+                    if (
+                        length is not None
+                        and length <= self._pool.max_body_bytes
+                        and "Content-Encoding" not in response.headers
+                    ):
                         body = await response.read()  # the usual case, without a call level
                     else:
                         body = await self._read_body(response, call.identity_id)
                     headers = response.headers
                 finally:
                     response.release()
-            except CommboxError:
+            except CommboxError:  # a body over max_body_bytes: the server did answer
+                limiter.report(ticket, throttled=False, retry_after=None)
                 raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 limiter.report(ticket, throttled=False, retry_after=None)
@@ -385,6 +390,9 @@ class AsyncCommbox:
         )
 
     async def _read_body(self, response: aiohttp.ClientResponse, identity_id: int) -> bytes:
+        """The body, refused past ``max_body_bytes``: counted as aiohttp hands it over, i.e.
+        after decompression, since Content-Length counts compressed bytes and a small gzip
+        body can unpack to gigabytes."""
         cap = self._pool.max_body_bytes
         length = response.content_length
         if length is not None:
@@ -394,7 +402,8 @@ class AsyncCommbox:
                     identity_id=identity_id,
                     status=response.status,
                 )
-            return await response.read()
+            if "Content-Encoding" not in response.headers:
+                return await response.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(65536):

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from ._errors import ClientClosedError, CommboxError, InvalidArgumentError
+from ._errors import ClientClosedError, CommboxError
 from ._models import UserObjectsPage
 from ._protocol import check_identity_id
 
@@ -88,6 +88,7 @@ class _IdSource:
 
     def __init__(self, ids: Iterable[Any] | AsyncIterable[Any], dedupe: bool) -> None:
         self.exhausted = False
+        self.taken = 0  # ids handed to workers: each owes the consumer one result
         self._seen: set[Any] | None = set() if dedupe else None
         self._aiter = ids.__aiter__() if isinstance(ids, AsyncIterable) else None
         self.sync = self._aiter is None
@@ -100,7 +101,7 @@ class _IdSource:
         """False for an id already taken (with ``dedupe``)."""
         if self._seen is None:
             return True
-        key = raw if isinstance(raw, int) else repr(raw)
+        key = raw if isinstance(raw, int) else _safe_repr(raw)
         if key in self._seen:
             return False
         self._seen.add(key)
@@ -117,6 +118,7 @@ class _IdSource:
                 self.exhausted = True
                 return _SourceFailed(exc)
             if self._admit(raw):
+                self.taken += 1
                 return raw
         self.exhausted = True
         return _END
@@ -133,6 +135,7 @@ class _IdSource:
                     self.exhausted = True
                     return _SourceFailed(exc)
                 if self._admit(raw):
+                    self.taken += 1
                     return raw
             self.exhausted = True
             return _END
@@ -193,6 +196,14 @@ class _Slots:
         self._room.set()
 
 
+def _safe_repr(value: Any) -> str:
+    """repr() of a caller's id, which must not fail the fan-out even if its __repr__ does."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object>"
+
+
 def _failure(raw: Any, exc: Exception) -> FetchResult:
     """The result for an identity whose call raised ``exc``."""
     if isinstance(exc, CommboxError):
@@ -200,7 +211,7 @@ def _failure(raw: Any, exc: Exception) -> FetchResult:
     # A bug must cost one identity, never the whole fan-out.
     error = CommboxError(f"unexpected {type(exc).__name__}", identity_id=raw)
     error.__cause__ = exc
-    logger.error("identity %d: unexpected %s", raw, type(exc).__name__, exc_info=exc)
+    logger.error("identity %s: unexpected %s", _safe_repr(raw), type(exc).__name__, exc_info=exc)
     return FetchResult(identity_id=raw, error=error)
 
 
@@ -217,8 +228,8 @@ async def fan_out(
     """Run ``request`` for every id with ``concurrency`` workers; yield results as they come.
 
     ``tasks`` is the client's set of running workers (so that closing the client stops them);
-    ``stopped_from_outside`` tells, when the workers end before the ids do, that the client
-    was closed.
+    ``stopped_from_outside`` tells whether the client was closed (before the start, or when
+    the workers end while ids are still owed a result).
     """
     source = _IdSource(ids, dedupe)
     total = len(ids) if hasattr(ids, "__len__") else None  # type: ignore[arg-type]
@@ -246,8 +257,8 @@ async def fan_out(
                     break
                 try:
                     ident = check_identity_id(raw)
-                except InvalidArgumentError as exc:
-                    mailbox.post(FetchResult(identity_id=raw, error=exc))
+                except Exception as exc:  # InvalidArgumentError, or an id whose repr fails
+                    mailbox.post(_failure(raw, exc))
                     continue
                 try:
                     page = await request(ident)
@@ -258,6 +269,8 @@ async def fan_out(
         finally:
             mailbox.post(_END)
 
+    if stopped_from_outside():
+        raise ClientClosedError("the client was closed before the fan-out started")
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     tasks.update(workers)
     finished = 0
@@ -279,9 +292,15 @@ async def fan_out(
             if on_progress is not None:
                 on_progress(progress)
             yield item
-        if not source.exhausted and stopped_from_outside():
-            raise ClientClosedError(
-                f"the client was closed during a fan-out, after {progress.done} results"
+        if progress.done < source.taken or not source.exhausted:
+            # Ids were left unread, or taken without a result: never end as if all were done.
+            if stopped_from_outside():
+                raise ClientClosedError(
+                    f"the client was closed during a fan-out, after {progress.done} results"
+                )
+            raise CommboxError(
+                f"the fan-out's workers stopped after {progress.done} results "
+                f"({source.taken - progress.done} ids without one)"
             )
     finally:
         for task in workers:

@@ -67,7 +67,10 @@ def check_identity_id(value: object, name: str = "identity_id") -> int:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # a caller's object whose __repr__ fails still gets a clear error
+        return f"<{type(value).__name__} object>"
     return text if len(text) <= 40 else text[:37] + "..."
 
 

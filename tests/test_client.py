@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import gzip
 import json
 import logging
 import random
@@ -332,6 +333,38 @@ async def test_body_over_cap_is_refused(server: FakeCommbox) -> None:
         assert "max_body_bytes" in str(info.value)
         assert acquired(commbox) == 0
     assert server.count(None, IDENT) == 1
+
+
+@pytest.mark.parametrize("with_length", [True, False])
+async def test_gzip_body_over_cap_once_unpacked_is_refused(with_length: bool) -> None:
+    """The cap counts the bytes after decompression: a small gzip body that unpacks past
+    max_body_bytes is refused, with or without a Content-Length, and the connection is freed."""
+    page = json.dumps({"totalUnreadChatMessages": 0, "data": [], "pad": "x" * 200_000}).encode()
+    packed = gzip.compress(page)
+    assert len(packed) < 2048 < len(page)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        if with_length:
+            return web.Response(body=packed, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(packed)
+        await response.write_eof()
+        return response
+
+    async with serve(handler) as url:
+        pool = PoolConfig(max_body_bytes=100_000)
+        async with AsyncCommbox(token="t", base_url=url, pool=pool) as commbox:
+            with pytest.raises(CommboxDecodeError) as info:
+                await commbox.get_user_objects(IDENT)
+            assert "max_body_bytes=100000" in str(info.value)
+            assert acquired(commbox) == 0
+        # The same body under a cap it fits in decodes: the refusal was about size.
+        pool = PoolConfig(max_body_bytes=len(page) + 1)
+        async with AsyncCommbox(token="t", base_url=url, pool=pool) as commbox:
+            assert (await commbox.get_user_objects(IDENT)).unread_total == 0
 
 
 async def test_aiohttp_client_timeout_accepted() -> None:

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from waiting import until
 
 from commbox_async import (
     AsyncCommbox,
@@ -193,6 +194,54 @@ async def test_closing_the_client_ends_a_running_fan_out() -> None:
                 if result.identity_id:
                     await commbox.aclose()
         assert not commbox._tasks
+
+
+async def test_closing_the_client_after_the_last_id_was_taken_still_raises() -> None:
+    """Every id taken and in flight, then aclose(): the loop raises rather than end as if
+    every id had had its result."""
+    async with FakeCommbox(latency=0.2) as server:
+        commbox = _client(server)
+        await commbox.open()
+
+        async def close_when_all_sent() -> None:
+            await until(lambda: server.stalling == 3, "all three requests held by the server")
+            await commbox.aclose()
+
+        closer = asyncio.create_task(close_when_all_sent())
+        results = []
+        with pytest.raises(ClientClosedError, match="during a fan-out"):
+            async for result in commbox.fetch_many([1, 2, 3], concurrency=8):
+                results.append(result)
+        await closer
+        assert results == [] and not commbox._tasks
+
+
+async def test_a_fan_out_started_after_close_raises_once(server: FakeCommbox) -> None:
+    """A fan-out made while open but first iterated after aclose() raises, not one error per id."""
+    commbox = _client(server)
+    await commbox.open()
+    stream = commbox.fetch_many([1, 2, 3])
+    await commbox.aclose()
+    with pytest.raises(ClientClosedError, match="before the fan-out started"):
+        await stream.__anext__()
+    assert server.count() == 0
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+async def test_an_id_whose_repr_fails_costs_only_that_id(server: FakeCommbox) -> None:
+    """An input whose __repr__ raises is one error result; the others are fetched, with and
+    without dedupe (which keys non-int ids by repr)."""
+    for dedupe in (False, True):
+        async with _client(server) as commbox:
+            results = [r async for r in commbox.fetch_many([1, _BadRepr(), 3], dedupe=dedupe)]
+        assert len(results) == 3
+        bad = [r for r in results if isinstance(r.identity_id, _BadRepr)]
+        assert len(bad) == 1 and isinstance(bad[0].error, InvalidArgumentError)
+        assert sorted(r.identity_id for r in results if r.ok) == [1, 3]
 
 
 async def test_a_429_pauses_every_worker_for_retry_after() -> None:

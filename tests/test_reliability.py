@@ -19,12 +19,13 @@ import subprocess
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from waiting import settle, until
 
 from commbox_async import (
     AsyncCommbox,
@@ -86,22 +87,6 @@ def acquired(client: AsyncCommbox) -> int:
     connector = session.connector
     assert connector is not None
     return len(connector._acquired)  # type: ignore[attr-defined]
-
-
-async def until(predicate: Callable[[], bool], what: str, limit: float = 10.0) -> None:
-    """Let the loop run until ``predicate`` holds (a hang guard, not a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + limit
-    while not predicate():
-        if loop.time() > give_up:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.001)
-
-
-async def settle() -> None:
-    """A few loop turns, so that callbacks scheduled by a cancellation have run."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 @contextlib.contextmanager
