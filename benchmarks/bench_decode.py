@@ -44,8 +44,12 @@ class Contender:
 # --- the library ---------------------------------------------------------------------------
 def library_decode(body: bytes) -> Any:
     page = parse_response(200, {}, body)
-    touch_contents(page)
-    return page
+    # The decoded documents live as long as the page, as in the reference's eager page.
+    return page, touch_contents(page)
+
+
+def summarize_library(decoded: Any) -> Summary:
+    return summarize_objects(decoded[0])
 
 
 def summarize_objects(page: Any) -> Summary:
@@ -230,7 +234,7 @@ def pydantic_decoder() -> Callable[[bytes], Any]:
 def contenders() -> tuple[list[Contender], list[str]]:
     """The contenders whose packages are installed, and notes on those that are not."""
     out = [
-        Contender(LIBRARY, library_decode, summarize_objects),
+        Contender(LIBRARY, library_decode, summarize_library),
         Contender(REFERENCE, reference.decode, summarize_objects),
     ]
     skipped: list[str] = []

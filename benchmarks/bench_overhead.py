@@ -30,14 +30,19 @@ _RULES: list[tuple[str, tuple[str, ...]]] = [
     ("benchmark's own loop", ("benchmarks/",)),
     ("limiter", ("commbox_async/_throttle.py", "aiolimiter")),
     (
-        "retry wrapper",
+        "retries (backoff; runs only after a failure)",
         (
             "backoff",
-            "_client.py:_request",
-            "_client.py:_attempt",
             "_client.py:_plan_retry",
             "_client.py:_retry_waits",
             "_client.py:_on_backoff",
+        ),
+    ),
+    (
+        "one request (call state, URL, attempt, body, stats)",
+        (
+            "_client.py:_request",
+            "_client.py:_attempt",
             "_client.py:_read_body",
             "_client.py:_url",
         ),

@@ -92,6 +92,7 @@ async def run_anchor(n: int) -> dict[str, float]:
         "share_429": throttled / max(1, len(server.requests)),
         "lost": sum(1 for status, _ in statuses if status != 200),
         "duplicated": 0,
+        "n": n,
     }
 
 
@@ -178,12 +179,14 @@ async def main_async(args: argparse.Namespace) -> int:
         s1.append(await run_library(n, 10 * SERVER_RATE))
         s2.append(await run_library(int(n * 0.6), 0.9 * SERVER_RATE))
         if run == 0:  # the anchor takes ~10x the ideal time: once is enough to compare
-            anchor.append(await run_anchor(n))
+            anchor.append(await run_anchor(n // 3 if args.quick else n))
     print("\n| contender | time / ideal, median [min-max] | 429 share | lost | duplicated |")
     print("|---|---|---|---|---|")
     print(summarise("library, client at 10x the server (goal <= 1.25, <= 3%)", s1))
     print(summarise("library, client at 0.9x the server (goal <= 1.05, 0%)", s2))
-    print(summarise(f"anchor: gather + per-request Retry-After sleeps, {n} ids", anchor))
+    print(
+        summarise(f"anchor: gather + per-request Retry-After sleeps, {anchor[0]['n']} ids", anchor)
+    )
     ratio = statistics.median(a["ratio"] for a in anchor) / statistics.median(
         r["ratio"] for r in s1
     )
@@ -194,17 +197,24 @@ async def main_async(args: argparse.Namespace) -> int:
     for m in mem:
         print(f"memory: {m['n']:>7} ids -> peak RSS {m['peak_kib'] / 1024:.1f} MiB ({m['ok']} ok)")
     print(f"memory: peak RSS ratio {sizes[1]} / {sizes[0]} ids = {growth:.2f} (goal <= 1.5)")
+    correct = all(r["lost"] == 0 and r["duplicated"] == 0 for r in s1 + s2) and all(
+        m["ok"] == m["n"] for m in mem
+    )
     good = (
-        statistics.median(r["ratio"] for r in s1) <= 1.25
+        correct
+        and statistics.median(r["ratio"] for r in s1) <= 1.25
         and statistics.median(r["share_429"] for r in s1) <= 0.03
         and statistics.median(r["ratio"] for r in s2) <= 1.05
         and all(r["share_429"] == 0 for r in s2)
-        and all(r["lost"] == 0 and r["duplicated"] == 0 for r in s1 + s2)
         and growth <= 1.5
-        and all(m["ok"] == m["n"] for m in mem)
     )
+    if args.quick:
+        # A few seconds of work are mostly the rate search: time goals are judged only in
+        # the full run; nothing lost or duplicated is judged always.
+        print("quick mode: nothing lost or duplicated:", "yes" if correct else "NO")
+        return 0 if correct else 1
     print("goals:", "hold" if good else "MISSED")
-    return 0 if good or args.quick else 1
+    return 0 if good else 1
 
 
 def main() -> int:

@@ -107,16 +107,20 @@ def expected(body: bytes) -> Summary:
     )
 
 
-def touch_contents(page: Any) -> None:
+def touch_contents(page: Any) -> list[Any]:
     """Decode every ``content`` of a library page (conversations, children, their users),
-    so that the library does the same work as competitors that decode it eagerly."""
+    so that the library does the same work as competitors that decode it eagerly; the
+    decoded documents are returned, for a caller to keep them alive as long as a competitor
+    keeps its eagerly decoded page (which matters to the garbage collector)."""
+    docs = []
     for conv in page.data:
-        conv.content  # noqa: B018 - decodes the double-encoded field
+        docs.append(conv.content)
         user = conv.user
         if user is not None:
-            user.content  # noqa: B018
+            docs.append(user.content)
         for child in conv.childs:
-            child.content  # noqa: B018
+            docs.append(child.content)
             user = child.user
             if user is not None:
-                user.content  # noqa: B018
+                docs.append(user.content)
+    return docs

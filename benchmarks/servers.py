@@ -266,14 +266,18 @@ def start(
         if binary is None and kind == "nginx":
             raise RuntimeError("nginx is not installed and could not be installed")
     if binary is not None:
-        try:
-            with nginx(payloads, binary) as server:
+        with contextlib.ExitStack() as stack:
+            # Only nginx's start-up is guarded: an error of the benchmark that runs while the
+            # server is up must surface as itself, not as "nginx failed".
+            try:
+                server = stack.enter_context(nginx(payloads, binary))
+            except RuntimeError as exc:
+                if kind == "nginx":
+                    raise
+                print(f"nginx failed ({exc}); using the raw asyncio server", flush=True)
+            else:
                 yield server
                 return
-        except RuntimeError as exc:
-            if kind == "nginx":
-                raise
-            print(f"nginx failed ({exc}); using the raw asyncio server", flush=True)
     with raw_server(payloads) as server:
         yield server
 

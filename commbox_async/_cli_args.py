@@ -135,8 +135,8 @@ def build_parser(
     parser.add_argument(
         "--uvloop",
         action="store_true",
-        help="run on uvloop's event loop: a few percent less CPU per request "
-        "(pip install 'commbox-async[uvloop]')",
+        help="run on uvloop's event loop, which can save some CPU per request (measured in "
+        "benchmarks/RESULTS.md; pip install 'commbox-async[uvloop]')",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

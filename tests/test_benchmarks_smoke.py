@@ -43,3 +43,19 @@ def test_quick_benchmarks_run_and_print_their_tables(tmp_path: Path, server: str
     assert results.startswith("# Benchmark results")
     assert "## 5. What was changed to meet the goals" in results
     assert "{" not in results.split("## 5.")[1]  # every figure of the template was filled in
+
+
+def test_quick_throttle_benchmark_runs_and_loses_nothing() -> None:
+    """`benchmarks/bench_throttle.py --quick` exits 0: its tables print and no id was lost or
+    fetched twice (its time goals are judged only in the full run)."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_throttle.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "| library, client at 10x the server" in done.stdout
+    assert "memory: peak RSS ratio" in done.stdout
+    assert "quick mode: nothing lost or duplicated: yes" in done.stdout
