@@ -231,6 +231,8 @@ async def fan_out(
     ``stopped_from_outside`` tells whether the client was closed (before the start, or when
     the workers end while ids are still owed a result).
     """
+    if stopped_from_outside():
+        raise ClientClosedError("the client was closed before the fan-out started")
     source = _IdSource(ids, dedupe)
     total = len(ids) if hasattr(ids, "__len__") else None  # type: ignore[arg-type]
     progress = FanOutProgress(total=total)
@@ -269,8 +271,6 @@ async def fan_out(
         finally:
             mailbox.post(_END)
 
-    if stopped_from_outside():
-        raise ClientClosedError("the client was closed before the fan-out started")
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     tasks.update(workers)
     finished = 0
