@@ -98,14 +98,19 @@ class _IdSource:
         self._lock = asyncio.Lock()
 
     def _admit(self, raw: Any) -> bool:
-        """False for an id already taken (with ``dedupe``)."""
-        if self._seen is None:
-            return True
-        key = raw if isinstance(raw, int) else _safe_repr(raw)
-        if key in self._seen:
-            return False
-        self._seen.add(key)
+        """Count ``raw`` as taken, unless it was taken before (with ``dedupe``)."""
+        if self._seen is not None:
+            key = raw if isinstance(raw, int) else _safe_repr(raw)
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+        self.taken += 1
         return True
+
+    def _stop(self, exc: Exception | None = None) -> Any:
+        """No more ids: ``_END``, or the caller's iterable failed with ``exc``."""
+        self.exhausted = True
+        return _END if exc is None else _SourceFailed(exc)
 
     def take(self) -> Any:
         """The next id, ``_END``, or ``_SourceFailed`` (plain iterables)."""
@@ -114,31 +119,25 @@ class _IdSource:
                 raw = self._next()
             except StopIteration:
                 break
-            except Exception as exc:  # the caller's iterable failed
-                self.exhausted = True
-                return _SourceFailed(exc)
+            except Exception as exc:
+                return self._stop(exc)
             if self._admit(raw):
-                self.taken += 1
                 return raw
-        self.exhausted = True
-        return _END
+        return self._stop()
 
     async def take_async(self) -> Any:
-        """The next id, ``_END``, or ``_SourceFailed`` (async iterables)."""
+        """The same, for async iterables: one reader at a time."""
         async with self._lock:
             while not self.exhausted:
                 try:
                     raw = await self._next()
                 except StopAsyncIteration:
                     break
-                except Exception as exc:  # the caller's iterable failed
-                    self.exhausted = True
-                    return _SourceFailed(exc)
+                except Exception as exc:
+                    return self._stop(exc)
                 if self._admit(raw):
-                    self.taken += 1
                     return raw
-            self.exhausted = True
-            return _END
+            return self._stop()
 
     async def aclose(self) -> None:
         """Close the caller's async generator, if that is what the ids came from."""

@@ -183,34 +183,31 @@ async def test_fetch_stops_when_the_token_is_refused(fake: FakeCommbox, tmp_path
     assert out.read_text() == ""
 
 
-async def test_without_rich_it_says_how_to_install_the_extra() -> None:
-    """With rich missing, the command names the 'cli' extra and exits 2."""
+async def _main_in_python(prelude: str, args: list[str]) -> Run:
+    """The command's main(args) in a fresh Python that first runs ``prelude``."""
+    script = f"{prelude}\nfrom commbox_async.cli import main\nraise SystemExit(main({args!r}))"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import sys; sys.modules['rich'] = None\n"
-        "from commbox_async.cli import main\nraise SystemExit(main(['demo']))",
+        script,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=_env(),
     )
-    run = await _finish(proc)
+    return await _finish(proc)
+
+
+async def test_without_rich_it_says_how_to_install_the_extra() -> None:
+    """With rich missing, the command names the 'cli' extra and exits 2."""
+    run = await _main_in_python("import sys; sys.modules['rich'] = None", ["demo"])
     assert run.code == 2
     assert "pip install 'commbox-async[cli]'" in run.err
 
 
 async def test_uvloop_flag_without_the_extra_says_how_to_install_it() -> None:
     """--uvloop with uvloop missing names the 'uvloop' extra and exits 2."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; sys.modules['uvloop'] = None\n"
-        "from commbox_async.cli import main\nraise SystemExit(main(['--uvloop', 'demo']))",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    run = await _finish(proc)
+    run = await _main_in_python("import sys; sys.modules['uvloop'] = None", ["--uvloop", "demo"])
     assert run.code == 2
     assert "pip install 'commbox-async[uvloop]'" in run.err
 
@@ -251,7 +248,7 @@ async def test_fetch_on_uvloop_writes_the_same_lines(fake: FakeCommbox, tmp_path
     args = ["--uvloop", "fetch", str(tmp_path / "ids.txt"), "-o", str(out), "--rate", "1000"]
     args += ["--base-url", fake.url]
     # uvloop.run wrapped so that the run says which loop it used.
-    script = (
+    prelude = (
         "import asyncio, sys, uvloop\n"
         "real = uvloop.run\n"
         "def run(coro):\n"
@@ -259,20 +256,9 @@ async def test_fetch_on_uvloop_writes_the_same_lines(fake: FakeCommbox, tmp_path
         "        print('loop:', type(asyncio.get_running_loop()).__module__, file=sys.stderr)\n"
         "        return await coro\n"
         "    return real(report())\n"
-        "uvloop.run = run\n"
-        "from commbox_async.cli import main\n"
-        f"raise SystemExit(main({args!r}))"
+        "uvloop.run = run"
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        script,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-    )
-    run = await _finish(proc)
+    run = await _main_in_python(prelude, args)
     assert run.code == 1, run.err
     assert "loop: uvloop" in run.err
     assert sorted(_ids_in(out)) == sorted(ids)
