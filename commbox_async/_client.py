@@ -142,7 +142,7 @@ class AsyncCommbox:
         self._headers = build_headers(token, user_agent or f"commbox-async/{__version__}")
         # Headers go with every request only on a caller's session; an owned session carries
         # them as its defaults, which spares aiohttp a merge per request (about 2 us).
-        self._request_headers: dict[str, str] | None = self._headers
+        self._request_headers = self._headers if session is not None else None
         root = URL(self._base_url)
         self._scheme, self._authority = root.scheme, root.raw_authority
         self._given_session = session
@@ -208,7 +208,7 @@ class AsyncCommbox:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._aiohttp_timeout,
-                headers=self._headers,
+                headers=self._headers,  # see _request_headers
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
             )
@@ -216,7 +216,6 @@ class AsyncCommbox:
             # drops; our own retry loop already does that, through the limiter and counted.
             if hasattr(self._session, "_retry_connection"):
                 self._session._retry_connection = False
-            self._request_headers = None
         self._limiter = self._given_limiter or LocalLimiter(
             self._rate_limit,
             default_retry_after=self._retries.default_retry_after,
@@ -390,20 +389,18 @@ class AsyncCommbox:
         )
 
     async def _read_body(self, response: aiohttp.ClientResponse, identity_id: int) -> bytes:
-        """The body, refused past ``max_body_bytes``: counted as aiohttp hands it over, i.e.
+        """The body that ``_attempt`` cannot read at once (no length, over the cap, or
+        compressed), refused past ``max_body_bytes``: counted as aiohttp hands it over, i.e.
         after decompression, since Content-Length counts compressed bytes and a small gzip
         body can unpack to gigabytes."""
         cap = self._pool.max_body_bytes
         length = response.content_length
-        if length is not None:
-            if length > cap:
-                raise CommboxDecodeError(
-                    f"response body of {length} bytes exceeds max_body_bytes={cap}",
-                    identity_id=identity_id,
-                    status=response.status,
-                )
-            if "Content-Encoding" not in response.headers:
-                return await response.read()
+        if length is not None and length > cap:
+            raise CommboxDecodeError(
+                f"response body of {length} bytes exceeds max_body_bytes={cap}",
+                identity_id=identity_id,
+                status=response.status,
+            )
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(65536):

@@ -184,6 +184,13 @@ class _Slots:
         self.free = count
         self._room = asyncio.Event()
 
+    def take_now(self) -> bool:
+        """Take a slot if one is free, without a coroutine (the usual case)."""
+        if self.free > 0:
+            self.free -= 1
+            return True
+        return False
+
     async def take(self) -> None:
         while self.free <= 0:
             self._room.clear()
@@ -246,9 +253,7 @@ async def fan_out(
     async def worker() -> None:
         try:
             while True:
-                if slots.free > 0:
-                    slots.free -= 1
-                else:
+                if not slots.take_now():
                     await slots.take()
                 raw = source.take() if source.sync else await source.take_async()
                 if raw is _END:
