@@ -19,6 +19,7 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Coroutine,
     Generator,
     Iterable,
 )
@@ -290,32 +291,37 @@ class AsyncCommbox:
         self._check_open()
         return await self._request(ident, query_string, limit)
 
-    async def _request(
+    def _request(
         self, identity_id: int, query_string: str, deadline: float
-    ) -> UserObjectsPage:
+    ) -> Coroutine[Any, Any, UserObjectsPage]:
+        """One call, retries included: its first attempt, which hands a retryable failure to
+        ``_retry``. A plain function returning that coroutine, so that a call is one
+        coroutine, not two, on every resume of every request."""
         call = _Call(identity_id, self._url(identity_id, query_string), time.monotonic() + deadline)
         self._budget.earn()
+        return self._attempt(call, first=True)
+
+    async def _retry(self, call: _Call, exc: CommboxError) -> UserObjectsPage:
+        """The rest of a call whose first attempt failed with a retryable error."""
+        # Most calls succeed at once and skip backoff's per-call set-up (two datetime.now(),
+        # a details dict, a wait generator, handler calls: about 6 us); a retryable failure
+        # hands the call to it after the wait _plan_retry chose.
+        self._stats.retries += 1
         try:
-            try:
-                page: UserObjectsPage = await self._attempt(call)
-            except CommboxError as exc:
-                if not exc.retryable:
-                    raise
-                # Most calls succeed at once and skip backoff's per-call set-up (two
-                # datetime.now(), a details dict, a wait generator, handler calls: about 6 us);
-                # a retryable failure hands the call to it after the wait _plan_retry chose.
-                self._stats.retries += 1
-                await asyncio.sleep(exc.retry_delay)
-                page = await self._with_retries(call)
+            await asyncio.sleep(exc.retry_delay)
+            page: UserObjectsPage = await self._with_retries(call)
         except CommboxError:
             self._stats.failures += 1
             raise
-        self._stats.successes += 1
         return page
 
-    async def _attempt(self, call: _Call) -> UserObjectsPage:
+    async def _attempt(self, call: _Call, first: bool = False) -> UserObjectsPage:
+        """One attempt. The first one of a call (``first``) also ends the call: it counts a
+        failure or hands over to ``_retry``; later ones are backoff's, which decides."""
         session, limiter = self._session, self._limiter
         if session is None or limiter is None or session.closed:
+            if first:
+                self._stats.failures += 1
             raise ClientClosedError("this AsyncCommbox is closed", identity_id=call.identity_id)
         ticket = await limiter.acquire()
         call.attempts += 1
@@ -367,7 +373,9 @@ class AsyncCommbox:
                     elapsed * 1000,
                     call.attempts,
                 )
-            return parse_response(status, headers, body, call.identity_id)
+            page = parse_response(status, headers, body, call.identity_id)
+            stats.successes += 1
+            return page
         except CommboxError as exc:
             stats.errors_by_kind[exc.kind] += 1
             if isinstance(exc, RateLimitError):
@@ -375,7 +383,15 @@ class AsyncCommbox:
             if exc.identity_id is None:
                 exc.identity_id = call.identity_id
             self._plan_retry(call, exc)
-            raise
+            if not first:
+                raise
+            failed = exc
+        # The first attempt failed (outside the except block, so that a retry's own errors
+        # are not chained to this one).
+        if not failed.retryable:
+            stats.failures += 1
+            raise failed
+        return await self._retry(call, failed)
 
     def _attempt_timeout(self, call: _Call) -> aiohttp.ClientTimeout:
         remaining = call.deadline - time.monotonic()
