@@ -37,9 +37,10 @@ from ._models import (
     UserObjectsPage,
     decode_content,
 )
+from ._pacing import Outcome, PacingModel, PausePolicy, Phase, RateChange, Reason, Ticket
 from ._protocol import MAX_PAGE_SIZE, Query, parse_response, parse_retry_after
 from ._stats import StatsSnapshot
-from ._throttle import Limiter, LocalLimiter, RateEstimator, Ticket
+from ._throttle import Limiter, LocalLimiter
 from ._version import __version__
 
 __all__ = [
@@ -71,11 +72,16 @@ __all__ = [
     "NotImplementedByServerError",
     "ObjectStatus",
     "ObjectType",
+    "Outcome",
+    "PacingModel",
+    "PausePolicy",
+    "Phase",
     "PoolConfig",
     "Query",
-    "RateEstimator",
+    "RateChange",
     "RateLimit",
     "RateLimitError",
+    "Reason",
     "Retries",
     "ServerError",
     "StatsSnapshot",

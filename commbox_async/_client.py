@@ -3,7 +3,7 @@
 Data flows one way: arguments are checked and turned into a request by ``_protocol``, the
 attempt takes a slot from the limiter (``_throttle``), aiohttp sends it, ``_protocol`` classifies
 the response and ``_models`` decodes it. ``backoff`` drives the retry loop around one attempt;
-whether and how long to wait is decided in one place, ``_plan_retry``.
+whether and how long to wait is decided in one place, ``_retry.decide_retry``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import backoff
-import msgspec
 from yarl import URL
 
 from ._config import (
@@ -53,6 +52,7 @@ from ._errors import (
 )
 from ._fanout import FanOutError, FanOutProgress, FetchResult, fan_out
 from ._models import UserObject, UserObjectsPage
+from ._pacing import Outcome, PausePolicy
 from ._protocol import (
     MAX_PAGE_SIZE,
     Query,
@@ -61,27 +61,18 @@ from ._protocol import (
     check_identity_id,
     check_token,
     parse_response,
-    parse_retry_after,
     user_objects_path,
 )
+from ._retry import CallState, RetryBudget, decide_retry
 from ._stats import ClientStats, StatsSnapshot
-from ._throttle import Limiter, LocalLimiter, RetryBudget
+from ._throttle import Limiter, LocalLimiter
 from ._version import __version__
 
 __all__ = ["AsyncCommbox", "FanOutError", "FanOutProgress", "FetchResult"]
 
 logger = logging.getLogger("commbox_async")
-
-
-class _Call(msgspec.Struct, gc=False):
-    """The state of one logical call across its attempts (gc=False: it holds no cycles)."""
-
-    identity_id: int
-    url: URL
-    deadline: float
-    attempts: int = 0
-    failures: int = 0
-    throttled: int = 0
+#: One INFO line per scheduled retry ("identity 7: retrying in 2.3 s: connection refused").
+retry_logger = logging.getLogger("commbox_async.retries")
 
 
 def _retry_waits() -> Generator[float, Any, None]:
@@ -154,6 +145,7 @@ class AsyncCommbox:
         self._rng = rng or random.Random()
         self._budget = RetryBudget(self._retries.budget_ratio, self._retries.budget_reserve)
         self._stats = ClientStats()
+        self._answered = 0  # answers that were not 429s (a 429 asks whether others got through)
         self._tasks: set[asyncio.Task[None]] = set()
         self._aiohttp_timeout = aiohttp.ClientTimeout(
             total=self._timeout.total,
@@ -163,7 +155,7 @@ class AsyncCommbox:
         self._with_retries = backoff.on_exception(
             _retry_waits,
             CommboxError,
-            max_tries=self._retries.tries + self._retries.throttled_tries,
+            max_tries=None,  # decide_retry ends every call (tries, 429s in a row, deadline)
             giveup=lambda exc: not getattr(exc, "retryable", False),
             on_backoff=self._on_backoff,
             jitter=None,
@@ -219,8 +211,10 @@ class AsyncCommbox:
                 self._session._retry_connection = False
         self._limiter = self._given_limiter or LocalLimiter(
             self._rate_limit,
-            default_retry_after=self._retries.default_retry_after,
-            max_retry_after=self._retries.max_retry_after,
+            pause_policy=PausePolicy(
+                default_retry_after=self._retries.default_retry_after,
+                max_retry_after=self._retries.max_retry_after,
+            ),
         )
         self._state = "open"
 
@@ -257,7 +251,10 @@ class AsyncCommbox:
         limiter = self._limiter
         if limiter is None:
             return self._stats.snapshot()
-        return self._stats.snapshot(limiter.current_rate, limiter.waited)
+        change = getattr(limiter, "last_change", None)  # a user's own limiter may lack it
+        return self._stats.snapshot(
+            limiter.current_rate, limiter.waited, str(change) if change is not None else ""
+        )
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -297,11 +294,12 @@ class AsyncCommbox:
         """One call, retries included: its first attempt, which hands a retryable failure to
         ``_retry``. A plain function returning that coroutine, so that a call is one
         coroutine, not two, on every resume of every request."""
-        call = _Call(identity_id, self._url(identity_id, query_string), time.monotonic() + deadline)
+        now = time.monotonic()
+        call = CallState(identity_id, self._url(identity_id, query_string), now + deadline, now)
         self._budget.earn()
         return self._attempt(call, first=True)
 
-    async def _retry(self, call: _Call, exc: CommboxError) -> UserObjectsPage:
+    async def _retry(self, call: CallState, exc: CommboxError) -> UserObjectsPage:
         """The rest of a call whose first attempt failed with a retryable error."""
         # Most calls succeed at once and skip backoff's per-call set-up (two datetime.now(),
         # a details dict, a wait generator, handler calls: about 6 us); a retryable failure
@@ -315,7 +313,7 @@ class AsyncCommbox:
             raise
         return page
 
-    async def _attempt(self, call: _Call, first: bool = False) -> UserObjectsPage:
+    async def _attempt(self, call: CallState, first: bool = False) -> UserObjectsPage:
         """One attempt. The first one of a call (``first``) also ends the call: it counts a
         failure or hands over to ``_retry``; later ones are backoff's, which decides."""
         session, limiter = self._session, self._limiter
@@ -354,17 +352,15 @@ class AsyncCommbox:
                 finally:
                     response.release()
             except CommboxError:  # a body over max_body_bytes: the server did answer
-                limiter.report(ticket, throttled=False, retry_after=None)
+                limiter.report(ticket, Outcome.ACCEPTED)
                 raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                limiter.report(ticket, throttled=False, retry_after=None)
+                limiter.report(ticket, Outcome.FAILED)
                 raise _translate(exc, call.identity_id) from exc
             finally:
                 stats.in_flight -= 1
             elapsed = time.perf_counter() - started
             stats.record_latency(elapsed)
-            retry_after = parse_retry_after(headers.get("Retry-After")) if status == 429 else None
-            limiter.report(ticket, throttled=status == 429, retry_after=retry_after)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "GET %s -> %d in %.1f ms (attempt %d)",
@@ -373,7 +369,19 @@ class AsyncCommbox:
                     elapsed * 1000,
                     call.attempts,
                 )
-            page = parse_response(status, headers, body, call.identity_id)
+            try:
+                page = parse_response(status, headers, body, call.identity_id)
+            except RateLimitError as exc:
+                # One verdict: a 429 in the status or in the body's envelope is the same event
+                # for the limiter (a pause, evidence for the rate) and for the retry decision.
+                limiter.report(ticket, Outcome.THROTTLED, exc.retry_after)
+                raise
+            except CommboxError:
+                limiter.report(ticket, Outcome.ACCEPTED)
+                self._answered += 1
+                raise
+            limiter.report(ticket, Outcome.ACCEPTED)
+            self._answered += 1
             stats.successes += 1
             return page
         except CommboxError as exc:
@@ -393,7 +401,7 @@ class AsyncCommbox:
             raise failed
         return await self._retry(call, failed)
 
-    def _attempt_timeout(self, call: _Call) -> aiohttp.ClientTimeout:
+    def _attempt_timeout(self, call: CallState) -> aiohttp.ClientTimeout:
         remaining = call.deadline - time.monotonic()
         if remaining >= self._timeout.total:
             return self._aiohttp_timeout
@@ -430,28 +438,31 @@ class AsyncCommbox:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _plan_retry(self, call: _Call, exc: CommboxError) -> None:
-        """Decide whether ``exc`` ends the call, and how long to wait before the next attempt."""
-        if not exc.retryable:
-            return
-        cfg = self._retries
-        remaining = call.deadline - time.monotonic()
-        if isinstance(exc, RateLimitError):
-            call.throttled += 1
-            wait = cfg.default_retry_after if exc.retry_after is None else exc.retry_after
-            wait = min(wait, cfg.max_retry_after)
-            # The shared pause does the waiting; a pause past the deadline fails at once.
-            delay = 0.0
-            final = call.throttled >= cfg.throttled_tries or wait >= remaining
-        else:
-            call.failures += 1
-            ceiling = min(cfg.max_delay, cfg.base_delay * 2 ** (call.failures - 1))
-            delay = self._rng.uniform(0.0, ceiling)  # full jitter
-            final = call.failures >= cfg.tries or delay >= remaining or not self._budget.spend()
-        if final:
+    def _plan_retry(self, call: CallState, exc: CommboxError) -> None:
+        """Ask ``decide_retry`` whether ``exc`` ends the call; mark the error with its answer."""
+        limiter = self._limiter
+        pause = limiter.pause_remaining() if limiter is not None else 0.0
+        decision = decide_retry(
+            call,
+            exc,
+            self._retries,
+            self._budget,
+            self._rng,
+            now=time.monotonic(),
+            pause_remaining=pause,
+            accepted_total=self._answered,
+        )
+        if decision.delay is None:
             exc.retryable = False
-        else:
-            exc.retry_delay = delay
+            return
+        exc.retry_delay = decision.delay
+        if retry_logger.isEnabledFor(logging.INFO):
+            retry_logger.info(
+                "identity %d: retrying in %.1f s: %s",
+                call.identity_id,
+                pause + decision.delay,
+                exc.message[:120],
+            )
 
     def _on_backoff(self, details: Any) -> None:
         self._stats.retries += 1

@@ -63,7 +63,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._config import RateLimit, as_rate_limit
 from ._errors import ClientClosedError, InvalidArgumentError
-from ._throttle import ACCEPTED, THROTTLED, LocalLimiter, Ticket
+from ._pacing import Outcome, PausePolicy, RateChange, Reason, Ticket
+from ._throttle import LocalLimiter, log_rate_change
 
 __all__ = ["RedisLimiter"]
 
@@ -276,8 +277,9 @@ class RedisLimiter:
         self.channel = f"{key}:pause"
         self._client = client
         self._owns_client = owns_client
-        self._default_retry_after = float(default_retry_after)
-        self._max_retry_after = float(max_retry_after)
+        self.pause_policy = PausePolicy(
+            default_retry_after=float(default_retry_after), max_retry_after=float(max_retry_after)
+        )
         self._reconnect_interval = float(reconnect_interval)
         self._op_timeout = float(op_timeout)
         self._rng = rng or random.Random()
@@ -289,12 +291,11 @@ class RedisLimiter:
                 adaptive=self.config.adaptive,
                 min_rate=min(self.config.min_rate, fallback / PACE),
             ),
-            default_retry_after=default_retry_after,
-            max_retry_after=max_retry_after,
+            pause_policy=self.pause_policy,
             rng=self._rng,
         )
         # State idle longer than this is forgotten (it must outlive the longest pause).
-        self._ttl_ms = int(1000 * max(600.0, 2 * self._max_retry_after))
+        self._ttl_ms = int(1000 * max(600.0, 2 * self.pause_policy.max_retry_after))
         self._acquire_args = self._args()
         # Pauses: approximate end on our clock (for waiting), exact end on Redis's clock (for
         # giving up slots inside it), and the end of a pause we started ourselves.
@@ -302,6 +303,8 @@ class RedisLimiter:
         self._redis_pause_end = -math.inf
         self._own_pause_until = -math.inf
         self._rate = self.config.max_rate
+        self._change = RateChange(0.0, self._rate, self._rate, Reason.START, "configured")
+        self._logged_rate = self._rate
         self._up = True
         self._probing = False
         self._retry_at = 0.0
@@ -405,6 +408,11 @@ class RedisLimiter:
         """Whether slots come from Redis now (False while falling back to the local rate)."""
         return self._up
 
+    @property
+    def last_change(self) -> RateChange:
+        """The last change of the shared rate seen by this process."""
+        return self._change if self._up else self._fallback.last_change
+
     def pause_remaining(self) -> float:
         return max(0.0, self._pause_until - time.monotonic())
 
@@ -436,7 +444,7 @@ class RedisLimiter:
             received = time.monotonic()
             self._mark_up()
             slot, redis_now, rate, pause_end, tat = (float(x) for x in reply)
-            self._rate = rate
+            self._set_rate(rate, Reason.QUIET, "no 429 for a probe interval (shared rate)")
             self._note_pause(pause_end, redis_now, received)
             self._lead = tat - redis_now
             self._horizon = max(self._horizon, received + self._lead)
@@ -459,17 +467,14 @@ class RedisLimiter:
             self.shared_slots += 1
             return _SlotTicket(time.monotonic(), slot=slot)
 
-    def report(self, ticket: Ticket, *, throttled: bool, retry_after: float | None) -> None:
+    def report(self, ticket: Ticket, outcome: Outcome, retry_after: float | None = None) -> None:
         if isinstance(ticket, _SlotTicket):
-            ticket.state = THROTTLED if throttled else ACCEPTED
+            ticket.state = outcome
         else:
-            self._fallback.report(ticket, throttled=throttled, retry_after=retry_after)
-        if not throttled:
+            self._fallback.report(ticket, outcome, retry_after)
+        if outcome is not Outcome.THROTTLED:
             return
-        wait = self._default_retry_after if retry_after is None else retry_after
-        wait = min(max(wait, 0.0), self._max_retry_after)
-        # Jitter only ever adds delay, so nobody starts before the server said.
-        wait += self._rng.uniform(0.0, min(0.05, 0.1 * wait))
+        wait = self.pause_policy.pause_for(retry_after, self._rng)
         until = time.monotonic() + wait
         self._own_pause_until = max(self._own_pause_until, until)
         self._pause_until = max(self._pause_until, until)
@@ -551,8 +556,14 @@ class RedisLimiter:
         received = time.monotonic()
         self._mark_up()
         pause_end, redis_now, rate = (float(x) for x in reply[:3])
-        self._rate = rate
+        self._set_rate(rate, Reason.DRAIN_TO_DRAIN, "a 429 on the shared schedule")
         self._note_pause(pause_end, redis_now, received)
+
+    def _set_rate(self, rate: float, reason: Reason, evidence: str) -> None:
+        if rate != self._rate:
+            self._change = RateChange(time.monotonic(), self._rate, rate, reason, evidence)
+            self._logged_rate = log_rate_change(self._change, self._logged_rate)
+        self._rate = rate
 
     def _note_pause(self, pause_end: float, redis_now: float, received: float) -> None:
         if pause_end > self._redis_pause_end:

@@ -27,6 +27,8 @@ class StatsSnapshot:
     latency_p99_ms: float | None
     current_rate: float
     in_flight: int
+    #: Why the rate last changed, with the evidence ("1000 -> 98/s (bucket-fit): ...").
+    rate_change: str = ""
 
     def as_dict(self) -> dict[str, object]:
         """Plain values, for logs and JSON."""
@@ -56,7 +58,10 @@ class ClientStats:
         self._latencies.append(seconds)
 
     def snapshot(
-        self, current_rate: float = 0.0, waited: tuple[float, float] = (0.0, 0.0)
+        self,
+        current_rate: float = 0.0,
+        waited: tuple[float, float] = (0.0, 0.0),
+        rate_change: str = "",
     ) -> StatsSnapshot:
         """Copy the counters; ``waited`` is the limiter's (rate, pause) waiting time."""
         ordered = sorted(self._latencies)
@@ -80,4 +85,5 @@ class ClientStats:
             latency_p99_ms=pct(0.99),
             current_rate=current_rate,
             in_flight=self.in_flight,
+            rate_change=rate_change,
         )

@@ -46,6 +46,7 @@ from commbox_async import (
     Retries,
     ServerError,
 )
+from commbox_async._pacing import PausePolicy
 from commbox_async.testing import FakeCommbox, Faults, conversation, unread_of
 from commbox_async.testing import VirtualClock as FakeClock
 
@@ -105,10 +106,10 @@ def paced_client(
     """A client whose limiter sleeps on ``clock`` (no real waits) with no jitter."""
     local = LocalLimiter(
         RateLimit(max_rate=10000, adaptive=False),
+        pause_policy=PausePolicy(**limiter),
         clock=clock.time,
         sleep=clock.sleep,
         rng=NoJitter(),
-        **limiter,
     )
     return fast_client(server, limiter=local, retries=retries)
 

@@ -21,7 +21,6 @@ from commbox_async import (
     RateLimit,
     Retries,
 )
-from commbox_async._throttle import RateEstimator, Ticket
 from commbox_async.testing import FakeCommbox, Faults, Throttling, unread_of
 from commbox_async.testing import VirtualClock as VirtualTime
 
@@ -283,55 +282,6 @@ async def test_throttled_fan_out_loses_nothing_and_pauses() -> None:
     assert ok == set(range(1, 201))
     assert stats.throttled == server.count("throttled") > 0
     assert stats.current_rate < 2000
-
-
-def _simulate(rate: float, burst: float, pause: float, seconds: float) -> RateEstimator:
-    """Drive the estimator with a simulated token-bucket server (no I/O, no real time)."""
-    est = RateEstimator(max_rate=1000.0, min_rate=0.5)
-    now, tokens, stamp, pause_until, pending = 0.0, burst, 0.0, -1.0, False
-    while now < seconds:
-        if now < pause_until:
-            now = pause_until
-            continue
-        if pending:
-            est.on_pause_end(now)
-            pending = False
-        ticket = Ticket(now)
-        est.on_send(ticket)
-        tokens = min(burst, tokens + (now - stamp) * rate)
-        stamp = now
-        if tokens >= 1.0:
-            tokens -= 1.0
-            ticket.state = 1
-        else:
-            ticket.state = 2
-            est.on_throttled(ticket, pause)
-            pause_until, pending = now + pause, True
-        now += 1.0 / est.tick(now)
-    return est
-
-
-@pytest.mark.parametrize(
-    ("rate", "burst", "pause"), [(100, 10, 1), (60, 5, 2), (300, 20, 1), (20, 3, 1), (500, 50, 1)]
-)
-def test_estimator_finds_the_server_rate(rate: float, burst: float, pause: float) -> None:
-    """After two drains the estimate is close to the server's rate and the hold is below it."""
-    est = _simulate(rate, burst, pause, seconds=8.0)
-    assert est.estimate is not None
-    # Small bursts pin the rate less tightly (one token is a larger share of them).
-    assert 0.8 * rate <= est.estimate <= 1.02 * rate
-    assert 0.9 * rate <= est.estimate or burst < 5
-    assert est.rate < rate
-    assert est.mode == "hold"
-
-
-def test_estimator_never_exceeds_max_rate_while_probing() -> None:
-    """Quiet periods raise the rate, but never above the configured maximum."""
-    est = RateEstimator(max_rate=50.0, min_rate=0.5)
-    est.mode, est.rate = "hold", 45.0
-    for step in range(1, 200):
-        assert est.tick(step * 7.0) <= 50.0
-    assert est.rate == 50.0 and est.mode == "max"
 
 
 async def test_retry_budget_stops_hammering_a_failing_server() -> None:

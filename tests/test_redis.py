@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from commbox_async import AsyncCommbox, Retries
+from commbox_async._pacing import Outcome
 from commbox_async.redis import RedisLimiter
 from commbox_async.testing import FakeCommbox
 
@@ -157,7 +158,7 @@ async def test_the_shared_rate_and_pause_reach_every_limiter(redis_server: Redis
         tickets = [await first.acquire() for _ in range(5)]
         await second.acquire()  # subscribes `second` to the pause channel
         await asyncio.sleep(0.05)
-        first.report(tickets[-1], throttled=True, retry_after=0.3)
+        first.report(tickets[-1], Outcome.THROTTLED, 0.3)
         for _ in range(100):
             if second.pause_remaining() > 0:
                 break

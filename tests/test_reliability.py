@@ -43,6 +43,7 @@ from commbox_async import (
     ServerError,
     Timeout,
 )
+from commbox_async._pacing import PausePolicy
 from commbox_async.testing import (
     ABSURD_RETRY_AFTER,
     FAULT_KINDS,
@@ -207,8 +208,7 @@ def fault_client(server: FakeCommbox, fake: FakeTime | None = None, **kwargs: An
     if fake is not None:
         options["limiter"] = LocalLimiter(
             FIXED,
-            default_retry_after=1.0,
-            max_retry_after=120.0,
+            pause_policy=PausePolicy(default_retry_after=1.0, max_retry_after=120.0),
             clock=fake.clock,
             sleep=fake.sleep,
         )
@@ -461,7 +461,9 @@ async def test_cancel_during_the_pause_after_a_429() -> None:
     async with FakeCommbox(token=SECRET) as server:
         server.script(IDENT, (429, {"Retry-After": "30"}, b"{}"))
         with no_unclosed():
-            limiter = ObservedLimiter(LocalLimiter(FIXED, max_retry_after=60.0))
+            limiter = ObservedLimiter(
+                LocalLimiter(FIXED, pause_policy=PausePolicy(max_retry_after=60.0))
+            )
             retries = Retries(base_delay=0.0, max_delay=0.0, max_retry_after=60.0)
             async with make_client(server, limiter=limiter, retries=retries) as client:
                 task = asyncio.create_task(client.get_user_objects(IDENT))

@@ -1,0 +1,589 @@
+"""The pacing model: how fast to send, learned from what the server accepted. No I/O, no clock.
+
+Every limiter a server can run has a long-run rate R that it sustains; they differ in what they
+allow in the short run and in what a 429 says (a token bucket's burst, a window's edge, a cap on
+requests in flight, a limit that changes, 429s that have nothing to do with rate). The model
+does not ask which kind it faces. It reads three things from the client's own log of attempts
+(send time, outcome) and the pauses the server asked for:
+
+1. **Is this 429 worth slowing down for?** A pause the server asks for stops the whole client,
+   so 429s that come with real pauses cost time; 429s that come with no pause (``Retry-After:
+   0``) cost only themselves, and a low share of them is noise: a proxy, a flaky node, another
+   tenant. Those are *tolerated*: the rate stays (``Reason.TOLERATED``). So is a 429 after
+   which a slower rate did not lower the share of 429s (the "did slowing cure it?" test).
+2. **What does the server sustain?** Three readings, each valid for some kinds and none wrong
+   by much for the others:
+
+   - *saturated throughput*: when many of the recent attempts were refused, the server was
+     given more than it takes, so what it accepted per second is its rate (caps on requests in
+     flight, windows, any limiter under heavy overload);
+   - *drain to drain*: what it accepted between two 429s, per second, pauses included: a lower
+     bound for a token bucket (its bucket was empty at both ends) and about right for windows;
+   - *a token-bucket fit*: replay the accepted attempts since the last pause through a bucket
+     (full at the restart, of the burst seen at the first 429) and find the refill rate that
+     empties it exactly at the 429. It is what a small-burst bucket with long pauses needs,
+     where the other two read far too low.
+
+   The estimate is the largest reading that is plausible (below the rate that drained the
+   server); the rate is set to ``HOLD`` of it, never above what drained the server.
+3. **Has the limit moved up?** After ``QUIET`` seconds without a 429, the rate rises: quickly
+   back toward a rate that ran quietly before (a limit that dropped and recovered), slowly
+   beyond it (each probe that drains the server costs a pause). With no reading possible yet
+   (the first 429 of a job, from a full bucket), the rate *searches*: it climbs from the
+   drain-to-drain floor, faster the longer it stays quiet, until the next 429 gives a fit.
+
+It never starts below the configured maximum (no slow start), never exceeds it, and never
+goes below ``min_rate``. ``PacingModel`` is fed by a limiter (in-process or shared) and is
+driven in the tests by a discrete-event simulator of every limiter kind (tests/pacing_sim.py).
+
+The pause rules (what a Retry-After means, its cap, the default when absent, the jitter) are
+``PausePolicy``: one object used by every limiter and by the retry decision, so that they can
+never disagree.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections import deque
+from dataclasses import dataclass
+
+import msgspec
+
+__all__ = ["Outcome", "PacingModel", "PausePolicy", "Phase", "RateChange", "Reason", "Ticket"]
+
+
+class Outcome(enum.IntEnum):
+    """How one attempt ended, as far as pacing is concerned."""
+
+    PENDING = 0
+    ACCEPTED = 1  # any answer but a 429 (errors included: the server took the request)
+    THROTTLED = 2  # a 429, in the HTTP status or in the body's envelope
+    FAILED = 3  # no answer (connection refused or reset, timeout): says nothing of the limit
+
+
+class Ticket(msgspec.Struct, gc=False):
+    """One attempt's slot: when it was sent and, once known, how it ended.
+
+    gc=False: one is made per attempt and the model keeps thousands; it holds two numbers and
+    cannot be part of a reference cycle.
+    """
+
+    sent: float
+    state: Outcome = Outcome.PENDING
+    answered: float = 0.0
+
+
+class Phase(enum.Enum):
+    """Where the model stands."""
+
+    FULL = "full"  # at the configured maximum: no limit seen, or it went away
+    SEARCH = "search"  # a limit was hit and no reading of it is possible yet: climbing to find it
+    HOLD = "hold"  # just under the estimated limit
+    PROBE = "probe"  # quiet for a while: rising to see whether the limit went up
+
+
+class Reason(enum.Enum):
+    """Why the rate last changed (or, for ``TOLERATED``, why a 429 did not change it)."""
+
+    START = "start"
+    SATURATED = "saturated"  # set from the throughput of an overloaded server
+    RECENT = "recent"  # set from what was accepted in the pause's length before the 429
+    DRAIN_TO_DRAIN = "drain-to-drain"  # set from what was accepted between two 429s
+    BUCKET_FIT = "bucket-fit"  # set from a token-bucket replay of the attempts since a pause
+    SEARCHING = "searching"  # climbing from a floor to find the limit
+    STEP_DOWN = "step-down"  # a pace that ran a while, then drained: a little below it
+    BLIND = "blind"  # no reading possible: a step down, to see whether it helps
+    TOLERATED = "tolerated"  # a 429 that slowing down would not cure: rate kept
+    NOT_CURED = "not-cured"  # slowing down did not lower the share of 429s: rate restored
+    QUIET = "quiet"  # no 429 for a while: probing upward
+    PAUSE_ONLY = "pause-only"  # pausing alone at full pace did better than adapting
+    RECOVERED = "recovered"  # back at the configured maximum
+
+
+@dataclass(frozen=True)
+class RateChange:
+    """One change of the rate, with the evidence for it (logged when it is large)."""
+
+    at: float
+    old: float
+    new: float
+    reason: Reason
+    evidence: str
+
+    def __str__(self) -> str:
+        return f"{self.old:.4g} -> {self.new:.4g}/s ({self.reason.value}): {self.evidence}"
+
+
+@dataclass(frozen=True)
+class PausePolicy:
+    """What a 429 makes the whole client wait: the server's Retry-After, capped at
+    ``max_retry_after``, ``default_retry_after`` when it gave none, plus a little jitter that
+    only ever adds (so that nobody starts before the server said, and many processes paused by
+    one 429 do not all start in the same millisecond)."""
+
+    default_retry_after: float = 1.0
+    max_retry_after: float = 120.0
+
+    def asked(self, retry_after: float | None) -> float:
+        """The wait the server asked for, capped, or the default when it named none."""
+        wait = self.default_retry_after if retry_after is None else retry_after
+        return min(max(wait, 0.0), self.max_retry_after)
+
+    def pause_for(self, retry_after: float | None, rng: random.Random) -> float:
+        """The pause to take: what the server asked for, plus jitter."""
+        wait = self.asked(retry_after)
+        return wait + rng.uniform(0.0, min(0.05, 0.1 * wait))
+
+
+def _window_counts(log: deque[Ticket], start: float, end: float) -> tuple[int, int]:
+    """(accepted, throttled) among the attempts sent in [start, end)."""
+    accepted = throttled = 0
+    for ticket in reversed(log):
+        if ticket.sent >= end:
+            continue
+        if ticket.sent < start:
+            break
+        if ticket.state is Outcome.ACCEPTED:
+            accepted += 1
+        elif ticket.state is Outcome.THROTTLED:
+            throttled += 1
+    return accepted, throttled
+
+
+class PacingModel:
+    """The send rate, from the log of attempts and the pauses; a pure object on given times.
+
+    Feed it ``on_send`` (a new attempt), ``on_answer`` (how it ended, and the pause a 429
+    started) and read ``rate_at(now)``. See the module docstring for the reasoning.
+    """
+
+    HOLD = 0.97  # fraction of the estimate to hold at: a little room for jitter and alignment
+    QUIET = 2.0  # seconds without a 429 before the rate rises
+    RECOVER_STEP = 0.5  # seconds between rises toward a rate that ran quietly before
+    PROBE_INTERVAL = 6.0  # quiet seconds between rises beyond any rate known to run quietly
+    PROBE_FIRST = 0.02  # the first such rise; doubles each PROBE_INTERVAL
+    SEARCH_STEP = 0.2  # seconds between two climbs while searching
+    SEARCH_FIRST = 0.05  # first climb while searching; doubles each step, at most x2
+    NOISE_SHARE = 0.03  # a share of 429s at or below this, with no real pause, is tolerated
+    STEP_DOWN = 0.9  # after a pace that ran STEP_AFTER seconds drained the server
+    STEP_AFTER = 1.0
+    FULL_STAY = 30.0  # seconds at full pace after adapting did worse than pausing alone
+    BLIND_STEP = 0.9  # with no reading at all, try this much slower (and check it helped)
+    CHEAP_PAUSE = 0.05  # seconds: a pause this short costs nothing worth slowing down for
+    SATURATED_SHARE = 0.25  # above this share of 429s the accepted throughput is the rate
+    WINDOW = 1.0  # seconds of recent attempts read for shares and throughput
+    CURE_EVIDENCE = 50  # answered attempts in a window needed to compare shares of 429s
+    MIN_EVIDENCE = 20  # answered attempts needed before the first reading
+    MIN_SPAN = 0.1  # seconds of a job needed before the first reading
+    MIN_FIT_SPAN = 0.3  # seconds since the restart needed for a bucket fit
+    DECISION_GAP = 0.25  # seconds between two decisions (429s without pauses come in floods)
+    FLOOD_SHARE = 0.5  # a share of 429s this high, with no pause, halves the rate at once
+    FLOOD_GAP = 0.03  # seconds between two such halvings
+    GOOD_MEMORY = 60.0  # seconds a rate that ran quietly is remembered for recovery
+    LOG_SPAN = 30.0  # seconds of attempts kept
+
+    def __init__(self, max_rate: float, min_rate: float = 0.5, *, adaptive: bool = True) -> None:
+        self.max_rate = max_rate
+        self.min_rate = min(min_rate, max_rate)
+        self.adaptive = adaptive
+        self.rate = max_rate
+        self.phase = Phase.FULL
+        self.last_change = RateChange(0.0, max_rate, max_rate, Reason.START, "configured")
+        self.changes: deque[RateChange] = deque(maxlen=64)
+        self._log: deque[Ticket] = deque()
+        self._resume = -math.inf  # when the last pause ended (the server refilled during it)
+        self._pause_end = -math.inf
+        self._pause_len = 0.0
+        self._last_drain: float | None = None  # send time of the last 429 that was read
+        self._burst: float | None = None  # accepted from a full start to the first 429
+        self._first_span = 0.0  # how long that took
+        self._last_decision = -math.inf
+        self._quiet_since = 0.0
+        self._step = 0  # rises (or climbs) since the last decision
+        self._search_from = max_rate
+        self._search_start = 0.0
+        self._good: float | None = None  # a rate that ran QUIET seconds without a 429
+        self._good_at = -math.inf
+        self._cure: tuple[float, float, float] | None = None  # (rate before, share before, at)
+        self._tolerated_share = 0.0  # share of 429s shown not to fall when slowing down
+        self._cheap_limit = False  # the last limit answered 429s with no pause: probe sooner
+        self._full_rate = 0.0  # throughput of the last cycle at full pace, pause included
+        self._pause_only_until = -math.inf  # until then, 429s only pause (adapting did worse)
+        self._started: float | None = None
+        self._rate_since = 0.0
+
+    # --- inputs -----------------------------------------------------------------------------
+    def on_send(self, now: float) -> Ticket:
+        """A new attempt goes out now."""
+        ticket = Ticket(now)
+        if self._started is None:
+            self._started = now
+            self._quiet_since = now
+            self._rate_since = now
+        if self.adaptive:
+            self._log.append(ticket)
+            while self._log and self._log[0].sent < now - self.LOG_SPAN:
+                self._log.popleft()
+        return ticket
+
+    def on_answer(
+        self,
+        ticket: Ticket,
+        now: float,
+        outcome: Outcome,
+        *,
+        pause: float = 0.0,
+        asked: float | None = None,
+    ) -> None:
+        """How ``ticket``'s attempt ended; a 429 started (or extended) a pause of ``pause``
+        seconds, of which the server asked for ``asked`` (the rest is jitter)."""
+        ticket.state = outcome
+        ticket.answered = now
+        if outcome is not Outcome.THROTTLED:
+            return
+        end = now + pause
+        if end > self._pause_end:
+            self._pause_end = end
+            self._pause_len = pause
+        if not self.adaptive:
+            return
+        self._quiet_since = end
+        if ticket.sent < self._resume:
+            return  # sent before the last pause ended: part of a drain already read
+        if self._decide(ticket.sent, now, pause if asked is None else asked):
+            self._last_decision = now
+            self._resume = end
+
+    # --- output ------------------------------------------------------------------------------
+    def rate_at(self, now: float) -> float:
+        """The rate to send at now: rising when quiet, climbing while searching."""
+        if not self.adaptive or self.phase is Phase.FULL:
+            return self.rate
+        if self.phase is Phase.SEARCH:
+            steps = int((now - self._search_start) / self.SEARCH_STEP)
+            if steps > self._step:
+                self._step = steps
+                # Each climb doubles the last: cautious near the floor (a window's rate is
+                # often close to it), quick far below the limit (a bucket's floor is low).
+                factor = math.prod(
+                    min(2.0, 1.0 + self.SEARCH_FIRST * 2.0**k) for k in range(min(steps, 20))
+                )
+                self._set(
+                    now,
+                    min(self.max_rate, self._search_from * factor),
+                    Reason.SEARCHING,
+                    f"quiet {now - self._search_start:.1f} s since the last 429",
+                )
+            return self.rate
+        quiet = now - self._quiet_since
+        if quiet < self.QUIET:
+            return self.rate
+        if now - max(self._quiet_since, self._rate_since) >= self.QUIET and (
+            self._good is None or self.rate >= self._good or now - self._good_at >= self.GOOD_MEMORY
+        ):
+            self._good, self._good_at = self.rate, now  # this rate ran quietly
+        good = self._good
+        if good is not None and self.rate < good and now - self._good_at < self.GOOD_MEMORY:
+            # A rate that ran quietly not long ago: the limit may be back there; go quickly.
+            steps = int((quiet - self.QUIET) / self.RECOVER_STEP) + 1
+            if steps > self._step:
+                self._step = steps
+                target = math.sqrt(self.rate * good) if good > self.rate * 1.1 else good
+                self.phase = Phase.PROBE
+                self._set(
+                    now,
+                    target,
+                    Reason.QUIET,
+                    f"no 429 for {quiet:.1f} s; {good:.4g}/s ran quietly before",
+                )
+            return self.rate
+        # Beyond anything known to work: each probe that drains the server costs a pause.
+        steps = int(quiet / (self.QUIET if self._cheap_limit else self.PROBE_INTERVAL))
+        if steps > self._step:
+            self._step = steps
+            rise = min(0.5, self.PROBE_FIRST * 2.0 ** (steps - 1))
+            self.phase = Phase.PROBE
+            new = min(self.max_rate, self.rate * (1.0 + rise))
+            reason = Reason.RECOVERED if new >= self.max_rate else Reason.QUIET
+            self._set(now, new, reason, f"no 429 for {quiet:.1f} s")
+            if new >= self.max_rate:
+                self.phase = Phase.FULL
+        return self.rate
+
+    def pause_remaining(self, now: float) -> float:
+        return max(0.0, self._pause_end - now)
+
+    # --- the decision on a 429 ---------------------------------------------------------------
+    def _decide(self, drained: float, now: float, pause: float) -> bool:
+        """Read the evidence at a 429 sent at ``drained``; False when too early to read."""
+        start = self._started if self._started is not None else drained
+        accepted, throttled = _window_counts(self._log, drained - self.WINDOW, drained + 1e-9)
+        throttled = max(throttled, 1)
+        share = throttled / (accepted + throttled)
+        answered = accepted + throttled
+        gap = now - self._last_decision
+        if pause < self.CHEAP_PAUSE and share >= self.FLOOD_SHARE and answered >= 10:
+            # A flood of 429s that cost no pause: the server takes far less than we send.
+            # Halve at once (a saturated reading, once answers allow one, sets the level).
+            if gap < self.FLOOD_GAP:
+                return False
+            saturated = self._saturated_rate(now)
+            if saturated is not None:
+                self.phase = Phase.HOLD
+                self._step = 0
+                self._set(
+                    now,
+                    min(self.rate, saturated * self.HOLD),
+                    Reason.SATURATED,
+                    f"{saturated:.4g}/s accepted while {share:.0%} were refused",
+                )
+            else:
+                self.phase = Phase.HOLD
+                self._step = 0
+                self._set(now, self.rate * 0.5, Reason.BLIND, f"{share:.0%} of 429s, no pause")
+            self._cheap_limit = True
+            return True
+        if gap < self.DECISION_GAP:
+            return False
+        if self._cure is not None:
+            self._judge_cure(now)
+            if (
+                self.phase is Phase.HOLD
+                and self.last_change.reason is Reason.NOT_CURED
+                and self.last_change.at == now
+            ):
+                return True
+        if pause < self.CHEAP_PAUSE and (
+            answered < self.MIN_EVIDENCE or drained - start < self.MIN_SPAN
+        ):
+            return False  # too early to read anything, and waiting costs nothing
+        if self._cure is not None and pause < self.CHEAP_PAUSE:
+            return True  # a step down is on trial: judge it before taking another
+        # What the noise alone would give, with two standard deviations of slack.
+        noise = max(self.NOISE_SHARE, self._tolerated_share)
+        expected = noise * answered + 2.0 * math.sqrt(noise * answered)
+        if pause < self.CHEAP_PAUSE and throttled <= expected:
+            self._note(now, Reason.TOLERATED, f"{share:.1%} of 429s with no pause")
+            return True
+        if self._tolerated_share and share <= 1.5 * self._tolerated_share:
+            self._note(now, Reason.TOLERATED, f"{share:.1%} of 429s: slowing down did not lower it")
+            return True
+        pace = self.rate
+        readings: list[tuple[float, Reason, str]] = []
+        saturated = self._saturated_rate(now) if share >= self.SATURATED_SHARE else None
+        if saturated is not None:
+            readings.append(
+                (saturated, Reason.SATURATED, f"{saturated:.4g}/s accepted with {share:.0%} 429s")
+            )
+        real_pause = pause >= self.CHEAP_PAUSE
+        if pause >= 0.5 and drained - pause < self._resume <= drained:
+            # What the server took in the last `pause` seconds: a window's limit per window,
+            # when the server's pause is about its window (a bucket's reading here is its
+            # rate plus its burst; read only when the last pause ended inside that span).
+            acc, _ = _window_counts(self._log, drained - pause, drained)
+            rate = acc / pause
+            readings.append(
+                (rate, Reason.RECENT, f"{acc} accepted in the {pause:.1f} s before the 429")
+            )
+        if self._last_drain is not None and real_pause:
+            d2d_acc, _ = _window_counts(self._log, self._last_drain, drained)
+            gap = drained - self._last_drain
+            if gap > 0.2:
+                rate = d2d_acc / gap
+                readings.append(
+                    (
+                        rate,
+                        Reason.DRAIN_TO_DRAIN,
+                        f"{d2d_acc} accepted in {gap:.1f} s between two 429s",
+                    )
+                )
+        elif self._burst is None and pause >= self.CHEAP_PAUSE:
+            # The first 429 from a full start: the burst the server allowed.
+            acc, _ = _window_counts(self._log, start, drained)
+            self._burst = float(max(acc, 1))
+            self._first_span = drained - start
+            rate = acc / (drained - start + max(pause, 0.5))
+            readings.append(
+                (
+                    rate,
+                    Reason.DRAIN_TO_DRAIN,
+                    f"{acc} accepted before the first 429, then a {pause:.1f} s pause",
+                )
+            )
+        if real_pause and drained - self._rate_since >= self.STEP_AFTER:
+            # The pace ran a while before this 429: the limit is a little below it, whatever
+            # the floors say (a window's edge, a bucket slowly drained).
+            readings.append(
+                (
+                    pace * self.STEP_DOWN / self.HOLD,
+                    Reason.STEP_DOWN,
+                    f"{pace:.4g}/s ran {drained - self._rate_since:.1f} s before a 429",
+                )
+            )
+        fit = self._bucket_fit(drained, pace) if pause >= self.CHEAP_PAUSE else None
+        if fit is not None:
+            readings.append(fit)
+        self._last_drain = drained
+        # Drain-to-drain readings are floors (the server took at least that); the others are
+        # estimates. An estimate is plausible between the floor and the pace that drained;
+        # one no higher than the floor says nothing more than the floor does.
+        floors = [r for r in readings if r[1] is Reason.DRAIN_TO_DRAIN]
+        floor = max(floors, key=lambda r: r[0]) if floors else None
+        low = floor[0] if floor is not None else 0.0
+        estimates = [
+            r
+            for r in readings
+            if r[1] is not Reason.DRAIN_TO_DRAIN and 1.05 * low <= r[0] < 0.98 * pace
+        ]
+        # Only a share read on enough attempts, below saturation, can be compared later.
+        testable = (
+            answered >= self.CURE_EVIDENCE and share < self.SATURATED_SHARE and not real_pause
+        )
+        self._cheap_limit = not real_pause
+        if len(estimates) > 1:
+            # A step down is only a fallback: any other estimate knows better.
+            estimates = [r for r in estimates if r[1] is not Reason.STEP_DOWN]
+        if estimates:
+            best = max(estimates, key=lambda r: r[0])
+            self._cure = (pace, share, now) if testable else None
+            self.phase = Phase.HOLD
+            self._step = 0
+            self._set(now, max(self.min_rate, best[0] * self.HOLD), best[1], best[2])
+            return True
+        if self.phase is Phase.FULL:
+            # What pausing alone gets from this server at full pace: the bar to beat.
+            acc, _ = _window_counts(self._log, max(self._resume, start), drained)
+            self._full_rate = acc / (drained - max(self._resume, start) + pause)
+            if now < self._pause_only_until:
+                self._note(now, Reason.PAUSE_ONLY, "pausing alone did better here")
+                return True
+        elif floor is not None and floor[0] < 0.9 * self._full_rate:
+            # Searching got less than pausing alone did at full pace (a window's limit comes
+            # back whole after each pause): pause alone for a while.
+            self._cure = None
+            self.phase = Phase.FULL
+            self._pause_only_until = now + self.FULL_STAY
+            self._set(
+                now,
+                self.max_rate,
+                Reason.PAUSE_ONLY,
+                f"{floor[0]:.4g}/s adapted, {self._full_rate:.4g}/s pausing alone",
+            )
+            return True
+        if floor is not None and floor[0] < 0.98 * pace:
+            # A floor only: climb from it until the next 429 allows an estimate.
+            self._cure = None
+            self.phase = Phase.SEARCH
+            self._search_from = max(self.min_rate, min(floor[0], pace * self.HOLD))
+            self._search_start = now + pause
+            self._step = 0
+            self._set(now, self._search_from, Reason.SEARCHING, floor[2])
+            return True
+        if not real_pause:
+            # Nothing to read, and more 429s than noise: try slower, and check it helped.
+            self._cure = (pace, share, now) if testable else None
+            self.phase = Phase.HOLD
+            self._step = 0
+            self._set(now, pace * self.BLIND_STEP, Reason.BLIND, f"{share:.1%} of 429s, no pause")
+            return True
+        # Every reading says the server took what we sent: the pause is what paces us.
+        self._note(now, Reason.TOLERATED, f"{share:.1%} of 429s; the server accepted the pace")
+        return True
+
+    def _saturated_rate(self, now: float) -> float | None:
+        """The rate of accepted answers over the last window (None with too few of them)."""
+        first = last = None
+        count = 0
+        for ticket in reversed(self._log):
+            if ticket.sent < now - 2 * self.WINDOW:
+                break
+            if ticket.state is Outcome.ACCEPTED and ticket.answered >= now - self.WINDOW:
+                count += 1
+                first = ticket.answered if first is None else min(first, ticket.answered)
+                last = ticket.answered if last is None else max(last, ticket.answered)
+        if count < 5 or first is None or last is None or last - first < 0.02:
+            return None
+        return (count - 1) / (last - first)
+
+    def _bucket_fit(self, drained: float, pace: float) -> tuple[float, Reason, str] | None:
+        """Refill rate of a bucket, of the burst seen at the first 429, that is empty at
+        ``drained``: replayed from the previous 429 (empty then, refilled during the pause) or,
+        before any, from the start (full). None when the log is too short to tell."""
+        if self._burst is None:
+            return None
+        origin = self._last_drain if self._last_drain is not None else self._started
+        if origin is None or drained - max(origin, self._resume) < 0.1:
+            return None
+        sent = [
+            t.sent for t in self._log if origin <= t.sent < drained and t.state is Outcome.ACCEPTED
+        ]
+        if len(sent) < 5:
+            return None
+        cap = self._burst
+        full = self._last_drain is None
+
+        def left(rate: float) -> float:
+            tokens, last = (cap if full else 0.0), origin
+            for when in sent:
+                tokens = min(cap, tokens + rate * (when - last)) - 1.0
+                last = when
+            return min(cap, tokens + rate * (drained - last))
+
+        lo, hi = self.min_rate, pace
+        if left(hi) < 0.5 or left(lo) >= 0.5:
+            return None  # no rate below the pace explains a drain here: not a bucket
+        for _ in range(30):
+            mid = math.sqrt(lo * hi)
+            if left(mid) >= 0.5:
+                hi = mid
+            else:
+                lo = mid
+        span = drained - origin
+        return (
+            hi,
+            Reason.BUCKET_FIT,
+            f"{len(sent)} accepted in the {span:.1f} s since the last 429",
+        )
+
+    def _judge_cure(self, now: float) -> None:
+        """After slowing down, did the share of 429s fall? If not, they are noise: undo."""
+        assert self._cure is not None
+        before_rate, before_share, at = self._cure
+        if now - at < 2.0 * self.WINDOW:
+            return
+        self._cure = None
+        accepted, throttled = _window_counts(self._log, at, now)
+        if accepted + throttled < self.CURE_EVIDENCE:
+            return
+        share = throttled / (accepted + throttled)
+        if share >= 0.7 * before_share and self.rate < before_rate:
+            self._tolerated_share = max(self._tolerated_share, share)
+            self.phase = Phase.HOLD
+            self._set(
+                now,
+                before_rate,
+                Reason.NOT_CURED,
+                f"{share:.1%} of 429s at {self.rate:.4g}/s, "
+                f"{before_share:.1%} at {before_rate:.4g}/s",
+            )
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def _set(self, now: float, new: float, reason: Reason, evidence: str) -> None:
+        new = max(self.min_rate, min(self.max_rate, new))
+        old = self.rate
+        self.rate = new
+        if new != old:
+            self._rate_since = now
+            self.last_change = RateChange(now, old, new, reason, evidence)
+            self.changes.append(self.last_change)
+        if (
+            reason is not Reason.SEARCHING
+            and reason is not Reason.QUIET
+            and reason is not Reason.RECOVERED
+        ):
+            self._quiet_since = max(self._quiet_since, now)
+
+    def _note(self, now: float, reason: Reason, evidence: str) -> None:
+        self.last_change = RateChange(now, self.rate, self.rate, reason, evidence)

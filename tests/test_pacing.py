@@ -1,0 +1,291 @@
+"""The pacing model, the pause rules and the retry decision: pure objects, driven in virtual time.
+
+The scenario tests run the real ``PacingModel`` against every kind of server limiter in the
+discrete-event simulator (tests/pacing_sim.py): hundreds of simulated jobs in a few seconds, so a
+change that breaks one kind of server fails here, not in a benchmark weeks later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+
+import pytest
+from pacing_sim import BY_NAME, SCENARIOS, InFlightCap, TokenBucket, run, simulate
+from yarl import URL
+
+from commbox_async import AsyncCommbox, RateLimit, Retries
+from commbox_async._errors import RateLimitError, ServerError
+from commbox_async._pacing import Outcome, PacingModel, PausePolicy, Phase, Reason
+from commbox_async._retry import CallState, RetryBudget, decide_retry
+from commbox_async._throttle import LocalLimiter
+from commbox_async.testing import FakeCommbox, VirtualClock
+
+SEEDS = range(1, 11)
+
+
+# --- every limiter kind, in simulation -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
+def test_each_limiter_kind_meets_its_goal(name: str) -> None:
+    """Over 10 seeded jobs: median time within the goal, worst within goal + 0.10, 429s capped."""
+    sc = BY_NAME[name]
+    runs = [run(name, seed=seed) for seed in SEEDS]
+    ratios = [r[0] for r in runs]
+    assert statistics.median(ratios) <= sc.goal, ratios
+    assert max(ratios) <= sc.goal + 0.10, ratios
+    assert all(r[2].done == sc.ids for r in runs)  # nothing lost
+    if name == "in_flight":
+        # The first few hundredths of a second, before any answer, are sent blind at 1000/s.
+        assert statistics.median(r[1] for r in runs) <= 0.05
+    else:
+        assert statistics.median(r[1] for r in runs) <= max(sc.goal_429, 0.0) or sc.goal_429 == 0
+
+
+@pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
+def test_adaptation_does_no_harm(name: str) -> None:
+    """On every kind, the adaptive median is at most 1.10x the median with adaptation off."""
+    on = statistics.median(run(name, seed=seed)[0] for seed in SEEDS)
+    off = statistics.median(run(name, adaptive=False, seed=seed)[0] for seed in SEEDS)
+    assert on <= 1.10 * off, (on, off)
+
+
+def test_below_the_limit_no_429_at_all() -> None:
+    """A client configured below the server's limit never sees a 429 (no slow start either)."""
+    for seed in SEEDS:
+        ratio, share, _ = run("below", seed=seed)
+        assert share == 0.0 and ratio <= 1.02
+
+
+def test_the_rate_never_exceeds_the_configured_maximum() -> None:
+    """Whatever the server does, the model's rate stays within [min_rate, max_rate]."""
+    for sc in SCENARIOS:
+        result = run(sc.name, seed=3)[2]
+        assert all(0.5 <= rate <= sc.max_rate for _, rate in result.rates)
+
+
+def test_starts_at_the_configured_rate() -> None:
+    """No slow start: the first rate used is the configured maximum."""
+    result = run("bucket", seed=1)[2]
+    assert result.rates[0] == (0.0, 1000.0)
+
+
+def test_a_limit_that_drops_and_recovers_is_followed_both_ways() -> None:
+    """From 100/s to 40/s and back: the rate goes under 45 during the drop, back over 85 after."""
+    model = PacingModel(1000.0)
+    server = TokenBucket(100, 10, 1.0, schedule=[(0.0, 100.0), (8.0, 40.0), (16.0, 100.0)])
+    result = simulate(server, ids=2400, max_rate=1000, model_factory=lambda r, on: model)
+
+    def rate_at(when: float) -> float:
+        return [rate for t, rate in result.rates if t <= when][-1]
+
+    assert rate_at(12.0) < 45 and max(rate_at(t / 10) for t in range(110, 160)) < 70
+    assert rate_at(22.0) > 85
+
+
+def test_random_429s_are_tolerated_not_followed() -> None:
+    """3% random 429s with no pause leave the rate near the maximum (median over jobs)."""
+    model_rates = []
+    for seed in SEEDS:
+        model = PacingModel(400.0)
+        simulate(
+            BY_NAME["random"].make(seed),
+            ids=3000,
+            max_rate=400,
+            seed=seed,
+            model_factory=lambda r, on, m=model: m,
+        )
+        model_rates.append(model.rate)
+    assert statistics.median(model_rates) >= 360
+
+
+def test_in_flight_cap_settles_near_its_rate() -> None:
+    """Against 6 in flight x 40 ms (147/s) the rate settles between 110 and 150."""
+    model = PacingModel(1000.0)
+    simulate(InFlightCap(6, 0.040), ids=1500, max_rate=1000, model_factory=lambda r, on: model)
+    assert 110 <= model.rate <= 150
+    assert model.phase in (Phase.HOLD, Phase.PROBE)
+
+
+def test_adaptation_off_keeps_the_rate() -> None:
+    """With adaptive=False the model only pauses: the rate is the maximum throughout."""
+    result = run("bucket", adaptive=False, seed=1)[2]
+    assert {rate for _, rate in result.rates} == {1000.0}
+
+
+def test_every_change_names_its_reason_and_evidence() -> None:
+    """Each rate change carries a Reason enum and a sentence of evidence."""
+    model = PacingModel(1000.0)
+    simulate(BY_NAME["bucket"].make(1), ids=1500, max_rate=1000, model_factory=lambda r, on: model)
+    assert model.changes
+    for change in model.changes:
+        assert isinstance(change.reason, Reason) and change.evidence
+        assert str(change).startswith(f"{change.old:.4g} -> {change.new:.4g}/s")
+
+
+# --- the pause rules ---------------------------------------------------------------------------
+
+
+def test_pause_policy_caps_defaults_and_only_adds_jitter() -> None:
+    """Retry-After is capped, a missing one takes the default, jitter never shortens a pause."""
+    policy = PausePolicy(default_retry_after=1.5, max_retry_after=10.0)
+    rng = random.Random(4)
+    assert policy.asked(None) == 1.5
+    assert policy.asked(500.0) == 10.0
+    assert policy.asked(-3.0) == 0.0
+    for asked in (0.0, 0.2, 1.0, 30.0):
+        pauses = [policy.pause_for(asked, rng) for _ in range(200)]
+        want = policy.asked(asked)
+        assert all(want <= p <= want + min(0.05, 0.1 * want) for p in pauses)
+
+
+def test_one_pause_policy_for_client_and_limiter() -> None:
+    """The client builds its limiter's pause rules from its Retries: they cannot disagree."""
+    client = AsyncCommbox(
+        token="t", base_url="http://127.0.0.1:9", retries=Retries(max_retry_after=7.0)
+    )
+    assert client._retries.max_retry_after == 7.0  # the limiter is built from this on open
+
+
+# --- the retry decision ------------------------------------------------------------------------
+
+
+def _call(deadline: float = 300.0) -> CallState:
+    return CallState(1, URL("http://127.0.0.1/x"), deadline, 0.0)
+
+
+def test_a_429_never_ends_a_call_while_the_server_answers_others() -> None:
+    """100 429s in a row for one call, with other answers in between: still retried."""
+    call, cfg = _call(), Retries(throttled_tries=5)
+    budget, rng = RetryBudget(0.5, 10), random.Random(1)
+    for answered in range(100):
+        exc = RateLimitError("HTTP 429", status=429)
+        decision = decide_retry(
+            call, exc, cfg, budget, rng, now=0.0, pause_remaining=0.0, accepted_total=answered
+        )
+        assert decision.delay is not None
+
+
+def test_429s_with_nothing_else_answered_end_the_call() -> None:
+    """throttled_tries 429s in a row while nothing else gets through: the call ends."""
+    call, cfg = _call(), Retries(throttled_tries=5)
+    budget, rng = RetryBudget(0.5, 10), random.Random(1)
+    delays = []
+    for _ in range(4):
+        exc = RateLimitError("HTTP 429", status=429)
+        d = decide_retry(
+            call, exc, cfg, budget, rng, now=0.0, pause_remaining=0.0, accepted_total=0
+        )
+        delays.append(d.delay)
+    exc = RateLimitError("HTTP 429", status=429)
+    d = decide_retry(call, exc, cfg, budget, rng, now=0.0, pause_remaining=0.0, accepted_total=0)
+    assert d.delay is None and "in a row" in d.why
+    assert all(x is not None for x in delays)
+
+
+def test_repeated_429s_without_pause_back_off() -> None:
+    """Retry-After: 0 again and again: the call's own back-off ceiling doubles each time."""
+
+    class Top(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    call, cfg = _call(), Retries(throttled_tries=30, max_delay=20.0)
+    delays = []
+    for _ in range(6):
+        exc = RateLimitError("HTTP 429", status=429)
+        d = decide_retry(
+            call,
+            exc,
+            cfg,
+            RetryBudget(0.5, 10),
+            Top(),
+            now=0.0,
+            pause_remaining=0.0,
+            accepted_total=0,
+        )
+        delays.append(d.delay)
+    assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
+
+
+def test_a_pause_past_the_deadline_ends_the_call() -> None:
+    """The shared pause counts toward the call's deadline."""
+    call = _call(deadline=5.0)
+    exc = RateLimitError("HTTP 429", status=429)
+    d = decide_retry(
+        call,
+        exc,
+        Retries(),
+        RetryBudget(0.5, 10),
+        random.Random(1),
+        now=0.0,
+        pause_remaining=6.0,
+        accepted_total=0,
+    )
+    assert d.delay is None and "deadline" in d.why
+
+
+def test_other_failures_stop_after_tries() -> None:
+    """A 503 is retried tries-1 times, then ends the call."""
+    call, cfg = _call(), Retries(tries=3, base_delay=0.0, max_delay=0.0)
+    budget, rng = RetryBudget(0.5, 10), random.Random(1)
+    results = []
+    for _ in range(3):
+        exc = ServerError("HTTP 503", status=503)
+        d = decide_retry(
+            call, exc, cfg, budget, rng, now=0.0, pause_remaining=0.0, accepted_total=0
+        )
+        results.append(d.delay)
+    assert results[:2] == [0.0, 0.0] and results[2] is None
+
+
+# --- one throttle verdict, over real sockets ---------------------------------------------------
+
+
+def _envelope_429() -> bytes:
+    return json.dumps(
+        {"status": 429, "description": "Too Many Requests", "response_time": "", "data": ""}
+    ).encode()
+
+
+async def test_a_429_in_the_envelope_pauses_like_a_429_status() -> None:
+    """A 200 whose body says status 429 starts the limiter's pause and is retried after it."""
+    clock = VirtualClock()
+    async with FakeCommbox() as server:
+        server.script(7, (200, {"Retry-After": "3"}, _envelope_429()))
+        limiter = LocalLimiter(
+            RateLimit(max_rate=10_000, adaptive=False), clock=clock.time, sleep=clock.sleep
+        )
+        async with AsyncCommbox(
+            token=server.token, base_url=server.url, limiter=limiter, retries=Retries(max_delay=0.0)
+        ) as commbox:
+            page = await commbox.get_user_objects(7)
+            stats = commbox.stats
+    assert page.data
+    assert stats.throttled == 1 and stats.requests == 2
+    # The retry waited out the 3 s pause on the limiter's (virtual) clock.
+    assert limiter.waited[1] >= 3.0
+
+
+async def test_a_large_rate_change_is_logged_once_with_its_evidence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Dropping from 1000/s logs one INFO line naming the new rate and the evidence."""
+    clock = VirtualClock()
+    limiter = LocalLimiter(RateLimit(max_rate=1000.0), clock=clock.time, sleep=clock.sleep)
+    caplog.set_level(logging.INFO, logger="commbox_async.pacing")
+    tickets = []
+    for _ in range(10):
+        tickets.append(await limiter.acquire())
+        clock.now += 0.001
+    for ticket in tickets[:-1]:
+        limiter.report(ticket, Outcome.ACCEPTED)
+    limiter.report(tickets[-1], Outcome.THROTTLED, 1.0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "commbox_async.pacing"]
+    assert len(lines) == 1
+    assert lines[0].startswith("rate 1000 -> ") and "accepted" in lines[0]
+    assert limiter.current_rate < 100
+    assert limiter.last_change.reason is Reason.SEARCHING
