@@ -242,6 +242,7 @@ class AsyncCommbox:
 
     @property
     def closed(self) -> bool:
+        """True once ``aclose()`` has run; a closed client cannot be opened again."""
         return self._state == "closed"
 
     @property
