@@ -27,6 +27,7 @@ from commbox_async import AsyncCommbox
 log = logging.getLogger("commbox_app.http")
 
 
+# --8<-- [start:timing]
 def timing_trace_config() -> aiohttp.TraceConfig:
     """Log each attempt's method, path, status and time at INFO; a failed one at WARNING."""
 
@@ -65,6 +66,10 @@ def timing_trace_config() -> aiohttp.TraceConfig:
     return config
 
 
+# --8<-- [end:timing]
+
+
+# --8<-- [start:otel]
 def otel_trace_config(tracer_provider: AnyTracerProvider | None = None) -> aiohttp.TraceConfig:
     """OpenTelemetry's aiohttp-client instrumentation: one client span per attempt.
 
@@ -81,6 +86,10 @@ def traced_session(*trace_configs: aiohttp.TraceConfig) -> aiohttp.ClientSession
     )
 
 
+# --8<-- [end:otel]
+
+
+# --8<-- [start:main]
 async def main(identity_ids: list[int]) -> None:
     """Fetch unread counts with both trace configs, printing the spans to stdout."""
     provider = TracerProvider()
@@ -93,6 +102,8 @@ async def main(identity_ids: list[int]) -> None:
                 counts = await commbox.unread_counts(identity_ids, raise_on_error=False)
     print(counts)
 
+
+# --8<-- [end:main]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
