@@ -95,7 +95,7 @@ class AsyncCommbox:
     """An asyncio client for CommBox's v2 "Get User Objects" API.
 
     One instance owns one aiohttp session (a pooled ``TCPConnector``) and one limiter shared by
-    all of its requests. Use it as an async context manager::
+    all of its requests. Use it as an async context manager:
 
         async with AsyncCommbox(token=..., rate_limit=20) as commbox:
             page = await commbox.get_user_objects(558355)
