@@ -2,8 +2,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.docs-installed
 
-.PHONY: test demo bench bench-quick soak soak-quick fuzz bench-redis bench-redis-quick clean
+.PHONY: test docs demo bench bench-quick soak soak-quick fuzz bench-redis bench-redis-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +16,15 @@ test: $(STAMP)
 	$(BIN)/ruff check commbox_async tests benchmarks examples
 	$(BIN)/mypy --strict commbox_async
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+# The docs site into site/, from docs/ and the docstrings; --strict: any warning fails it.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 demo: $(STAMP)
 	$(BIN)/commbox-async demo
@@ -42,4 +52,4 @@ bench-redis-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench_redis.py --quick
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) site .mypy_cache .pytest_cache .ruff_cache

@@ -86,7 +86,7 @@ class AsyncCommbox:
     """An asyncio client for CommBox's v2 "Get User Objects" API.
 
     One instance owns one aiohttp session (a pooled ``TCPConnector``) and one limiter shared by
-    all of its requests. Use it as an async context manager::
+    all of its requests. Use it as an async context manager:
 
         async with AsyncCommbox(token=..., rate_limit=20) as commbox:
             page = await commbox.get_user_objects(558355)
@@ -236,6 +236,7 @@ class AsyncCommbox:
 
     @property
     def closed(self) -> bool:
+        """True once ``aclose()`` has run; a closed client cannot be opened again."""
         return self._state == "closed"
 
     @property

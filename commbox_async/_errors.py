@@ -1,10 +1,8 @@
 """The exception tree of commbox-async.
 
-::
-
     CommboxError
     ├── InvalidArgumentError        bad input (also ValueError, TypeError), before any request
-    ├── ClientClosedError           the client is not open (used outside ``async with``, or closed)
+    ├── ClientClosedError           the client is not open (used outside async with, or closed)
     ├── CommboxDecodeError          the server's body could not be decoded at all
     ├── CommboxTransportError       no usable HTTP response arrived
     │   ├── CommboxConnectionError  refused, reset, truncated body, TLS failure
@@ -13,7 +11,7 @@
         ├── BadRequestError         400
         ├── AuthenticationError     401
         ├── NotFoundError           404
-        ├── RateLimitError          429 (carries ``retry_after``)
+        ├── RateLimitError          429 (carries retry_after)
         ├── ServerError             500, 502, 503, 504 and other 5xx
         └── NotImplementedByServerError   501 (never retried)
 

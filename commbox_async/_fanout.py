@@ -41,6 +41,7 @@ class FetchResult(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def ok(self) -> bool:
+        """True when the identity was fetched: ``response`` is set and ``error`` is None."""
         return self.error is None
 
 
