@@ -313,6 +313,7 @@ class PacingModel:
         return self.rate
 
     def pause_remaining(self, now: float) -> float:
+        """Seconds from ``now`` until the whole-client pause ends (0 when not paused)."""
         return max(0.0, self._pause_end - now)
 
     # --- the decision on a 429 ---------------------------------------------------------------

@@ -233,7 +233,7 @@ class RedisLimiter:
     """A ``Limiter`` shared through Redis by every process that uses the same ``key``.
 
     Build it with ``RedisLimiter.from_url("redis://host:6379/0", key="commbox:<name>",
-    rate_limit=...)`` (or pass your own ``redis.asyncio.Redis``) and give it to each client::
+    rate_limit=...)`` (or pass your own ``redis.asyncio.Redis``) and give it to each client:
 
         async with RedisLimiter.from_url(url, key="commbox:acme", rate_limit=100) as limiter:
             async with AsyncCommbox(token=..., limiter=limiter) as commbox:
@@ -396,10 +396,12 @@ class RedisLimiter:
     # --- the Limiter protocol -----------------------------------------------------------
     @property
     def current_rate(self) -> float:
+        """The shared rate (or, while Redis is unreachable, this process's fallback rate)."""
         return self._rate if self._up else self._fallback.current_rate
 
     @property
     def waited(self) -> tuple[float, float]:
+        """Task-seconds this process spent waiting for a slot, and for pauses."""
         rate, pause = self._fallback.waited
         return self._waited_rate + rate, self._waited_pause + pause
 
@@ -414,9 +416,11 @@ class RedisLimiter:
         return self._change if self._up else self._fallback.last_change
 
     def pause_remaining(self) -> float:
+        """Seconds until the shared pause ends, as far as this process knows."""
         return max(0.0, self._pause_until - time.monotonic())
 
     async def acquire(self) -> Ticket:
+        """Wait for the shared pause to end and take the next slot of the shared schedule."""
         if self._closed:
             raise ClientClosedError("this RedisLimiter is closed")
         if self._listener is None:
@@ -468,6 +472,7 @@ class RedisLimiter:
             return _SlotTicket(time.monotonic(), slot=slot)
 
     def report(self, ticket: Ticket, outcome: Outcome, retry_after: float | None = None) -> None:
+        """How an attempt ended; a 429 pauses every process on the key."""
         if isinstance(ticket, _SlotTicket):
             ticket.state = outcome
         else:
@@ -485,6 +490,7 @@ class RedisLimiter:
             task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
+        """Stop following the pause channel and close the Redis client if this limiter owns it."""
         if self._closed:
             return
         self._closed = True

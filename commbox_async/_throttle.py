@@ -209,4 +209,5 @@ class LocalLimiter:
                 self._logged_rate = log_rate_change(change, self._logged_rate)
 
     async def aclose(self) -> None:
+        """Nothing to release: the in-process limiter holds no connection."""
         return None
