@@ -22,9 +22,12 @@ Usage::
     .venv/bin/python benchmarks/soak.py --quick    # 3,000 identities (what the tests run)
     .venv/bin/python benchmarks/soak.py --json     # one JSON line of figures
 
-The exit status is 0 only when every check holds. The client uses its default tries (8) and
-retry budget; because injected 429s are random rather than a real token bucket, the soak pins
-the rate (``adaptive=False``) and shortens the pause after a 429 (``default_retry_after`` and
+    .venv/bin/python benchmarks/soak.py --quick --compare 5   # adaptive vs adaptive=False
+
+The exit status is 0 only when every check holds. The client uses its default tries (8), retry
+budget and adaptive rate (the injected 429s are random: the pacing model must recognise them as
+noise and not slow down; ``--compare N`` runs N interleaved pairs, adaptive and not, and reports
+the median time ratio). It shortens the pause after a 429 (``default_retry_after`` and
 ``max_retry_after`` of 0.05 s, so that a huge Retry-After is capped to that), and its read
 timeout (0.15 s) is shorter than the stalls (0.3 s) so that every stall is a timeout.
 """
@@ -78,7 +81,7 @@ def is_missing(identity_id: int) -> bool:
 
 
 async def soak(
-    ids: int, fault_rate: float, concurrency: int, seed: int, adaptive: bool = False
+    ids: int, fault_rate: float, concurrency: int, seed: int, adaptive: bool = True
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     loop_reports: list[str] = []
@@ -221,12 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON line of figures")
     parser.add_argument(
-        "--adaptive",
-        action="store_true",
-        help="keep the adaptive rate on (random 429s then slow the whole run down)",
+        "--no-adaptive",
+        dest="adaptive",
+        action="store_false",
+        help="pin the rate (RateLimit(adaptive=False)); the default is the adaptive rate",
+    )
+    parser.add_argument(
+        "--compare",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N interleaved pairs (adaptive, not) and print the median time ratio",
     )
     args = parser.parse_args(argv)
     ids = args.ids or (3_000 if args.quick else 50_000)
+    if args.compare:
+        return compare(ids, args)
 
     # The fake server logs every request it could not finish (resets, stalls the client gave
     # up on); those are the injected faults themselves, not findings.
@@ -261,6 +274,28 @@ def main(argv: list[str] | None = None) -> int:
         print("rss (results, MiB):", figures["rss_samples_mib"][:: max(1, len(samples) // 12)])
         print("OK" if not problems else "FAILED: " + "; ".join(problems))
     return 0 if not problems else 1
+
+
+def compare(ids: int, args: argparse.Namespace) -> int:
+    """Interleaved pairs with and without adaptation: do-no-harm as a median ratio."""
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    ratios, lost = [], 0
+    for n in range(args.compare):
+        times = {}
+        for adaptive in (True, False) if n % 2 == 0 else (False, True):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                figures = asyncio.run(
+                    soak(ids, args.fault_rate, args.concurrency, args.seed + n, adaptive)
+                )
+            times[adaptive] = figures["elapsed_s"]
+            lost += figures["lost"] + figures["duplicated"] + figures["unexpected_failures"]
+        ratios.append(times[True] / times[False])
+        print(f"pair {n + 1}: adaptive {times[True]:.2f} s, fixed {times[False]:.2f} s")
+    ratios.sort()
+    median, worst = ratios[len(ratios) // 2], ratios[-1]
+    print(f"adaptive / fixed: median {median:.3f}, worst {worst:.3f}; lost or wrong: {lost}")
+    return 0 if lost == 0 and median <= 1.10 else 1
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ class PacingModel:
     STEP_AFTER = 1.0
     FULL_STAY = 30.0  # seconds at full pace after adapting did worse than pausing alone
     BLIND_STEP = 0.9  # with no reading at all, try this much slower (and check it helped)
-    CHEAP_PAUSE = 0.05  # seconds: a pause this short costs nothing worth slowing down for
+    CHEAP_PAUSE = 0.1  # seconds: a pause this short costs too little to slow down for
     SATURATED_SHARE = 0.25  # above this share of 429s the accepted throughput is the rate
     WINDOW = 1.0  # seconds of recent attempts read for shares and throughput
     CURE_EVIDENCE = 50  # answered attempts in a window needed to compare shares of 429s
