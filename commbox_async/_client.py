@@ -60,6 +60,7 @@ from ._protocol import (
     check_base_url,
     check_identity_id,
     check_token,
+    is_insecure_remote,
     parse_response,
     parse_retry_after,
     user_objects_path,
@@ -106,6 +107,9 @@ class AsyncCommbox:
     ``retries`` is a count of tries or a ``Retries``. Pass ``session`` to use your own
     ``aiohttp.ClientSession`` (it is then yours to close), ``limiter`` to share a limiter
     (``RedisLimiter`` for many processes), ``pool`` to size the connection pool.
+    ``base_url`` may carry a path prefix (``https://gateway.example.com/commbox``, for an API
+    gateway); plain ``http`` is refused off loopback unless ``allow_insecure_http=True`` (a
+    fake server in another container), which logs a warning when the client opens.
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class AsyncCommbox:
         pool: PoolConfig | None = None,
         limiter: Limiter | None = None,
         verify_tls: bool = True,
+        allow_insecure_http: bool = False,
         user_agent: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -128,7 +133,11 @@ class AsyncCommbox:
             raise InvalidArgumentError("no token: pass token= or set COMMBOX_TOKEN")
         check_token(token)
         base = base_url if base_url is not None else os.environ.get("COMMBOX_BASE_URL")
-        self._base_url = check_base_url(base or DEFAULT_BASE_URL)
+        if not isinstance(allow_insecure_http, bool):
+            raise InvalidArgumentError("allow_insecure_http must be a bool")
+        self._base_url = check_base_url(
+            base or DEFAULT_BASE_URL, allow_insecure_http=allow_insecure_http
+        )
         self._rate_limit = as_rate_limit(rate_limit)
         self._timeout = as_timeout(timeout)
         self._retries = as_retries(retries)
@@ -146,6 +155,7 @@ class AsyncCommbox:
         self._request_headers = self._headers if session is not None else None
         root = URL(self._base_url)
         self._scheme, self._authority = root.scheme, root.raw_authority
+        self._prefix = root.raw_path.rstrip("/")  # a gateway's path prefix, or ""
         self._given_session = session
         self._given_limiter = limiter
         self._session: aiohttp.ClientSession | None = None
@@ -197,6 +207,10 @@ class AsyncCommbox:
             raise ClientClosedError("this AsyncCommbox is closed; create a new one")
         if not self._verify_tls:
             logger.warning("TLS certificate verification is OFF for %s", self._base_url)
+        if is_insecure_remote(self._base_url):
+            logger.warning(
+                "plain http to a remote host (%s): the token travels unencrypted", self._base_url
+            )
         if self._given_session is not None:
             self._session = self._given_session
         else:
@@ -271,7 +285,7 @@ class AsyncCommbox:
         return URL.build(
             scheme=self._scheme,
             authority=self._authority,
-            path=user_objects_path(identity_id),
+            path=self._prefix + user_objects_path(identity_id),
             query_string=query_string,
             encoded=True,
         )

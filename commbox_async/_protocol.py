@@ -38,6 +38,7 @@ __all__ = [
     "check_base_url",
     "check_identity_id",
     "check_token",
+    "is_insecure_remote",
     "parse_response",
     "parse_retry_after",
     "user_objects_path",
@@ -244,8 +245,38 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_base_url(url: object) -> str:
-    """Scheme and host only: https anywhere, plain http only to a loopback host."""
+#: A path prefix is what a gateway or proxy adds before the API's own path: plain segments
+#: of unreserved characters (percent-escapes allowed), so that it cannot smuggle a query,
+#: a dot-segment that climbs out of it, or anything the HTTP library would re-encode.
+_PREFIX_SEGMENT = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,=:@-]|%[0-9A-Fa-f]{2})+")
+
+
+def _check_prefix(path: str) -> str:
+    """The path prefix of a base URL, without its trailing slash ("" for none)."""
+    prefix = path.rstrip("/")
+    if not prefix:
+        return ""
+    for segment in prefix.split("/")[1:]:
+        if segment in ("", ".", "..") or not _PREFIX_SEGMENT.fullmatch(segment):
+            raise InvalidArgumentError(
+                "base_url's path prefix must be plain segments such as /commbox "
+                "(no empty, '.' or '..' segments)"
+            )
+    if prefix.lower().endswith("/v2") or "/v2/users" in prefix.lower():
+        # The client adds /v2/users/identities/...; a base URL that already has it would
+        # double it and answer every call with 404.
+        raise InvalidArgumentError(
+            "base_url must not include the API's own path (/v2/...): give the part before it, "
+            "such as https://api.commbox.io or https://gateway.example.com/commbox"
+        )
+    return prefix
+
+
+def check_base_url(url: object, *, allow_insecure_http: bool = False) -> str:
+    """Scheme, host, optional port and optional path prefix, normalised without a trailing
+    slash: https anywhere; plain http only to a loopback host, unless ``allow_insecure_http``
+    (for a fake server in another container, say). Queries, fragments and credentials are
+    refused."""
     if not isinstance(url, str) or not url:
         raise InvalidArgumentError(
             "base_url must be a non-empty str such as https://api.commbox.io"
@@ -256,22 +287,31 @@ def check_base_url(url: object) -> str:
     try:
         parts = urlsplit(text)
     except ValueError as exc:  # e.g. an unclosed IPv6 bracket
-        raise InvalidArgumentError("base_url must look like https://host[:port]") from exc
+        raise InvalidArgumentError("base_url must look like https://host[:port][/prefix]") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgumentError("base_url must look like https://host[:port]")
+        raise InvalidArgumentError("base_url must look like https://host[:port][/prefix]")
     if parts.username is not None or parts.password is not None:
         raise InvalidArgumentError("base_url must not carry credentials; use token=")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise InvalidArgumentError("base_url must be scheme://host[:port] with no path or query")
+    # "?" and "#" with nothing after them still mean the user tried to add one.
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise InvalidArgumentError("base_url must not have a query or fragment")
     try:
         parts.port  # noqa: B018 - urlsplit validates the port lazily
     except ValueError as exc:
         raise InvalidArgumentError("base_url has an invalid port") from exc
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    prefix = _check_prefix(parts.path)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
         raise InvalidArgumentError(
-            "base_url must use https (plain http is allowed only to loopback hosts)"
+            "base_url must use https (plain http is allowed only to loopback hosts, "
+            "or with allow_insecure_http=True)"
         )
-    return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc}{prefix}"
+
+
+def is_insecure_remote(base_url: str) -> bool:
+    """Whether a checked base URL sends the token in clear text off this machine."""
+    parts = urlsplit(base_url)
+    return parts.scheme == "http" and not _is_loopback(parts.hostname or "")
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
