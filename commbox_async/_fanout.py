@@ -28,12 +28,17 @@ __all__ = ["FanOutError", "FanOutProgress", "FetchResult", "fan_out"]
 logger = logging.getLogger("commbox_async")
 
 
-class FetchResult(msgspec.Struct, frozen=True, gc=False):
+class FetchResult(msgspec.Struct, frozen=True):
     """One identity's outcome in a fan-out: exactly one of ``response`` and ``error`` is set.
 
     ``identity_id`` is the id as given; for an input that is not a valid id it is the raw value
-    and ``error`` is an ``InvalidArgumentError``.
+    and ``error`` is an ``InvalidArgumentError``. A library error arrives without its traceback
+    (see ``_failure``).
     """
+
+    # Tracked by the garbage collector (no gc=False): it holds an exception and the caller's
+    # raw id, either of which can lead back to it through frames; an untracked result on such
+    # a cycle kept the whole client alive after every early exit from a failing fan-out.
 
     identity_id: Any
     response: UserObjectsPage | None = None
@@ -210,9 +215,25 @@ def _safe_repr(value: Any) -> str:
         return f"<{type(value).__name__} object>"
 
 
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Cut the frames off an error and the errors chained to it.
+
+    A failure in a fan-out is a value the caller may keep for the whole job; its traceback
+    would keep every frame of the call alive with it (the client, its session, the body read).
+    The error's message, class and attributes say what failed, which is all a value needs.
+    """
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        item.__traceback__ = None
+        item = item.__cause__ or item.__context__
+
+
 def _failure(raw: Any, exc: Exception) -> FetchResult:
     """The result for an identity whose call raised ``exc``."""
     if isinstance(exc, CommboxError):
+        _drop_tracebacks(exc)
         return FetchResult(identity_id=raw, error=exc)
     # A bug must cost one identity, never the whole fan-out.
     error = CommboxError(f"unexpected {type(exc).__name__}", identity_id=raw)
