@@ -542,7 +542,9 @@ class AsyncCommbox:
         ``identity_ids`` (any iterable or async iterable) is read lazily, so memory is bounded
         by ``concurrency`` (at most twice that many results exist), not by the number of ids.
         Every id yields exactly one ``FetchResult``; a failure is a value in ``result.error``,
-        never an exception that ends the loop. ``dedupe=True`` fetches a repeated id once (and
+        never an exception that ends the loop. After a 401 (the token is refused) the ids not
+        yet sent get the same ``AuthenticationError`` without a request. ``dedupe=True``
+        fetches a repeated id once (and
         remembers every id seen). Leaving the loop early, or cancelling it, stops the workers
         and releases their connections; use ``contextlib.aclosing`` to make that happen at the
         ``break``. Arguments are checked here, when it is called, before any request.

@@ -11,15 +11,16 @@ the consumer unless the consumer falls behind.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from ._errors import ClientClosedError, CommboxError
+from ._errors import AuthenticationError, ClientClosedError, CommboxError
 from ._models import UserObjectsPage
 from ._protocol import check_identity_id
 
@@ -60,14 +61,31 @@ class FanOutProgress:
 
 
 class FanOutError(CommboxError):
-    """Some identities of ``unread_counts`` failed; the counts that did arrive are kept."""
+    """Some identities of ``unread_counts`` failed; the counts that did arrive are kept.
+
+    The message says what the failures were: how many of each kind, and the first few
+    errors; ``by_kind`` holds the same counts and ``errors`` every error by identity.
+    """
 
     kind = "fan_out"
+    #: How many failures the message shows in full.
+    EXAMPLES = 3
 
     def __init__(self, counts: dict[int, int], errors: dict[Any, CommboxError]) -> None:
-        super().__init__(f"{len(errors)} of {len(counts) + len(errors)} identities failed")
         self.counts = counts
         self.errors = errors
+        self.by_kind: dict[str, int] = dict(
+            Counter(error.kind for error in errors.values()).most_common()
+        )
+        kinds = ", ".join(f"{number} {kind}" for kind, number in self.by_kind.items())
+        examples = "; ".join(
+            str(error) for error in itertools.islice(errors.values(), self.EXAMPLES)
+        )
+        more = ", ..." if len(errors) > self.EXAMPLES else ""
+        super().__init__(
+            f"{len(errors)} of {len(counts) + len(errors)} identities failed ({kinds}): "
+            f"{examples}{more}"
+        )
 
 
 Request = Callable[[int], Awaitable[UserObjectsPage]]
@@ -230,6 +248,18 @@ def _drop_tracebacks(exc: BaseException) -> None:
         item = item.__cause__ or item.__context__
 
 
+def _refused(ident: int, first: AuthenticationError) -> FetchResult:
+    """The result for an id not sent because the token was refused earlier in the fan-out."""
+    error = AuthenticationError(
+        f"{first.message} (not sent: the token was refused for identity {first.identity_id})",
+        status=first.status,
+        description=first.description,
+        response_time=first.response_time,
+        identity_id=ident,
+    )
+    return FetchResult(identity_id=ident, error=error)
+
+
 def _failure(raw: Any, exc: Exception) -> FetchResult:
     """The result for an identity whose call raised ``exc``."""
     if isinstance(exc, CommboxError):
@@ -270,8 +300,13 @@ async def fan_out(
     # 8 KiB); the second set lets the consumer lag by `concurrency` results before anyone waits.
     slots = _Slots(2 * concurrency)
     mailbox = _Mailbox()
+    # The first 401: the token is refused, so every later id would be refused too. Those ids
+    # get the same error without a request (one result per id still); calls already in flight
+    # finish as they will.
+    refused: AuthenticationError | None = None
 
     async def worker() -> None:
+        nonlocal refused
         try:
             while True:
                 if not slots.take_now():
@@ -287,9 +322,14 @@ async def fan_out(
                 except Exception as exc:  # InvalidArgumentError, or an id whose repr fails
                     mailbox.post(_failure(raw, exc))
                     continue
+                if refused is not None:
+                    mailbox.post(_refused(ident, refused))
+                    continue
                 try:
                     page = await request(ident)
                 except Exception as exc:
+                    if refused is None and isinstance(exc, AuthenticationError):
+                        refused = exc
                     mailbox.post(_failure(ident, exc))
                 else:
                     mailbox.post(FetchResult(identity_id=ident, response=page))
