@@ -37,7 +37,7 @@ from ._models import (
     UserObjectsPage,
     decode_content,
 )
-from ._protocol import MAX_PAGE_SIZE, Query, parse_response, parse_retry_after
+from ._protocol import MAX_PAGE_SIZE, Filters, Query, parse_response, parse_retry_after
 from ._stats import StatsSnapshot
 from ._throttle import Limiter, LocalLimiter, RateEstimator, Ticket
 from ._version import __version__
@@ -62,6 +62,7 @@ __all__ = [
     "FanOutError",
     "FanOutProgress",
     "FetchResult",
+    "Filters",
     "Identity",
     "InvalidArgumentError",
     "InvalidItem",

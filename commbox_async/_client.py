@@ -24,7 +24,7 @@ from collections.abc import (
     Iterable,
 )
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -68,6 +68,13 @@ from ._protocol import (
 from ._stats import ClientStats, StatsSnapshot
 from ._throttle import Limiter, LocalLimiter, RetryBudget
 from ._version import __version__
+
+if TYPE_CHECKING:
+    # Unpack is in typing from Python 3.11; only type checkers read it here, so the package
+    # needs no typing_extensions at run time.
+    from typing_extensions import Unpack
+
+    from ._protocol import Filters, PagingFilters
 
 __all__ = ["AsyncCommbox", "FanOutError", "FanOutProgress", "FetchResult"]
 
@@ -291,7 +298,7 @@ class AsyncCommbox:
         )
 
     async def get_user_objects(
-        self, identity_id: int, *, deadline: float | None = None, **filters: Any
+        self, identity_id: int, *, deadline: float | None = None, **filters: Unpack[Filters]
     ) -> UserObjectsPage:
         """One page of an identity's conversations with unread counts.
 
@@ -479,7 +486,7 @@ class AsyncCommbox:
         first_page: int = 0,
         max_pages: int = 10_000,
         deadline: float | None = None,
-        **filters: Any,
+        **filters: Unpack[PagingFilters],
     ) -> AsyncIterator[UserObject]:
         """Every conversation of an identity, page by page, stopping on a short page.
 
@@ -535,7 +542,7 @@ class AsyncCommbox:
         dedupe: bool = False,
         on_progress: Callable[[FanOutProgress], None] | None = None,
         deadline: float | None = None,
-        **filters: Any,
+        **filters: Unpack[Filters],
     ) -> AsyncGenerator[FetchResult, None]:
         """Fetch one page for each identity, yielding results as they complete.
 
@@ -582,7 +589,7 @@ class AsyncCommbox:
         *,
         concurrency: int = 32,
         raise_on_error: bool = True,
-        **filters: Any,
+        **filters: Unpack[Filters],
     ) -> dict[int, int]:
         """Total unread chat messages per identity.
 

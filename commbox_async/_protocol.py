@@ -12,10 +12,10 @@ import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from ._errors import (
@@ -32,7 +32,10 @@ from ._errors import (
 from ._models import ModelDecodeError, UserObjectsPage, decode_error_body, decode_page
 
 __all__ = [
+    "FILTER_NAMES",
     "MAX_PAGE_SIZE",
+    "Filters",
+    "PagingFilters",
     "Query",
     "build_headers",
     "check_base_url",
@@ -89,6 +92,11 @@ def _check_bool(name: str, value: object) -> bool:
     return value
 
 
+def _wire(name: str) -> Any:
+    """A filter of ``Query``: not sent by default, sent under ``name``."""
+    return field(default=None, metadata={"wire": name})
+
+
 @dataclass(frozen=True, kw_only=True)
 class Query:
     """The filters of "Get User Objects", with Python names and types, checked on creation.
@@ -97,18 +105,21 @@ class Query:
     ``ObjectStatus`` values or ints, sent as the comma-separated ``status`` list.
     """
 
-    stream_provider_id: str | None = None
-    stream_provider_type: int | None = None
-    stream_id: int | None = None
-    sub_stream_id: int | None = None
-    page_number: int | None = None
-    page_size: int | None = None
-    statuses: tuple[int, ...] | None = None
-    order: str | None = None
-    object_id: int | None = None
-    module_id: int | None = None
-    include_childs: bool | None = None
-    include_activity_log: bool | None = None
+    # The one list of the filters: each field's metadata holds its wire name, and the
+    # command line builds its options from these fields. ``Filters`` below repeats the names
+    # for type checkers (a test keeps the two the same).
+    stream_provider_id: str | None = _wire("streamProviderId")
+    stream_provider_type: int | None = _wire("streamProviderType")
+    stream_id: int | None = _wire("stream")
+    sub_stream_id: int | None = _wire("subStream")
+    page_number: int | None = _wire("pageNumber")
+    page_size: int | None = _wire("pageSize")
+    statuses: tuple[int, ...] | None = _wire("status")
+    order: str | None = _wire("order")
+    object_id: int | None = _wire("objectId")
+    module_id: int | None = _wire("moduleId")
+    include_childs: bool | None = _wire("includeChilds")
+    include_activity_log: bool | None = _wire("includeActivityLog")
 
     def __post_init__(self) -> None:
         if self.stream_provider_id is not None:
@@ -183,20 +194,36 @@ class Query:
         return out
 
 
-_WIRE_NAMES = (
-    ("stream_provider_id", "streamProviderId"),
-    ("stream_provider_type", "streamProviderType"),
-    ("stream_id", "stream"),
-    ("sub_stream_id", "subStream"),
-    ("page_number", "pageNumber"),
-    ("page_size", "pageSize"),
-    ("statuses", "status"),
-    ("order", "order"),
-    ("object_id", "objectId"),
-    ("module_id", "moduleId"),
-    ("include_childs", "includeChilds"),
-    ("include_activity_log", "includeActivityLog"),
-)
+#: (Python name, wire name) of every filter, in the vendor spec's order.
+_WIRE_NAMES = tuple((item.name, str(item.metadata["wire"])) for item in fields(Query))
+#: The keyword filters of ``get_user_objects``, ``fetch_many`` and the command line.
+FILTER_NAMES = tuple(name for name, _ in _WIRE_NAMES)
+
+
+class PagingFilters(TypedDict, total=False):
+    """The keyword filters of ``iter_user_objects`` (it sets the page itself)."""
+
+    stream_provider_id: str | None
+    stream_provider_type: int | None
+    stream_id: int | None
+    sub_stream_id: int | None
+    statuses: Iterable[int] | int | None
+    order: str | None
+    object_id: int | None
+    module_id: int | None
+    include_childs: bool | None
+    include_activity_log: bool | None
+
+
+class Filters(PagingFilters, total=False):
+    """The keyword filters of ``get_user_objects``, ``fetch_many`` and ``unread_counts``: the
+    fields of ``Query``, typed so that a type checker or an IDE catches a misspelt filter or a
+    value of the wrong type. ``statuses`` also takes one status or any iterable of them."""
+
+    page_number: int | None
+    page_size: int | None
+
+
 _QUERY_FIELDS = frozenset(name for name, _ in _WIRE_NAMES)
 
 
