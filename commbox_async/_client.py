@@ -9,10 +9,12 @@ whether and how long to wait is decided in one place, ``_plan_retry``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -79,6 +81,9 @@ if TYPE_CHECKING:
 __all__ = ["AsyncCommbox", "FanOutError", "FanOutProgress", "FetchResult"]
 
 logger = logging.getLogger("commbox_async")
+#: One INFO record per scheduled retry, so that a caller (the command line on a terminal) can
+#: show a slow call's progress instead of silence.
+retry_logger = logging.getLogger("commbox_async.retries")
 
 
 class _Call(msgspec.Struct, gc=False):
@@ -90,6 +95,7 @@ class _Call(msgspec.Struct, gc=False):
     attempts: int = 0
     failures: int = 0
     throttled: int = 0
+    started: float = msgspec.field(default_factory=time.monotonic)
 
 
 def _retry_waits() -> Generator[float, Any, None]:
@@ -331,8 +337,9 @@ class AsyncCommbox:
         try:
             await asyncio.sleep(exc.retry_delay)
             page: UserObjectsPage = await self._with_retries(call)
-        except CommboxError:
+        except CommboxError as final:
             self._stats.failures += 1
+            _count_attempts(final, call)
             raise
         return page
 
@@ -411,6 +418,8 @@ class AsyncCommbox:
         # are not chained to this one).
         if not failed.retryable:
             stats.failures += 1
+            if type(failed).retryable:  # a transient kind of failure that was not retried
+                _count_attempts(failed, call)
             raise failed
         return await self._retry(call, failed)
 
@@ -473,6 +482,18 @@ class AsyncCommbox:
             exc.retryable = False
         else:
             exc.retry_delay = delay
+            self._announce_retry(call, exc)
+
+    def _announce_retry(self, call: _Call, exc: CommboxError) -> None:
+        """The INFO record of a scheduled retry: how long until it and why."""
+        if not retry_logger.isEnabledFor(logging.INFO):
+            return
+        wait = exc.retry_delay
+        if isinstance(exc, RateLimitError):  # the client-wide pause does this waiting
+            wait = self._limiter.pause_remaining() if self._limiter is not None else wait
+        retry_logger.info(
+            "identity %s: retrying in %.1f s: %s", call.identity_id, wait, _reason(exc)
+        )
 
     def _on_backoff(self, details: Any) -> None:
         self._stats.retries += 1
@@ -623,6 +644,51 @@ def _check_deadline(value: object, default: float) -> float:
     return float(value)
 
 
+#: Short reasons for the usual ways a connection fails, by errno.
+_CONNECT_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+}
+# aiohttp >= 3.10 names a failed lookup; before, it is a ClientConnectorError over a gaierror.
+_DNS_ERROR: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(aiohttp, "ClientConnectorDNSError", None), socket.gaierror) if cls
+)
+
+
+def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection could not be made, in a few words."""
+    if isinstance(exc, _DNS_ERROR) or isinstance(exc.os_error, socket.gaierror):
+        return "the host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not accepted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    os_error = exc.os_error
+    reason = _CONNECT_REASONS.get(os_error.errno or -1)
+    if reason is None and isinstance(os_error, (TimeoutError, asyncio.TimeoutError)):
+        reason = "connection timed out"
+    return reason or os_error.strerror or type(os_error).__name__
+
+
+def _reason(exc: CommboxError) -> str:
+    """A failure in a few words, for the retry log: "connection refused", "HTTP 503"."""
+    if exc.reason is not None:
+        return exc.reason
+    status = getattr(exc, "status", None)
+    return f"HTTP {status}" if isinstance(status, int) else exc.message
+
+
+def _count_attempts(exc: CommboxError, call: _Call) -> None:
+    """Say in the final error of a call how many attempts it made and over how long."""
+    elapsed = time.monotonic() - call.started
+    plural = "s" if call.attempts != 1 else ""
+    exc.message = f"{exc.message} ({call.attempts} attempt{plural} over {elapsed:.1f} s)"
+
+
 def _translate(exc: BaseException, identity_id: int) -> CommboxError:
     """The one place where aiohttp's and the OS's exceptions become the library's."""
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
@@ -634,10 +700,12 @@ def _translate(exc: BaseException, identity_id: int) -> CommboxError:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return CommboxConnectionError("the server closed the connection", identity_id=identity_id)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return CommboxConnectionError(
-            f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}",
-            identity_id=identity_id,
+        reason = _connect_reason(exc)
+        error = CommboxConnectionError(
+            f"cannot connect to {exc.host}:{exc.port}: {reason}", identity_id=identity_id
         )
+        error.reason = reason
+        return error
     if isinstance(exc, aiohttp.ClientResponseError):
         # A response aiohttp could not parse (bad status line, bad headers).
         return CommboxConnectionError(
