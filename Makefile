@@ -9,7 +9,7 @@ DOCS_STAMP := $(VENV)/.docs-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q -e . --group dev --group bench
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory docs
 
 $(DOCS_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/python -m pip install -q --group docs
 	touch $(DOCS_STAMP)
 
 # The docs site into site/, from docs/ and the docstrings; --strict: any warning fails it.

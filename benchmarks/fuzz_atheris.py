@@ -40,7 +40,7 @@ with atheris.instrument_imports(include=["commbox_async"]):
     from commbox_async.testing import conversation
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = ROOT.parent / "shared" / "reference" / "seed_example_200.json"
+SEED = ROOT / "tests" / "fixtures" / "seed_example_200.json"
 STATUSES = (200, 200, 200, 200, 400, 401, 404, 429, 500, 501, 502, 503, 504, 418, 599)
 RETRY_AFTERS = (None, "0", "-1", "1e999", "soon", "99999999999", "Wed, 21 Oct 2015 07:28:00 GMT")
 TOKENS = [

@@ -90,7 +90,7 @@ def chart(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "chart skipped: matplotlib is not installed (pip install -e '.[bench]')"
+        return "chart skipped: matplotlib is not installed (pip install --group bench)"
 
     def panel(ax, groups: list[tuple[str, dict[str, Series]]], unit: str, title: str) -> None:  # type: ignore[no-untyped-def]
         names: list[str] = []

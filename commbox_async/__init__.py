@@ -38,7 +38,7 @@ from ._models import (
     decode_content,
 )
 from ._pacing import Outcome, PacingModel, PausePolicy, Phase, RateChange, Reason, Ticket
-from ._protocol import MAX_PAGE_SIZE, Query, parse_response, parse_retry_after
+from ._protocol import MAX_PAGE_SIZE, Filters, Query, parse_response, parse_retry_after
 from ._stats import StatsSnapshot
 from ._throttle import Limiter, LocalLimiter
 from ._version import __version__
@@ -63,6 +63,7 @@ __all__ = [
     "FanOutError",
     "FanOutProgress",
     "FetchResult",
+    "Filters",
     "Identity",
     "InvalidArgumentError",
     "InvalidItem",

@@ -9,10 +9,12 @@ whether and how long to wait is decided in one place, ``_retry.decide_retry``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -24,7 +26,7 @@ from collections.abc import (
     Iterable,
 )
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -60,6 +62,7 @@ from ._protocol import (
     check_base_url,
     check_identity_id,
     check_token,
+    is_insecure_remote,
     parse_response,
     user_objects_path,
 )
@@ -68,10 +71,18 @@ from ._stats import ClientStats, StatsSnapshot
 from ._throttle import Limiter, LocalLimiter
 from ._version import __version__
 
+if TYPE_CHECKING:
+    # Unpack is in typing from Python 3.11; only type checkers read it here, so the package
+    # needs no typing_extensions at run time.
+    from typing_extensions import Unpack
+
+    from ._protocol import Filters, PagingFilters
+
 __all__ = ["AsyncCommbox", "FanOutError", "FanOutProgress", "FetchResult"]
 
 logger = logging.getLogger("commbox_async")
-#: One INFO line per scheduled retry ("identity 7: retrying in 2.3 s: connection refused").
+#: One INFO record per scheduled retry, so that a caller (the command line on a terminal) can
+#: show a slow call's progress instead of silence.
 retry_logger = logging.getLogger("commbox_async.retries")
 
 
@@ -97,6 +108,9 @@ class AsyncCommbox:
     ``retries`` is a count of tries or a ``Retries``. Pass ``session`` to use your own
     ``aiohttp.ClientSession`` (it is then yours to close), ``limiter`` to share a limiter
     (``RedisLimiter`` for many processes), ``pool`` to size the connection pool.
+    ``base_url`` may carry a path prefix (``https://gateway.example.com/commbox``, for an API
+    gateway); plain ``http`` is refused off loopback unless ``allow_insecure_http=True`` (a
+    fake server in another container), which logs a warning when the client opens.
     """
 
     def __init__(
@@ -111,6 +125,7 @@ class AsyncCommbox:
         pool: PoolConfig | None = None,
         limiter: Limiter | None = None,
         verify_tls: bool = True,
+        allow_insecure_http: bool = False,
         user_agent: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -119,7 +134,11 @@ class AsyncCommbox:
             raise InvalidArgumentError("no token: pass token= or set COMMBOX_TOKEN")
         check_token(token)
         base = base_url if base_url is not None else os.environ.get("COMMBOX_BASE_URL")
-        self._base_url = check_base_url(base or DEFAULT_BASE_URL)
+        if not isinstance(allow_insecure_http, bool):
+            raise InvalidArgumentError("allow_insecure_http must be a bool")
+        self._base_url = check_base_url(
+            base or DEFAULT_BASE_URL, allow_insecure_http=allow_insecure_http
+        )
         self._rate_limit = as_rate_limit(rate_limit)
         self._timeout = as_timeout(timeout)
         self._retries = as_retries(retries)
@@ -137,6 +156,7 @@ class AsyncCommbox:
         self._request_headers = self._headers if session is not None else None
         root = URL(self._base_url)
         self._scheme, self._authority = root.scheme, root.raw_authority
+        self._prefix = root.raw_path.rstrip("/")  # a gateway's path prefix, or ""
         self._given_session = session
         self._given_limiter = limiter
         self._session: aiohttp.ClientSession | None = None
@@ -189,6 +209,10 @@ class AsyncCommbox:
             raise ClientClosedError("this AsyncCommbox is closed; create a new one")
         if not self._verify_tls:
             logger.warning("TLS certificate verification is OFF for %s", self._base_url)
+        if is_insecure_remote(self._base_url):
+            logger.warning(
+                "plain http to a remote host (%s): the token travels unencrypted", self._base_url
+            )
         if self._given_session is not None:
             self._session = self._given_session
         else:
@@ -269,13 +293,13 @@ class AsyncCommbox:
         return URL.build(
             scheme=self._scheme,
             authority=self._authority,
-            path=user_objects_path(identity_id),
+            path=self._prefix + user_objects_path(identity_id),
             query_string=query_string,
             encoded=True,
         )
 
     async def get_user_objects(
-        self, identity_id: int, *, deadline: float | None = None, **filters: Any
+        self, identity_id: int, *, deadline: float | None = None, **filters: Unpack[Filters]
     ) -> UserObjectsPage:
         """One page of an identity's conversations with unread counts.
 
@@ -309,8 +333,9 @@ class AsyncCommbox:
         try:
             await asyncio.sleep(exc.retry_delay)
             page: UserObjectsPage = await self._with_retries(call)
-        except CommboxError:
+        except CommboxError as final:
             self._stats.failures += 1
+            _count_attempts(final, call)
             raise
         return page
 
@@ -399,6 +424,8 @@ class AsyncCommbox:
         # are not chained to this one).
         if not failed.retryable:
             stats.failures += 1
+            if type(failed).retryable:  # a transient kind of failure that was not retried
+                _count_attempts(failed, call)
             raise failed
         return await self._retry(call, failed)
 
@@ -458,11 +485,12 @@ class AsyncCommbox:
             return
         exc.retry_delay = decision.delay
         if retry_logger.isEnabledFor(logging.INFO):
+            # The wait includes the client-wide pause that a 429 started.
             retry_logger.info(
-                "identity %d: retrying in %.1f s: %s",
+                "identity %s: retrying in %.1f s: %s",
                 call.identity_id,
                 pause + decision.delay,
-                exc.message[:120],
+                _reason(exc),
             )
 
     def _on_backoff(self, details: Any) -> None:
@@ -477,7 +505,7 @@ class AsyncCommbox:
         first_page: int = 0,
         max_pages: int = 10_000,
         deadline: float | None = None,
-        **filters: Any,
+        **filters: Unpack[PagingFilters],
     ) -> AsyncIterator[UserObject]:
         """Every conversation of an identity, page by page, stopping on a short page.
 
@@ -533,14 +561,16 @@ class AsyncCommbox:
         dedupe: bool = False,
         on_progress: Callable[[FanOutProgress], None] | None = None,
         deadline: float | None = None,
-        **filters: Any,
+        **filters: Unpack[Filters],
     ) -> AsyncGenerator[FetchResult, None]:
         """Fetch one page for each identity, yielding results as they complete.
 
         ``identity_ids`` (any iterable or async iterable) is read lazily, so memory is bounded
         by ``concurrency`` (at most twice that many results exist), not by the number of ids.
         Every id yields exactly one ``FetchResult``; a failure is a value in ``result.error``,
-        never an exception that ends the loop. ``dedupe=True`` fetches a repeated id once (and
+        never an exception that ends the loop. After a 401 (the token is refused) the ids not
+        yet sent get the same ``AuthenticationError`` without a request. ``dedupe=True``
+        fetches a repeated id once (and
         remembers every id seen). Leaving the loop early, or cancelling it, stops the workers
         and releases their connections; use ``contextlib.aclosing`` to make that happen at the
         ``break``. Arguments are checked here, when it is called, before any request.
@@ -578,7 +608,7 @@ class AsyncCommbox:
         *,
         concurrency: int = 32,
         raise_on_error: bool = True,
-        **filters: Any,
+        **filters: Unpack[Filters],
     ) -> dict[int, int]:
         """Total unread chat messages per identity.
 
@@ -612,6 +642,51 @@ def _check_deadline(value: object, default: float) -> float:
     return float(value)
 
 
+#: Short reasons for the usual ways a connection fails, by errno.
+_CONNECT_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+}
+# aiohttp >= 3.10 names a failed lookup; before, it is a ClientConnectorError over a gaierror.
+_DNS_ERROR: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(aiohttp, "ClientConnectorDNSError", None), socket.gaierror) if cls
+)
+
+
+def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection could not be made, in a few words."""
+    if isinstance(exc, _DNS_ERROR) or isinstance(exc.os_error, socket.gaierror):
+        return "the host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not accepted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    os_error = exc.os_error
+    reason = _CONNECT_REASONS.get(os_error.errno or -1)
+    if reason is None and isinstance(os_error, (TimeoutError, asyncio.TimeoutError)):
+        reason = "connection timed out"
+    return reason or os_error.strerror or type(os_error).__name__
+
+
+def _reason(exc: CommboxError) -> str:
+    """A failure in a few words, for the retry log: "connection refused", "HTTP 503"."""
+    if exc.reason is not None:
+        return exc.reason
+    status = getattr(exc, "status", None)
+    return f"HTTP {status}" if isinstance(status, int) else exc.message
+
+
+def _count_attempts(exc: CommboxError, call: CallState) -> None:
+    """Say in the final error of a call how many attempts it made and over how long."""
+    elapsed = time.monotonic() - call.started
+    plural = "s" if call.attempts != 1 else ""
+    exc.message = f"{exc.message} ({call.attempts} attempt{plural} over {elapsed:.1f} s)"
+
+
 def _translate(exc: BaseException, identity_id: int) -> CommboxError:
     """The one place where aiohttp's and the OS's exceptions become the library's."""
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
@@ -623,10 +698,12 @@ def _translate(exc: BaseException, identity_id: int) -> CommboxError:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return CommboxConnectionError("the server closed the connection", identity_id=identity_id)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return CommboxConnectionError(
-            f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}",
-            identity_id=identity_id,
+        reason = _connect_reason(exc)
+        error = CommboxConnectionError(
+            f"cannot connect to {exc.host}:{exc.port}: {reason}", identity_id=identity_id
         )
+        error.reason = reason
+        return error
     if isinstance(exc, aiohttp.ClientResponseError):
         # A response aiohttp could not parse (bad status line, bad headers).
         return CommboxConnectionError(

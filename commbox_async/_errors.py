@@ -51,6 +51,8 @@ class CommboxError(Exception):
     #: Seconds the retry loop waits before the next attempt (set when a retry is planned).
     retry_delay: float = 0.0
     kind: str = "error"
+    #: Why, in a few words, where the message says more ("connection refused"); for logs.
+    reason: str | None = None
 
     def __init__(self, message: str, *, identity_id: int | None = None) -> None:
         super().__init__(message)

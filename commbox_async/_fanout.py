@@ -11,15 +11,16 @@ the consumer unless the consumer falls behind.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from ._errors import ClientClosedError, CommboxError
+from ._errors import AuthenticationError, ClientClosedError, CommboxError
 from ._models import UserObjectsPage
 from ._protocol import check_identity_id
 
@@ -28,12 +29,17 @@ __all__ = ["FanOutError", "FanOutProgress", "FetchResult", "fan_out"]
 logger = logging.getLogger("commbox_async")
 
 
-class FetchResult(msgspec.Struct, frozen=True, gc=False):
+class FetchResult(msgspec.Struct, frozen=True):
     """One identity's outcome in a fan-out: exactly one of ``response`` and ``error`` is set.
 
     ``identity_id`` is the id as given; for an input that is not a valid id it is the raw value
-    and ``error`` is an ``InvalidArgumentError``.
+    and ``error`` is an ``InvalidArgumentError``. A library error arrives without its traceback
+    (see ``_failure``).
     """
+
+    # Tracked by the garbage collector (no gc=False): it holds an exception and the caller's
+    # raw id, either of which can lead back to it through frames; an untracked result on such
+    # a cycle kept the whole client alive after every early exit from a failing fan-out.
 
     identity_id: Any
     response: UserObjectsPage | None = None
@@ -56,14 +62,31 @@ class FanOutProgress:
 
 
 class FanOutError(CommboxError):
-    """Some identities of ``unread_counts`` failed; the counts that did arrive are kept."""
+    """Some identities of ``unread_counts`` failed; the counts that did arrive are kept.
+
+    The message says what the failures were: how many of each kind, and the first few
+    errors; ``by_kind`` holds the same counts and ``errors`` every error by identity.
+    """
 
     kind = "fan_out"
+    #: How many failures the message shows in full.
+    EXAMPLES = 3
 
     def __init__(self, counts: dict[int, int], errors: dict[Any, CommboxError]) -> None:
-        super().__init__(f"{len(errors)} of {len(counts) + len(errors)} identities failed")
         self.counts = counts
         self.errors = errors
+        self.by_kind: dict[str, int] = dict(
+            Counter(error.kind for error in errors.values()).most_common()
+        )
+        kinds = ", ".join(f"{number} {kind}" for kind, number in self.by_kind.items())
+        examples = "; ".join(
+            str(error) for error in itertools.islice(errors.values(), self.EXAMPLES)
+        )
+        more = ", ..." if len(errors) > self.EXAMPLES else ""
+        super().__init__(
+            f"{len(errors)} of {len(counts) + len(errors)} identities failed ({kinds}): "
+            f"{examples}{more}"
+        )
 
 
 Request = Callable[[int], Awaitable[UserObjectsPage]]
@@ -211,9 +234,37 @@ def _safe_repr(value: Any) -> str:
         return f"<{type(value).__name__} object>"
 
 
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Cut the frames off an error and the errors chained to it.
+
+    A failure in a fan-out is a value the caller may keep for the whole job; its traceback
+    would keep every frame of the call alive with it (the client, its session, the body read).
+    The error's message, class and attributes say what failed, which is all a value needs.
+    """
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        item.__traceback__ = None
+        item = item.__cause__ or item.__context__
+
+
+def _refused(ident: int, first: AuthenticationError) -> FetchResult:
+    """The result for an id not sent because the token was refused earlier in the fan-out."""
+    error = AuthenticationError(
+        f"{first.message} (not sent: the token was refused for identity {first.identity_id})",
+        status=first.status,
+        description=first.description,
+        response_time=first.response_time,
+        identity_id=ident,
+    )
+    return FetchResult(identity_id=ident, error=error)
+
+
 def _failure(raw: Any, exc: Exception) -> FetchResult:
     """The result for an identity whose call raised ``exc``."""
     if isinstance(exc, CommboxError):
+        _drop_tracebacks(exc)
         return FetchResult(identity_id=raw, error=exc)
     # A bug must cost one identity, never the whole fan-out.
     error = CommboxError(f"unexpected {type(exc).__name__}", identity_id=raw)
@@ -250,8 +301,13 @@ async def fan_out(
     # 8 KiB); the second set lets the consumer lag by `concurrency` results before anyone waits.
     slots = _Slots(2 * concurrency)
     mailbox = _Mailbox()
+    # The first 401: the token is refused, so every later id would be refused too. Those ids
+    # get the same error without a request (one result per id still); calls already in flight
+    # finish as they will.
+    refused: AuthenticationError | None = None
 
     async def worker() -> None:
+        nonlocal refused
         try:
             while True:
                 if not slots.take_now():
@@ -267,9 +323,14 @@ async def fan_out(
                 except Exception as exc:  # InvalidArgumentError, or an id whose repr fails
                     mailbox.post(_failure(raw, exc))
                     continue
+                if refused is not None:
+                    mailbox.post(_refused(ident, refused))
+                    continue
                 try:
                     page = await request(ident)
                 except Exception as exc:
+                    if refused is None and isinstance(exc, AuthenticationError):
+                        refused = exc
                     mailbox.post(_failure(ident, exc))
                 else:
                     mailbox.post(FetchResult(identity_id=ident, response=page))

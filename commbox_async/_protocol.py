@@ -12,10 +12,10 @@ import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from ._errors import (
@@ -32,12 +32,16 @@ from ._errors import (
 from ._models import ModelDecodeError, UserObjectsPage, decode_error_body, decode_page
 
 __all__ = [
+    "FILTER_NAMES",
     "MAX_PAGE_SIZE",
+    "Filters",
+    "PagingFilters",
     "Query",
     "build_headers",
     "check_base_url",
     "check_identity_id",
     "check_token",
+    "is_insecure_remote",
     "parse_response",
     "parse_retry_after",
     "user_objects_path",
@@ -88,6 +92,11 @@ def _check_bool(name: str, value: object) -> bool:
     return value
 
 
+def _wire(name: str) -> Any:
+    """A filter of ``Query``: not sent by default, sent under ``name``."""
+    return field(default=None, metadata={"wire": name})
+
+
 @dataclass(frozen=True, kw_only=True)
 class Query:
     """The filters of "Get User Objects", with Python names and types, checked on creation.
@@ -96,18 +105,21 @@ class Query:
     ``ObjectStatus`` values or ints, sent as the comma-separated ``status`` list.
     """
 
-    stream_provider_id: str | None = None
-    stream_provider_type: int | None = None
-    stream_id: int | None = None
-    sub_stream_id: int | None = None
-    page_number: int | None = None
-    page_size: int | None = None
-    statuses: tuple[int, ...] | None = None
-    order: str | None = None
-    object_id: int | None = None
-    module_id: int | None = None
-    include_childs: bool | None = None
-    include_activity_log: bool | None = None
+    # The one list of the filters: each field's metadata holds its wire name, and the
+    # command line builds its options from these fields. ``Filters`` below repeats the names
+    # for type checkers (a test keeps the two the same).
+    stream_provider_id: str | None = _wire("streamProviderId")
+    stream_provider_type: int | None = _wire("streamProviderType")
+    stream_id: int | None = _wire("stream")
+    sub_stream_id: int | None = _wire("subStream")
+    page_number: int | None = _wire("pageNumber")
+    page_size: int | None = _wire("pageSize")
+    statuses: tuple[int, ...] | None = _wire("status")
+    order: str | None = _wire("order")
+    object_id: int | None = _wire("objectId")
+    module_id: int | None = _wire("moduleId")
+    include_childs: bool | None = _wire("includeChilds")
+    include_activity_log: bool | None = _wire("includeActivityLog")
 
     def __post_init__(self) -> None:
         if self.stream_provider_id is not None:
@@ -182,20 +194,36 @@ class Query:
         return out
 
 
-_WIRE_NAMES = (
-    ("stream_provider_id", "streamProviderId"),
-    ("stream_provider_type", "streamProviderType"),
-    ("stream_id", "stream"),
-    ("sub_stream_id", "subStream"),
-    ("page_number", "pageNumber"),
-    ("page_size", "pageSize"),
-    ("statuses", "status"),
-    ("order", "order"),
-    ("object_id", "objectId"),
-    ("module_id", "moduleId"),
-    ("include_childs", "includeChilds"),
-    ("include_activity_log", "includeActivityLog"),
-)
+#: (Python name, wire name) of every filter, in the vendor spec's order.
+_WIRE_NAMES = tuple((item.name, str(item.metadata["wire"])) for item in fields(Query))
+#: The keyword filters of ``get_user_objects``, ``fetch_many`` and the command line.
+FILTER_NAMES = tuple(name for name, _ in _WIRE_NAMES)
+
+
+class PagingFilters(TypedDict, total=False):
+    """The keyword filters of ``iter_user_objects`` (it sets the page itself)."""
+
+    stream_provider_id: str | None
+    stream_provider_type: int | None
+    stream_id: int | None
+    sub_stream_id: int | None
+    statuses: Iterable[int] | int | None
+    order: str | None
+    object_id: int | None
+    module_id: int | None
+    include_childs: bool | None
+    include_activity_log: bool | None
+
+
+class Filters(PagingFilters, total=False):
+    """The keyword filters of ``get_user_objects``, ``fetch_many`` and ``unread_counts``: the
+    fields of ``Query``, typed so that a type checker or an IDE catches a misspelt filter or a
+    value of the wrong type. ``statuses`` also takes one status or any iterable of them."""
+
+    page_number: int | None
+    page_size: int | None
+
+
 _QUERY_FIELDS = frozenset(name for name, _ in _WIRE_NAMES)
 
 
@@ -244,8 +272,38 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_base_url(url: object) -> str:
-    """Scheme and host only: https anywhere, plain http only to a loopback host."""
+#: A path prefix is what a gateway or proxy adds before the API's own path: plain segments
+#: of unreserved characters (percent-escapes allowed), so that it cannot smuggle a query,
+#: a dot-segment that climbs out of it, or anything the HTTP library would re-encode.
+_PREFIX_SEGMENT = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,=:@-]|%[0-9A-Fa-f]{2})+")
+
+
+def _check_prefix(path: str) -> str:
+    """The path prefix of a base URL, without its trailing slash ("" for none)."""
+    prefix = path.rstrip("/")
+    if not prefix:
+        return ""
+    for segment in prefix.split("/")[1:]:
+        if segment in ("", ".", "..") or not _PREFIX_SEGMENT.fullmatch(segment):
+            raise InvalidArgumentError(
+                "base_url's path prefix must be plain segments such as /commbox "
+                "(no empty, '.' or '..' segments)"
+            )
+    if prefix.lower().endswith("/v2") or "/v2/users" in prefix.lower():
+        # The client adds /v2/users/identities/...; a base URL that already has it would
+        # double it and answer every call with 404.
+        raise InvalidArgumentError(
+            "base_url must not include the API's own path (/v2/...): give the part before it, "
+            "such as https://api.commbox.io or https://gateway.example.com/commbox"
+        )
+    return prefix
+
+
+def check_base_url(url: object, *, allow_insecure_http: bool = False) -> str:
+    """Scheme, host, optional port and optional path prefix, normalised without a trailing
+    slash: https anywhere; plain http only to a loopback host, unless ``allow_insecure_http``
+    (for a fake server in another container, say). Queries, fragments and credentials are
+    refused."""
     if not isinstance(url, str) or not url:
         raise InvalidArgumentError(
             "base_url must be a non-empty str such as https://api.commbox.io"
@@ -256,22 +314,31 @@ def check_base_url(url: object) -> str:
     try:
         parts = urlsplit(text)
     except ValueError as exc:  # e.g. an unclosed IPv6 bracket
-        raise InvalidArgumentError("base_url must look like https://host[:port]") from exc
+        raise InvalidArgumentError("base_url must look like https://host[:port][/prefix]") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgumentError("base_url must look like https://host[:port]")
+        raise InvalidArgumentError("base_url must look like https://host[:port][/prefix]")
     if parts.username is not None or parts.password is not None:
         raise InvalidArgumentError("base_url must not carry credentials; use token=")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise InvalidArgumentError("base_url must be scheme://host[:port] with no path or query")
+    # "?" and "#" with nothing after them still mean the user tried to add one.
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise InvalidArgumentError("base_url must not have a query or fragment")
     try:
         parts.port  # noqa: B018 - urlsplit validates the port lazily
     except ValueError as exc:
         raise InvalidArgumentError("base_url has an invalid port") from exc
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    prefix = _check_prefix(parts.path)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
         raise InvalidArgumentError(
-            "base_url must use https (plain http is allowed only to loopback hosts)"
+            "base_url must use https (plain http is allowed only to loopback hosts, "
+            "or with allow_insecure_http=True)"
         )
-    return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc}{prefix}"
+
+
+def is_insecure_remote(base_url: str) -> bool:
+    """Whether a checked base URL sends the token in clear text off this machine."""
+    parts = urlsplit(base_url)
+    return parts.scheme == "http" and not _is_loopback(parts.hostname or "")
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from strict_ci import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 
 from commbox_async import AsyncCommbox, Retries
 from commbox_async.testing import FakeCommbox
+
+# The two hooks above make a skipped test fail under CI=true (strict_ci.py); pytester runs a
+# throwaway suite in the test that proves it.
+pytest_plugins = ["pytester"]
 
 # Tests never wait for real back-off: zero base delay, and fault 429s carry Retry-After: 0.
 FAST_RETRIES = Retries(base_delay=0.0, max_delay=0.0, default_retry_after=0.0)

@@ -1,6 +1,6 @@
 """The decoder and the response parser fuzzed with mutated payloads (hypothesis).
 
-Seeds: the vendor's 200 example (``shared/reference/seed_example_200.json``) and a page of the
+Seeds: the vendor's 200 example (``tests/fixtures/seed_example_200.json``) and a page of the
 fake server. Mutations are byte-level (flips, cuts, insertions, JSON tokens spliced in) and
 structural (any node of the document replaced by an arbitrary JSON value, removed, wrapped or
 turned into a string). The properties: ``decode_page`` returns a page or raises
@@ -29,7 +29,7 @@ from commbox_async import CommboxError, UserObjectsPage, parse_response, parse_r
 from commbox_async._models import ModelDecodeError, decode_page
 from commbox_async.testing import conversation
 
-SEED_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_example_200.json"
+SEED_PATH = Path(__file__).resolve().parent / "fixtures" / "seed_example_200.json"
 SCALE = max(1, int(os.environ.get("COMMBOX_FUZZ_SCALE", "1")))
 TRIED: Counter[str] = Counter()
 
@@ -47,9 +47,7 @@ def _fake_payload() -> bytes:
     ).encode()
 
 
-SEEDS: dict[str, bytes] = {"fake_server": _fake_payload()}
-if SEED_PATH.exists():
-    SEEDS["reference"] = SEED_PATH.read_bytes()
+SEEDS: dict[str, bytes] = {"fake_server": _fake_payload(), "reference": SEED_PATH.read_bytes()}
 SEED_DOCS = {name: json.loads(body) for name, body in SEEDS.items()}
 
 #: Fragments that break a parser in interesting ways when spliced into JSON.

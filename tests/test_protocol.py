@@ -42,7 +42,7 @@ from commbox_async._protocol import (
 )
 
 UTC = timezone.utc
-SEED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_example_200.json"
+SEED = Path(__file__).resolve().parent / "fixtures" / "seed_example_200.json"
 NOW = datetime(2026, 2, 12, 15, 0, 0, tzinfo=UTC)
 HTML = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
 
@@ -59,8 +59,6 @@ def error_body(status: int, description: str) -> bytes:
 
 def test_parse_response_200_reference() -> None:
     """A recorded 200 (the reference example) becomes the page."""
-    if not SEED.is_file():
-        pytest.skip(f"reference example not found at {SEED}")
     page = parse_response(200, {}, SEED.read_bytes(), 558355)
     assert page.total_unread_chat_messages == 2
     assert page.data[0].object_id == 396001

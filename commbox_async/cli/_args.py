@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from typing import Any
 
 from .._config import DEFAULT_RATE_LIMIT, DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from .._models import ObjectStatus
-from .._protocol import MAX_PAGE_SIZE
+from .._protocol import FILTER_NAMES, MAX_PAGE_SIZE, Query
 from .._version import __version__
 from ._errors import CliExit
 from ._input import parse_identity
 
 __all__ = ["build_parser", "client_options", "filters_from_args", "require_token"]
-
-#: argparse dest -> keyword of ``get_user_objects`` / ``fetch_many``.
-_FILTERS = (
-    "stream_provider_id",
-    "stream_provider_type",
-    "stream_id",
-    "sub_stream_id",
-    "page_number",
-    "page_size",
-    "statuses",
-    "order",
-    "object_id",
-    "module_id",
-    "include_childs",
-    "include_activity_log",
-)
 
 
 def _identity(text: str) -> int:
@@ -81,7 +66,15 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         "process list)",
     )
     group.add_argument(
-        "--base-url", help="API base URL (default: COMMBOX_BASE_URL or the production URL)"
+        "--base-url",
+        help="API base URL, with a gateway's path prefix if it has one, e.g. "
+        "https://gateway.example.com/commbox (default: COMMBOX_BASE_URL or the production URL)",
+    )
+    group.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http:// base URL to another host (a fake server in another "
+        "container); the token then travels unencrypted, and a warning says so",
     )
     group.add_argument(
         "--rate",
@@ -101,26 +94,33 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: What a filter's option needs beyond ``--name-with-dashes`` and its field's type.
+_OPTION_EXTRAS: dict[str, dict[str, Any]] = {
+    "page_size": {"type": _positive_int, "help": f"1 to {MAX_PAGE_SIZE}"},
+    "statuses": {
+        "flag": "--status",
+        "type": _statuses,
+        "metavar": "LIST",
+        "help": "e.g. open,resolved or 1,2",
+    },
+    "order": {"help": "a field name, e.g. 'closedtime desc'"},
+}
+
+
 def _add_filters(parser: argparse.ArgumentParser) -> None:
+    """One option per field of ``Query``, the one list of the filters (a new filter there is
+    an option here): ``--[no-]name`` for a bool, an int or a str otherwise; the argparse dest
+    is the keyword of ``get_user_objects`` and ``fetch_many``."""
     group = parser.add_argument_group("filters (sent as the API's query parameters)")
-    group.add_argument("--page-size", type=_positive_int, help=f"1 to {MAX_PAGE_SIZE}")
-    group.add_argument("--page-number", type=int)
-    group.add_argument(
-        "--status",
-        dest="statuses",
-        type=_statuses,
-        metavar="LIST",
-        help="e.g. open,resolved or 1,2",
-    )
-    group.add_argument("--order", help="a field name, e.g. 'closedtime desc'")
-    group.add_argument("--stream-provider-id")
-    group.add_argument("--stream-provider-type", type=int)
-    group.add_argument("--stream-id", type=int)
-    group.add_argument("--sub-stream-id", type=int)
-    group.add_argument("--object-id", type=int)
-    group.add_argument("--module-id", type=int)
-    group.add_argument("--include-childs", action=argparse.BooleanOptionalAction)
-    group.add_argument("--include-activity-log", action=argparse.BooleanOptionalAction)
+    for item in dataclasses.fields(Query):
+        options = dict(_OPTION_EXTRAS.get(item.name, {}))
+        flag = options.pop("flag", "--" + item.name.replace("_", "-"))
+        kind = str(item.type)  # "int | None": the annotation as written
+        if kind.startswith("bool"):
+            options.setdefault("action", argparse.BooleanOptionalAction)
+        elif kind.startswith("int"):
+            options.setdefault("type", int)
+        group.add_argument(flag, dest=item.name, **options)
 
 
 def _add_mock(parser: argparse.ArgumentParser) -> None:
@@ -229,12 +229,14 @@ def build_parser(
 
 def filters_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The filters the user gave (None means not sent)."""
-    return {name: getattr(args, name) for name in _FILTERS if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in FILTER_NAMES if getattr(args, name) is not None}
 
 
 def client_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of ``AsyncCommbox`` from the connection options."""
     options: dict[str, Any] = {"base_url": args.base_url}
+    if args.allow_insecure_http:
+        options["allow_insecure_http"] = True
     if args.rate is not None:
         options["rate_limit"] = args.rate
     if args.timeout is not None:

@@ -23,8 +23,9 @@ from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliExit
 from ._input import IdSource, iter_records
 from ._job import run_job
 from ._output import JobReport, LineWriter, summary_rows
-from ._progress import JobView, print_summary
+from ._progress import MAX_WARNINGS, JobView, print_summary
 from ._resume import Previous, scan_output
+from ._retries import show_retries
 from ._sources import in_thread, open_input
 
 __all__ = ["fetch_command"]
@@ -82,7 +83,7 @@ async def fetch_command(args: argparse.Namespace) -> int:
         writer = LineWriter(out)
         try:
             async with client:
-                with view:
+                with view, show_retries(view.warn, stream=sys.stderr, limit=MAX_WARNINGS):
                     await run_job(
                         client,
                         ids,

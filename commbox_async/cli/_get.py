@@ -12,6 +12,7 @@ from .._client import AsyncCommbox
 from .._errors import AuthenticationError, CommboxError, InvalidArgumentError
 from ._args import client_options, filters_from_args, require_token
 from ._errors import EXIT_FAILED, EXIT_OK, CliExit
+from ._retries import show_retries
 
 __all__ = ["get_command"]
 
@@ -20,7 +21,8 @@ async def get_command(args: argparse.Namespace) -> int:
     filters = filters_from_args(args)
     async with AsyncCommbox(require_token(args), **client_options(args)) as client:
         try:
-            page = await client.get_user_objects(args.identity_id, **filters)
+            with show_retries(_say, stream=sys.stderr):
+                page = await client.get_user_objects(args.identity_id, **filters)
         except AuthenticationError as exc:
             raise CliExit(
                 f"the server refused the token ({exc.message}); check COMMBOX_TOKEN"
@@ -38,6 +40,10 @@ async def get_command(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data + b"\n")
         sys.stdout.flush()
     return EXIT_OK
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _write_file(path: str, data: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 
 from ..testing import DEFAULT_FAULT_KINDS, FAULT_KINDS, FakeCommbox, Faults, Throttling
@@ -39,11 +40,29 @@ def server_from_args(args: argparse.Namespace) -> FakeCommbox:
     )
 
 
+#: Listening on every interface: no client can connect to these addresses as such.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}
+
+
+def banner(server: FakeCommbox) -> str:
+    """The line ``mock`` prints: first a URL a client on this machine accepts as it is."""
+    local = _WILDCARDS.get(server.host)
+    if local is None:
+        return f"fake CommBox serving on {server.url} (token from --token); Ctrl-C stops"
+    # A wildcard address is where the server listens, not a URL to give a client: name this
+    # machine's loopback for local clients, and its host name for the others (plain http to
+    # another host needs the client's explicit opt-in).
+    remote = f"http://{socket.gethostname()}:{server.port}"
+    return (
+        f"fake CommBox serving on http://{local}:{server.port} (token from --token); from "
+        f"another machine or container: COMMBOX_BASE_URL={remote} with --allow-insecure-http "
+        "(allow_insecure_http=True in Python); Ctrl-C stops"
+    )
+
+
 async def serve_forever(server: FakeCommbox) -> None:
     async with server:
-        print(
-            f"fake CommBox serving on {server.url} (token from --token); Ctrl-C stops", flush=True
-        )
+        print(banner(server), flush=True)
         await asyncio.Event().wait()
 
 

@@ -15,6 +15,7 @@ import msgspec
 from .._client import FetchResult
 from .._errors import CommboxError
 from .._stats import StatsSnapshot
+from ._errors import EXIT_FAILED, CliExit
 
 __all__ = ["JobReport", "LineWriter", "error_fields", "result_line", "summary_rows"]
 
@@ -57,11 +58,20 @@ class LineWriter:
 
     def write(self, line: bytes) -> None:
         view = memoryview(line)
-        while view:
-            # An unbuffered file may write less than asked; a buffered one writes it all.
-            written = self._stream.write(view)
-            view = view[written if written is not None else len(view) :]
-        self._stream.flush()
+        try:
+            while view:
+                # An unbuffered file may write less than asked; a buffered one writes it all.
+                written = self._stream.write(view)
+                view = view[written if written is not None else len(view) :]
+            self._stream.flush()
+        except BrokenPipeError:
+            raise  # the reader went away (| head): the command stops quietly
+        except OSError as exc:  # a full disk, a quota, an I/O error: one line, not a traceback
+            raise CliExit(
+                f"cannot write the output: {exc.strerror or exc}; "
+                f"{self.lines:,} complete lines were written",
+                EXIT_FAILED,
+            ) from None
         self.lines += 1
 
 

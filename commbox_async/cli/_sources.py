@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import codecs
-import contextlib
 import io
 import os
 import stat
@@ -26,34 +25,52 @@ async def in_thread(source: Iterable[int], buffer: int = 256) -> AsyncIterator[i
     """Read a blocking source (a pipe on stdin) in a daemon thread, ``buffer`` ids ahead.
 
     A daemon thread, not the default executor: a read that never returns (a producer that
-    ignores Ctrl-C) must not keep the process from exiting.
+    ignores Ctrl-C) must not keep the process from exiting. The thread never creates a
+    coroutine: it hands items over with ``call_soon_threadsafe`` and waits for room on a
+    semaphore, so a job that ends early (a refused token, ``| head``, a full disk) leaves no
+    ``Queue.put`` coroutine un-awaited behind it, whatever the thread is doing at that moment.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=buffer)
+    queue: asyncio.Queue[object] = asyncio.Queue()  # bounded by ``room``
+    room = threading.Semaphore(buffer)
+    stopped = threading.Event()
 
-    def put(item: object) -> None:
-        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+    def put(item: object) -> bool:
+        """Hand ``item`` to the loop once there is room; False when the job has ended."""
+        while not room.acquire(timeout=0.5):  # wakes up to notice a job that ended
+            if stopped.is_set():
+                return False
+        if stopped.is_set():
+            return False
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the job ended
+            return False
+        return True
 
     def pump() -> None:
         try:
             for ident in source:
-                put(ident)
+                if not put(ident):
+                    return
             put(_END)
-        except RuntimeError:
-            pass  # the loop is gone: the job ended
         except BaseException as exc:  # the reader failed: end the job with it
-            with contextlib.suppress(RuntimeError):
-                put(exc)
+            put(exc)
 
     threading.Thread(target=pump, name="commbox-async-input", daemon=True).start()
-    while True:
-        item = await queue.get()
-        if item is _END:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        assert isinstance(item, int)
-        yield item
+    try:
+        while True:
+            item = await queue.get()
+            room.release()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, int)
+            yield item
+    finally:
+        stopped.set()
+        room.release()  # a thread waiting for room wakes up and sees the stop
 
 
 def _text(binary: BinaryIO) -> TextIO:
