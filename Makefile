@@ -2,6 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: test demo bench bench-quick soak soak-quick fuzz bench-redis bench-redis-quick clean
 
@@ -11,12 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
+# The demo needs the library and the command line's extra (rich) only: no test or bench tools.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[cli]'
+	touch $(DEMO_STAMP)
+
 test: $(STAMP)
 	$(BIN)/ruff check commbox_async tests benchmarks examples
 	$(BIN)/mypy --strict commbox_async
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/commbox-async demo
 
 bench: $(STAMP)

@@ -13,7 +13,19 @@ from .._version import __version__
 from ._errors import CliExit
 from ._input import parse_identity
 
-__all__ = ["build_parser", "client_options", "filters_from_args", "require_token"]
+__all__ = [
+    "DEFAULT_MOCK_PORT",
+    "DEFAULT_MOCK_TOKEN",
+    "build_parser",
+    "client_options",
+    "filters_from_args",
+    "require_token",
+]
+
+#: ``mock``'s port: not 8080, which examples/web_badges.py and many dev servers take.
+DEFAULT_MOCK_PORT = 8765
+#: The token ``mock`` accepts unless told otherwise (it prints it at start).
+DEFAULT_MOCK_TOKEN = "test-token"
 
 #: argparse dest -> keyword of ``get_user_objects`` / ``fetch_many``.
 _FILTERS = (
@@ -59,6 +71,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 65535")
+    return value
+
+
 def _statuses(text: str) -> tuple[int, ...]:
     """'open,resolved' or '1,2': names of ObjectStatus or numbers."""
     out: list[int] = []
@@ -99,46 +132,161 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         metavar="TRIES",
         help=f"tries per identity for transient failures (default {DEFAULT_RETRIES.tries})",
     )
+    _add_uvloop(parser)
+
+
+def _add_uvloop(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: not given after the subcommand, the flag keeps its value from before it.
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="run on uvloop's event loop (pip install 'commbox-async[uvloop]')",
+    )
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("filters (sent as the API's query parameters)")
-    group.add_argument("--page-size", type=_positive_int, help=f"1 to {MAX_PAGE_SIZE}")
-    group.add_argument("--page-number", type=int)
+    # Plain ints: the range check is the library's, so that 0 and 101 get the same message.
+    group.add_argument(
+        "--page-size",
+        type=_integer,
+        metavar="N",
+        help=f"conversations per page, 1 to {MAX_PAGE_SIZE} (the API's default: {MAX_PAGE_SIZE})",
+    )
+    group.add_argument(
+        "--page-number",
+        type=_integer,
+        metavar="N",
+        help="the page to fetch (with --all-pages: the first one); the API's default is the "
+        "first page",
+    )
+    group.add_argument(
+        "--all-pages",
+        action="store_true",
+        help="fetch every page of each identity, not only the first; the output holds them "
+        "as one page, its totalUnreadChatMessages summed over the conversations",
+    )
     group.add_argument(
         "--status",
         dest="statuses",
         type=_statuses,
         metavar="LIST",
-        help="e.g. open,resolved or 1,2",
+        help="conversation statuses, names or numbers: e.g. open,resolved or 1,2",
     )
-    group.add_argument("--order", help="a field name, e.g. 'closedtime desc'")
-    group.add_argument("--stream-provider-id")
-    group.add_argument("--stream-provider-type", type=int)
-    group.add_argument("--stream-id", type=int)
-    group.add_argument("--sub-stream-id", type=int)
-    group.add_argument("--object-id", type=int)
-    group.add_argument("--module-id", type=int)
-    group.add_argument("--include-childs", action=argparse.BooleanOptionalAction)
-    group.add_argument("--include-activity-log", action=argparse.BooleanOptionalAction)
+    group.add_argument("--order", help="sort by a field name, e.g. 'closedtime desc'")
+    group.add_argument("--stream-provider-id", metavar="ID", help="only this stream provider")
+    group.add_argument(
+        "--stream-provider-type", type=_integer, metavar="N", help="only this provider type"
+    )
+    group.add_argument("--stream-id", type=_integer, metavar="ID", help="only this stream")
+    group.add_argument("--sub-stream-id", type=_integer, metavar="ID", help="only this sub-stream")
+    group.add_argument("--object-id", type=_integer, metavar="ID", help="only this conversation")
+    group.add_argument("--module-id", type=_integer, metavar="ID", help="only this module")
+    group.add_argument(
+        "--include-childs",
+        action=argparse.BooleanOptionalAction,
+        help="send each conversation's messages (childs)",
+    )
+    group.add_argument(
+        "--include-activity-log",
+        action=argparse.BooleanOptionalAction,
+        help="send each conversation's activity log",
+    )
+
+
+def _ids(text: str) -> frozenset[int]:
+    ids = [parse_identity(part) for part in text.split(",") if part.strip()]
+    if any(ident is None for ident in ids):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of identity ids")
+    return frozenset(ident for ident in ids if ident is not None)
+
+
+def _rate(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def _zero_or_more(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else _positive_float(text)
 
 
 def _add_mock(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--token", default="test-token")
-    parser.add_argument("--conversations", type=int, default=10)
-    parser.add_argument("--childs", type=int, default=10)
-    parser.add_argument("--throttle-rate", type=float, default=None, help="requests/s (off)")
-    parser.add_argument("--throttle-burst", type=float, default=10.0)
-    parser.add_argument("--retry-after", default="1")
-    parser.add_argument("--fault-rate", type=float, default=0.0)
-    parser.add_argument(
+    server = parser.add_argument_group("the server")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    server.add_argument(
+        "--port", type=_port, default=DEFAULT_MOCK_PORT, help="port, 0 for any (%(default)s)"
+    )
+    server.add_argument(
+        "--token",
+        default=DEFAULT_MOCK_TOKEN,
+        help="the token it accepts (%(default)s); printed at start with an export line",
+    )
+    data = parser.add_argument_group("its data")
+    data.add_argument(
+        "--conversations",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="conversations per identity (%(default)s)",
+    )
+    data.add_argument(
+        "--childs",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="messages per conversation (%(default)s)",
+    )
+    data.add_argument(
+        "--not-found",
+        type=_ids,
+        default=frozenset({404_404}),
+        metavar="IDS",
+        help="identity ids answered 404, comma-separated (default 404404, as in the README)",
+    )
+    faults = parser.add_argument_group("throttling and faults")
+    faults.add_argument(
+        "--throttle-rate",
+        type=_positive_float,
+        metavar="RATE",
+        help="answer 429 above this many requests/s (default: no throttling)",
+    )
+    faults.add_argument(
+        "--throttle-burst",
+        type=_positive_float,
+        default=10.0,
+        metavar="N",
+        help="requests allowed at once before throttling (%(default)g)",
+    )
+    faults.add_argument(
+        "--retry-after",
+        default="1",
+        metavar="VALUE",
+        help="the Retry-After header of a throttled answer (%(default)s)",
+    )
+    faults.add_argument(
+        "--fault-rate",
+        type=_rate,
+        default=0.0,
+        metavar="SHARE",
+        help="share of requests that get a fault, 0 to 1 (%(default)g)",
+    )
+    faults.add_argument(
         "--fault-kinds",
         default="default",
-        help="comma-separated kinds, 'default' or 'all' (see FAULT_KINDS)",
+        metavar="KINDS",
+        help="'default' (quick transient faults), 'all', or a comma-separated list of kinds; "
+        "'list' prints the kinds",
     )
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    faults.add_argument(
+        "--latency",
+        type=_zero_or_more,
+        default=0.0,
+        metavar="SECONDS",
+        help="added to every answer (%(default)g)",
+    )
 
 
 def build_parser(
@@ -148,7 +296,7 @@ def build_parser(
         prog="commbox-async",
         description="CommBox v2 'Get User Objects' from the shell: one identity, or thousands.",
         epilog="Exit status: 0 all ok; 1 some identities failed (or input lines were bad); "
-        "2 usage or configuration error; 130 interrupted.",
+        "2 usage or configuration error; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -159,9 +307,17 @@ def build_parser(
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    get = commands.add_parser("get", help="print one identity's page as JSON")
+    get = commands.add_parser(
+        "get",
+        help="print one identity's page as JSON",
+        description="Fetch one identity's conversations and print the page as the API's JSON "
+        "(pretty on a terminal). A full page means there may be more: --all-pages fetches "
+        "them all.",
+    )
     get.add_argument("identity_id", type=_identity, metavar="IDENTITY_ID")
-    get.add_argument("-o", "--output", help="write the JSON to this file instead of stdout")
+    get.add_argument(
+        "-o", "--output", help="write the JSON to this file instead of stdout (a new file)"
+    )
     _add_connection(get)
     _add_filters(get)
 
@@ -194,10 +350,11 @@ def build_parser(
     mock = commands.add_parser(
         "mock",
         help="run the fake CommBox server on a local port",
-        description="Run the fake CommBox server (commbox_async.testing) until Ctrl-C. Point a "
-        "client at it with COMMBOX_BASE_URL=http://HOST:PORT and COMMBOX_TOKEN=<--token>.",
+        description="Run the fake CommBox server (commbox_async.testing) until Ctrl-C. It "
+        "prints its URL and token as an export line to paste into another shell.",
     )
     _add_mock(mock)
+    _add_uvloop(mock)
 
     demo = commands.add_parser(
         "demo",
@@ -224,6 +381,7 @@ def build_parser(
     )
     demo.add_argument("--concurrency", type=_positive_int, default=32)
     demo.add_argument("-o", "--output", help="also write the NDJSON results to this file")
+    _add_uvloop(demo)
     return parser
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 
 from ..testing import DEFAULT_FAULT_KINDS, FAULT_KINDS, FakeCommbox, Faults, Throttling
 from ._errors import EXIT_OK, CliExit
 
-__all__ = ["mock_command", "server_from_args"]
+__all__ = ["banner", "fault_kinds", "mock_command", "server_from_args"]
 
 
 def server_from_args(args: argparse.Namespace) -> FakeCommbox:
@@ -19,19 +20,14 @@ def server_from_args(args: argparse.Namespace) -> FakeCommbox:
         if args.throttle_rate
         else None
     )
-    if args.fault_kinds == "all":
-        kinds: tuple[str, ...] = FAULT_KINDS
-    elif args.fault_kinds == "default":
-        kinds = DEFAULT_FAULT_KINDS
-    else:
-        kinds = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())
-    faults = Faults(rate=args.fault_rate, kinds=kinds) if args.fault_rate else None
+    faults = Faults(rate=args.fault_rate, kinds=fault_kinds(args.fault_kinds))
     return FakeCommbox(
         token=args.token,
         conversations=args.conversations,
         childs=args.childs,
+        not_found=args.not_found,
         throttling=throttling,
-        faults=faults,
+        faults=faults if args.fault_rate else None,
         latency=args.latency,
         host=args.host,
         port=args.port,
@@ -39,15 +35,44 @@ def server_from_args(args: argparse.Namespace) -> FakeCommbox:
     )
 
 
+def fault_kinds(text: str) -> tuple[str, ...]:
+    """``--fault-kinds``: 'default', 'all', or names; an unknown name lists the valid ones."""
+    if text == "all":
+        return FAULT_KINDS
+    if text == "default":
+        return DEFAULT_FAULT_KINDS
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    if unknown or not kinds:
+        raise CliExit(
+            f"--fault-kinds: unknown kind {', '.join(unknown) or repr(text)}; use 'default', "
+            f"'all', or a comma-separated list of: {', '.join(FAULT_KINDS)}"
+        )
+    return kinds
+
+
+def banner(server: FakeCommbox) -> str:
+    """What ``mock`` prints at start: where it is, and the lines a client needs."""
+    exports = (
+        f"export COMMBOX_BASE_URL={shlex.quote(server.url)} "
+        f"COMMBOX_TOKEN={shlex.quote(server.token)}"
+    )
+    return (
+        f"fake CommBox serving on {server.url} with token {server.token!r}; Ctrl-C stops\n"
+        f"in another shell:\n  {exports}\n  commbox-async get 558355"
+    )
+
+
 async def serve_forever(server: FakeCommbox) -> None:
     async with server:
-        print(
-            f"fake CommBox serving on {server.url} (token from --token); Ctrl-C stops", flush=True
-        )
+        print(banner(server), flush=True)
         await asyncio.Event().wait()
 
 
 async def mock_command(args: argparse.Namespace) -> int:
+    if args.fault_kinds == "list":
+        print("\n".join(FAULT_KINDS))
+        return EXIT_OK
     try:
         server = server_from_args(args)
     except ValueError as exc:
