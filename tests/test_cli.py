@@ -148,6 +148,12 @@ async def test_get_sends_the_filters(fake: FakeCommbox) -> None:
         (["get", "12", "--page-size", "0"], {}, 2, ": --page-size must be between 1 and 100"),
         (["fetch", "--page-size", "101"], {}, 2, ": --page-size must be between 1 and 100"),
         (["get", "12"], {"COMMBOX_TOKEN": ""}, 2, "pass --token or set COMMBOX_TOKEN"),
+        (
+            ["fetch", "--concurrency", "0"],
+            {},
+            2,
+            "--concurrency: must be between 1 and 10000, got 0",
+        ),
         (["get", "12", TOKEN], {}, 2, "unrecognized arguments: ***"),
         (["fetch", "no-such-file.txt"], {}, 2, "cannot read no-such-file.txt"),
         (["fetch", "--resume"], {}, 2, "--resume needs -o/--output"),

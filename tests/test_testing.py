@@ -115,3 +115,30 @@ async def test_python_m_commbox_async_testing_still_serves() -> None:
         proc.terminate()
         await proc.communicate()
     assert banner.startswith("fake CommBox serving on http://127.0.0.1:")
+
+
+def test_the_public_names_of_commbox_async_testing() -> None:
+    """``commbox_async.testing.__all__`` is what we mean to publish, and each name exists."""
+    import commbox_async.testing as testing
+
+    assert set(testing.__all__) == {
+        "ABSURD_RETRY_AFTER",
+        "DEFAULT_FAULT_KINDS",
+        "FAST_RATE_LIMIT",
+        "FAST_RETRIES",
+        "FAULT_KINDS",
+        "PERMANENT_FAULTS",
+        "TRANSIENT_FAULTS",
+        "Blackhole",
+        "FakeCommbox",
+        "Faults",
+        "RequestRecord",
+        "Throttling",
+        "VirtualClock",
+        "conversation",
+        "fast_client_settings",
+        "unread_of",
+        "unused_port",
+    }
+    assert all(hasattr(testing, name) for name in testing.__all__)
+    assert callable(testing.fake_commbox) and callable(testing.fake_commbox_factory)

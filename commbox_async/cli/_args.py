@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .._config import DEFAULT_RATE_LIMIT, DEFAULT_RETRIES, DEFAULT_TIMEOUT
@@ -85,11 +86,21 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _port(text: str) -> int:
-    value = _integer(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 65535")
-    return value
+def _between(low: int, high: int) -> Callable[[str], int]:
+    """An int flag with a range, worded as the library words its ranges."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+_port = _between(0, 65535)
+#: fetch_many's own bound on concurrency, checked here for --all-pages too.
+_concurrency = _between(1, 10_000)
 
 
 def _statuses(text: str) -> tuple[int, ...]:
@@ -342,7 +353,7 @@ def build_parser(
     fetch.add_argument("--column", help="read ids from this column of a CSV file with a header")
     fetch.add_argument("--delimiter", default=",", help="CSV delimiter (default ',')")
     fetch.add_argument(
-        "--concurrency", type=_positive_int, default=32, help="requests in flight (default 32)"
+        "--concurrency", type=_concurrency, default=32, help="requests in flight (default 32)"
     )
     _add_connection(fetch)
     _add_filters(fetch)
@@ -379,7 +390,7 @@ def build_parser(
         default=0.02,
         help="share of requests the server fails at random (default 0.02)",
     )
-    demo.add_argument("--concurrency", type=_positive_int, default=32)
+    demo.add_argument("--concurrency", type=_concurrency, default=32)
     demo.add_argument("-o", "--output", help="also write the NDJSON results to this file")
     _add_uvloop(demo)
     return parser
