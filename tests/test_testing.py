@@ -142,3 +142,22 @@ def test_the_public_names_of_commbox_async_testing() -> None:
     }
     assert all(hasattr(testing, name) for name in testing.__all__)
     assert callable(testing.fake_commbox) and callable(testing.fake_commbox_factory)
+
+
+async def test_pytest_plugins_still_loads_the_fixtures(tmp_path: Path) -> None:
+    """``pytest_plugins = ["commbox_async.testing"]`` works next to the installed entry point."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["commbox_async.testing"]\n')
+    (tmp_path / "test_it.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.asyncio\n"
+        "async def test_it(fake_commbox):\n"
+        "    async with fake_commbox.client() as commbox:\n"
+        "        assert (await commbox.get_user_objects(2)).data\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode()
+    assert "1 passed" in out.decode()

@@ -1,8 +1,8 @@
 """``commbox-async fetch``: ids in, one NDJSON line per identity out, a progress bar, a summary.
 
-Output lines are written whole and flushed
-as results arrive, so Ctrl-C (which cancels the job) leaves only complete lines, and
-``--resume`` continues from them.
+Output lines are written whole and flushed as results arrive, so Ctrl-C or SIGTERM (either
+cancels the job) leaves only complete lines, and ``--resume`` continues from them. The job loop
+is ``_job``'s, shared with ``demo``.
 """
 
 from __future__ import annotations
