@@ -3,6 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.docs-installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: test docs demo bench bench-quick soak soak-quick fuzz bench-redis bench-redis-quick clean
 
@@ -11,6 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e . --group dev --group bench
 	touch $(STAMP)
+
+# The demo needs the library and the command line's extra (rich) only: no test or bench tools.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[cli]'
+	touch $(DEMO_STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check commbox_async tests benchmarks examples
@@ -26,7 +33,7 @@ $(DOCS_STAMP): $(STAMP)
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/commbox-async demo
 
 bench: $(STAMP)

@@ -5,10 +5,12 @@ Every run checks that the token shows nowhere: not on stdout, not on stderr, not
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +20,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from commbox_async.testing import FakeCommbox, unread_of
+from commbox_async.cli._args import DEFAULT_MOCK_PORT, build_parser
+from commbox_async.testing import FAULT_KINDS, FakeCommbox, unread_of
 
 TOKEN = "cli-secret-token-9f2c"
 MISSING = 404_404  # the fake server answers 404 for this identity
@@ -141,7 +144,16 @@ async def test_get_sends_the_filters(fake: FakeCommbox) -> None:
         (["get", "12"], {"COMMBOX_TOKEN": "wrong-token-abc"}, 2, "refused the token"),
         (["get", "12"], {"COMMBOX_TOKEN": ""}, 2, "token is empty"),
         (["get", "abc"], {}, 2, "is not an identity id"),
-        (["get", "12", "--page-size", "500"], {}, 2, "page_size must be between 1 and 100"),
+        (["get", "12", "--page-size", "500"], {}, 2, ": --page-size must be between 1 and 100"),
+        (["get", "12", "--page-size", "0"], {}, 2, ": --page-size must be between 1 and 100"),
+        (["fetch", "--page-size", "101"], {}, 2, ": --page-size must be between 1 and 100"),
+        (["get", "12"], {"COMMBOX_TOKEN": ""}, 2, "pass --token or set COMMBOX_TOKEN"),
+        (
+            ["fetch", "--concurrency", "0"],
+            {},
+            2,
+            "--concurrency: must be between 1 and 10000, got 0",
+        ),
         (["get", "12", TOKEN], {}, 2, "unrecognized arguments: ***"),
         (["fetch", "no-such-file.txt"], {}, 2, "cannot read no-such-file.txt"),
         (["fetch", "--resume"], {}, 2, "--resume needs -o/--output"),
@@ -323,6 +335,8 @@ async def test_resume_drops_a_partial_last_line(fake: FakeCommbox, tmp_path: Pat
     lines = full.read_bytes().splitlines(keepends=True)
     out = tmp_path / "out.ndjson"
     out.write_bytes(b"".join(lines[:10]) + lines[10][: len(lines[10]) // 2])
+    # The killed run had written its job record, as every run does.
+    (tmp_path / "full.ndjson.job.json").rename(tmp_path / "out.ndjson.job.json")
     run = await cli("fetch", str(tmp_path / "ids.txt"), "-o", str(out), "--resume", *args)
     assert run.code == 0, run.err
     assert "dropped an incomplete last line" in run.err
@@ -403,20 +417,70 @@ async def test_retry_failed_fetches_the_failures_again(fake: FakeCommbox, tmp_pa
 # --- mock and demo --------------------------------------------------------------------------
 
 
-async def test_mock_serves_until_ctrl_c() -> None:
-    """`mock --port 0` prints its URL, answers `get`, and stops cleanly on SIGINT."""
-    async with _running("mock", "--port", "0", "--token", TOKEN) as server:
+async def test_mock_prints_an_export_line_that_a_client_can_use() -> None:
+    """`mock` prints its token and an export line; `get` with just those works; SIGINT stops it."""
+    async with _running("mock", "--port", "0") as server:
         assert server.stdout is not None
-        banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
-        url = banner.split(" on ")[1].split()[0]
-        assert url.startswith("http://127.0.0.1:")
-        run = await cli("get", "31", "--base-url", url)
+        banner = [(await asyncio.wait_for(server.stdout.readline(), 30)).decode() for _ in range(3)]
+        assert "with token 'test-token'" in banner[0]
+        exports = banner[2].split()
+        assert exports[0] == "export"
+        env = dict(item.split("=", 1) for item in exports[1:])
+        assert env["COMMBOX_BASE_URL"].startswith("http://127.0.0.1:")
+        run = await cli("get", "31", env=_env(**env))
         assert run.code == 0, run.err
         assert json.loads(run.out)["totalUnreadChatMessages"] == unread_of(31, 10)
+        missing = await cli("get", "404404", env=_env(**env))  # the README's example 404
+        assert (missing.code, "HTTP 404" in missing.err) == (1, True)
         server.send_signal(signal.SIGINT)
         stopped = await _finish(server)
     assert stopped.code == 0
     assert "stopped" in stopped.err
+
+
+async def test_mock_help_shows_the_defaults_and_the_port_is_not_8080() -> None:
+    """`mock --help` names the default token and port, and the port is not web_badges' 8080."""
+    run = await cli("mock", "--help")
+    assert run.code == 0
+    assert "(test-token)" in run.out and "(8765)" in run.out
+    assert DEFAULT_MOCK_PORT != 8080
+
+
+async def test_mock_answers_404_for_the_ids_it_is_given() -> None:
+    """`mock --not-found 5,6` answers 404 for those ids and 200 for the others."""
+    async with _running("mock", "--port", "0", "--not-found", "5,6", "--token", TOKEN) as server:
+        assert server.stdout is not None
+        banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+        url = banner.split(" on ")[1].split()[0]
+        runs = [await cli("get", ident, "--base-url", url) for ident in ("5", "6", "7")]
+        server.send_signal(signal.SIGINT)
+        await server.communicate()
+    assert [run.code for run in runs] == [1, 1, 0]
+    assert "HTTP 404" in runs[0].err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--throttle-rate", "-1"], "argument --throttle-rate: '-1' must be a positive number"),
+        (["--fault-rate", "1.5"], "argument --fault-rate: '1.5' must be between 0 and 1"),
+        (["--conversations", "-2"], "argument --conversations: '-2' must be 0 or more"),
+        (["--fault-kinds", "500,nope"], "unknown kind nope; use 'default', 'all', or a"),
+    ],
+)
+async def test_mock_refuses_bad_settings(args: list[str], message: str) -> None:
+    """A bad mock setting is a usage error (exit 2) that says what is allowed."""
+    run = await cli("mock", "--port", "0", *args)
+    assert run.code == 2
+    assert message in run.err
+
+
+async def test_mock_fault_kinds_lists_them_all() -> None:
+    """`--fault-kinds list` prints every kind; a wrong kind's error lists them too."""
+    listed = await cli("mock", "--fault-kinds", "list")
+    assert listed.out.split() == list(FAULT_KINDS)
+    wrong = await cli("mock", "--port", "0", "--fault-kinds", "bogus")
+    assert all(kind in wrong.err for kind in FAULT_KINDS)
 
 
 async def test_demo_fetches_2000_identities_and_exits_0(tmp_path: Path) -> None:
@@ -426,5 +490,285 @@ async def test_demo_fetches_2000_identities_and_exits_0(tmp_path: Path) -> None:
     assert run.code == 0, run.err
     assert "2,000 ok, 0 failed" in run.out
     assert "answered 429" in run.out
+    # The point of the demo: the time against what the server's limit allows, the rate found.
+    assert re.search(r"time +[0-9.]+ s; ideal 6\.6 s at the server's limit of 300 req/s", run.out)
+    assert re.search(r"client rate +[0-9,]+ req/s found, from a ceiling of 600", run.out)
     ids = _ids_in(out)
     assert len(ids) == len(set(ids)) == 2000
+
+
+# --- paging ---------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def five() -> AsyncIterator[FakeCommbox]:
+    """A fake server where every identity has five conversations."""
+    async with FakeCommbox(token=TOKEN, conversations=5, childs=0) as server:
+        yield server
+
+
+async def test_get_says_when_the_page_is_full(five: FakeCommbox) -> None:
+    """A full page prints a note on stderr naming --all-pages; a short page does not."""
+    full = await cli("get", "9", "--base-url", five.url, "--page-size", "5")
+    assert full.code == 0, full.err
+    assert "the page is full (5 conversations)" in full.err and "--all-pages" in full.err
+    short = await cli("get", "9", "--base-url", five.url, "--page-size", "6")
+    assert short.err == ""
+
+
+async def test_get_all_pages_joins_every_page(five: FakeCommbox) -> None:
+    """`get --all-pages` reads pages until a short one and prints every conversation once."""
+    run = await cli("get", "9", "--base-url", five.url, "--page-size", "2", "--all-pages")
+    assert run.code == 0, run.err
+    page = json.loads(run.out)
+    assert [c["objectId"] for c in page["data"]] == [9000, 9001, 9002, 9003, 9004]
+    assert page["totalUnreadChatMessages"] == unread_of(9, 5)
+    assert [r.query["pageNumber"] for r in five.requests] == ["0", "1", "2"]
+    assert "full" not in run.err
+
+
+async def test_fetch_all_pages_and_the_full_page_warning(five: FakeCommbox, tmp_path: Path) -> None:
+    """`fetch` warns about full pages and counts them; with --all-pages each line has them all."""
+    (tmp_path / "ids.txt").write_text("1\n2\n3\n")
+    one = tmp_path / "one.ndjson"
+    args = [str(tmp_path / "ids.txt"), "--base-url", five.url, "--page-size", "2"]
+    run = await cli("fetch", *args, "-o", str(one))
+    assert run.code == 0, run.err
+    assert run.err.count("the page is full") == 1  # the first one is shown, the rest counted
+    assert re.search(
+        r"full pages +3 identities may have more conversations: add --all-pages", run.err
+    )
+    every = tmp_path / "every.ndjson"
+    run = await cli("fetch", *args, "-o", str(every), "--all-pages")
+    assert run.code == 0, run.err
+    lines = [json.loads(line) for line in every.read_text().splitlines()]
+    assert sorted(len(line["response"]["data"]) for line in lines) == [5, 5, 5]
+    assert "full pages" not in run.err
+
+
+# --- resume checks the filters --------------------------------------------------------------
+
+
+async def test_resume_refuses_other_filters(fake: FakeCommbox, tmp_path: Path) -> None:
+    """A resume with other filters is refused before the output is touched; the same ones run."""
+    (tmp_path / "ids.txt").write_text("1\n2\n3\n")
+    out = tmp_path / "out.ndjson"
+    args = ["fetch", str(tmp_path / "ids.txt"), "-o", str(out), "--base-url", fake.url]
+    assert (await cli(*args, "--status", "open")).code == 0
+    before = out.read_bytes()
+    (tmp_path / "ids.txt").write_text("1\n2\n3\n4\n")
+    other = await cli(*args, "--status", "2", "--resume")
+    assert other.code == 2
+    assert "--resume with other filters than the job" in other.err
+    assert "it ran with --status 1, this run has --status 2" in other.err
+    assert out.read_bytes() == before
+    no_filter = await cli(*args, "--resume")
+    assert no_filter.code == 2 and "this run has no filters" in no_filter.err
+    same = await cli(*args, "--status", "1", "--resume")
+    assert same.code == 0, same.err
+    assert sorted(_ids_in(out)) == [1, 2, 3, 4]
+
+
+async def test_resume_without_the_job_record_is_refused(fake: FakeCommbox, tmp_path: Path) -> None:
+    """An output whose job record is gone cannot be checked, so it is not resumed."""
+    (tmp_path / "ids.txt").write_text("1\n2\n")
+    out = tmp_path / "out.ndjson"
+    args = ["fetch", str(tmp_path / "ids.txt"), "-o", str(out), "--base-url", fake.url]
+    assert (await cli(*args)).code == 0
+    (tmp_path / "out.ndjson.job.json").unlink()
+    run = await cli(*args, "--resume")
+    assert run.code == 2
+    assert "out.ndjson.job.json (its record of the filters) is missing" in run.err
+
+
+# --- failures are visible, SIGTERM ends cleanly ---------------------------------------------
+
+
+async def test_first_failure_of_each_kind_is_shown_at_once(fake: FakeCommbox) -> None:
+    """Without a terminal, the first failure of a kind is a line on stderr, not only the summary."""
+    run = await cli("fetch", "-", "--base-url", fake.url, stdin=f"{MISSING}\n1\n".encode())
+    assert run.code == 1
+    first = run.err.splitlines()[0]
+    assert first == (
+        f"identity {MISSING} failed: HTTP 404: Not found (identity {MISSING}) (not_found); "
+        "further not_found failures are counted"
+    )
+
+
+async def test_the_progress_bar_counts_failures(tmp_path: Path) -> None:
+    """On a terminal the bar shows how many identities failed."""
+    async with FakeCommbox(token=TOKEN, not_found=lambda i: i % 2 == 0, childs=0) as server:
+        (tmp_path / "ids.txt").write_text("".join(f"{i}\n" for i in range(1, 11)))
+        master, terminal = os.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "commbox_async", "fetch", str(tmp_path / "ids.txt"),
+                "-o", str(tmp_path / "out.ndjson"), "--base-url", server.url,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=terminal, env=_env(COLUMNS="200"),
+            )  # fmt: skip
+        finally:
+            os.close(terminal)
+        screen = await asyncio.get_running_loop().run_in_executor(None, _read_all, master)
+        assert await asyncio.wait_for(proc.wait(), 60) == 1
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert "10/10 failed 5 " in plain
+    _no_token(plain)
+
+
+def _read_all(fd: int) -> str:
+    """Everything written to a pty until its last writer closes it."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:  # EIO: the other side is closed
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
+async def test_sigterm_ends_like_ctrl_c(fake: FakeCommbox, tmp_path: Path) -> None:
+    """SIGTERM leaves whole lines, prints the summary and the resume hint, and exits 143."""
+    ids = list(range(2000, 2300))
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("".join(f"{i}\n" for i in ids))
+    out = tmp_path / "out.ndjson"
+    args = ["fetch", str(ids_file), "-o", str(out), "--base-url", fake.url, "--rate", "1000"]
+    fake.latency = 0.02  # slow enough that the job is still running when it is stopped
+    async with _running(*args, "--concurrency", "4") as proc:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not out.exists() or out.read_bytes().count(b"\n") < 20:
+            assert proc.returncode is None, "the job ended before it could be stopped"
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)  # waiting for the subprocess's output
+        proc.send_signal(signal.SIGTERM)
+        stopped = await _finish(proc)
+    assert stopped.code == 143, stopped.err
+    assert "fetch interrupted" in stopped.err and "identities" in stopped.err
+    assert "terminated:" in stopped.err and "run the same command with --resume" in stopped.err
+    assert "Traceback" not in stopped.err
+    first = _ids_in(out)
+    assert 20 <= len(first) < len(ids) and len(set(first)) == len(first)
+
+
+# --- input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("identity_id\n1\n2\n", "--column 'identity_id'"),
+        ("name,identity_id\nada,1\n", "--column 'identity_id'"),
+    ],
+)
+async def test_a_header_without_column_says_use_column(
+    fake: FakeCommbox, tmp_path: Path, text: str, hint: str
+) -> None:
+    """A first line that looks like a header stops the job before any request, naming --column."""
+    (tmp_path / "ids.csv").write_text(text)
+    run = await cli("fetch", str(tmp_path / "ids.csv"), "--base-url", fake.url)
+    assert run.code == 2
+    assert "line 1" in run.err and "looks like a header: use --column" in run.err
+    assert hint in run.err
+    assert fake.requests == []
+    piped = await cli("fetch", "-", "--base-url", fake.url, stdin=text.encode())
+    assert piped.code == 2 and "looks like a header" in piped.err
+    assert fake.requests == []
+
+
+async def test_empty_cells_are_skipped_and_counted(fake: FakeCommbox) -> None:
+    """An empty CSV cell is skipped and counted, not a bad line: the job exits 0."""
+    csv_text = b"name,identity_id\nada,21\nbob,\ncy,22\n"
+    run = await cli("fetch", "-", "--column", "identity_id", "--base-url", fake.url, stdin=csv_text)
+    assert run.code == 0, run.err
+    assert sorted(json.loads(line)["identity_id"] for line in run.out.splitlines()) == [21, 22]
+    assert re.search(r"skipped +1 empty cell\n", run.err)
+    assert "bad input" not in run.err
+
+
+async def test_a_note_after_an_id_is_allowed(fake: FakeCommbox) -> None:
+    """`558355  # vip` is the id 558355."""
+    run = await cli("fetch", "-", "--base-url", fake.url, stdin=b"31  # vip\n# a comment\n32\n")
+    assert run.code == 0, run.err
+    assert sorted(json.loads(line)["identity_id"] for line in run.out.splitlines()) == [31, 32]
+
+
+# --- messages and flags ---------------------------------------------------------------------
+
+
+async def test_messages_name_the_flags(fake: FakeCommbox) -> None:
+    """The library's keywords come out as flags: --base-url and --token, not base_url=/token=."""
+    run = await cli("get", "12", "--base-url", "http://user:pw@127.0.0.1:1")
+    assert run.err.strip() == "commbox-async: --base-url must not carry credentials; use --token"
+    run = await cli("get", "12", "--base-url", "http://example.com")
+    assert "commbox-async: --base-url must use https" in run.err
+
+
+async def test_get_output_refuses_to_overwrite(fake: FakeCommbox, tmp_path: Path) -> None:
+    """`get -o` never overwrites a file, and says so before any request."""
+    out = tmp_path / "page.json"
+    first = await cli("get", "12", "-o", str(out), "--base-url", fake.url)
+    assert first.code == 0, first.err
+    before, sent = out.read_bytes(), len(fake.requests)
+    again = await cli("get", "13", "-o", str(out), "--base-url", fake.url)
+    assert again.code == 2
+    assert f"{out} already exists" in again.err
+    assert out.read_bytes() == before and len(fake.requests) == sent
+
+
+async def test_uvloop_after_the_subcommand() -> None:
+    """`get 12 --uvloop` reads the flag after the subcommand (here: asks for the extra)."""
+    run = await _main_in_python(
+        "import sys; sys.modules['uvloop'] = None", ["get", "12", "--uvloop"]
+    )
+    assert run.code == 2
+    assert "pip install 'commbox-async[uvloop]'" in run.err
+
+
+async def test_get_help_describes_the_command_and_every_filter() -> None:
+    """`get --help` has a description, and each filter flag a help line."""
+    run = await cli("get", "--help")
+    assert "Fetch one identity's conversations" in run.out
+    parser = build_parser()
+    get = next(
+        action.choices["get"]
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    filters = next(g for g in get._action_groups if g.title and g.title.startswith("filters"))
+    assert len(filters._group_actions) == 13
+    for action in filters._group_actions:
+        assert action.help, f"{action.option_strings} has no help"
+        assert action.option_strings[0] in run.out
+
+
+# --- the layout -----------------------------------------------------------------------------
+
+
+async def test_only_mock_and_demo_import_the_fake_server() -> None:
+    """`get` and `fetch` load neither commbox_async.testing nor aiohttp.web; mock does."""
+    script = (
+        "import sys\n"
+        "from commbox_async.cli._main import _command\n"
+        "_command('get'); _command('fetch')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('commbox_async.testing', "
+        "'aiohttp.web'))))\n"
+        "_command('mock')\n"
+        "print('commbox_async.testing' in sys.modules)\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE, env=_env()
+    )
+    out, _ = await proc.communicate()
+    assert out.decode().split("\n")[:2] == ["[]", "True"]
+
+
+async def test_mock_runs_without_the_cli_extra() -> None:
+    """`mock` draws nothing, so it runs without rich (the 'cli' extra)."""
+    run = await _main_in_python(
+        "import sys; sys.modules['rich'] = None", ["mock", "--fault-kinds", "list"]
+    )
+    assert run.code == 0, run.err
+    assert run.out.split() == list(FAULT_KINDS)

@@ -82,7 +82,7 @@ def test_metadata_has_urls_classifiers_and_only_user_extras(dist: Path) -> None:
     assert "Typing :: Typed" in classifiers and "Framework :: AsyncIO" in classifiers
     assert "Programming Language :: Python :: 3.10" in classifiers
     assert not [c for c in classifiers if c.startswith("License ::")]  # the SPDX field says it
-    assert sorted(metadata.get_all("Provides-Extra") or []) == ["cli", "redis", "uvloop"]
+    assert sorted(metadata.get_all("Provides-Extra") or []) == ["cli", "redis", "testing", "uvloop"]
     runtime = [r for r in metadata.get_all("Requires-Dist") or [] if "extra ==" not in r]
     assert sorted(re.split(r"[<>=;\s]", r)[0] for r in runtime) == [
         "aiohttp",

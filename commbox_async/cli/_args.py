@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .._config import DEFAULT_RATE_LIMIT, DEFAULT_RETRIES, DEFAULT_TIMEOUT
@@ -14,7 +15,19 @@ from .._version import __version__
 from ._errors import CliExit
 from ._input import parse_identity
 
-__all__ = ["build_parser", "client_options", "filters_from_args", "require_token"]
+__all__ = [
+    "DEFAULT_MOCK_PORT",
+    "DEFAULT_MOCK_TOKEN",
+    "build_parser",
+    "client_options",
+    "filters_from_args",
+    "require_token",
+]
+
+#: ``mock``'s port: not 8080, which examples/web_badges.py and many dev servers take.
+DEFAULT_MOCK_PORT = 8765
+#: The token ``mock`` accepts unless told otherwise (it prints it at start).
+DEFAULT_MOCK_TOKEN = "test-token"
 
 
 def _identity(text: str) -> int:
@@ -42,6 +55,37 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _between(low: int, high: int) -> Callable[[str], int]:
+    """An int flag with a range, worded as the library words its ranges."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+_port = _between(0, 65535)
+#: fetch_many's own bound on concurrency, checked here for --all-pages too.
+_concurrency = _between(1, 10_000)
 
 
 def _statuses(text: str) -> tuple[int, ...]:
@@ -92,25 +136,54 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         metavar="TRIES",
         help=f"tries per identity for transient failures (default {DEFAULT_RETRIES.tries})",
     )
+    _add_uvloop(parser)
 
 
-#: What a filter's option needs beyond ``--name-with-dashes`` and its field's type.
+def _add_uvloop(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: not given after the subcommand, the flag keeps its value from before it.
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="run on uvloop's event loop (pip install 'commbox-async[uvloop]')",
+    )
+
+
+#: What a filter's option needs beyond ``--name-with-dashes`` and its field's type. Plain ints
+#: (no range here): the range check is the library's, so that 0 and 101 get the same message.
 _OPTION_EXTRAS: dict[str, dict[str, Any]] = {
-    "page_size": {"type": _positive_int, "help": f"1 to {MAX_PAGE_SIZE}"},
+    "stream_provider_id": {"metavar": "ID", "help": "only this stream provider"},
+    "stream_provider_type": {"metavar": "N", "help": "only this provider type"},
+    "stream_id": {"metavar": "ID", "help": "only this stream"},
+    "sub_stream_id": {"metavar": "ID", "help": "only this sub-stream"},
+    "page_number": {
+        "metavar": "N",
+        "help": "the page to fetch (with --all-pages: the first one); the API's default is the "
+        "first page",
+    },
+    "page_size": {
+        "metavar": "N",
+        "help": f"conversations per page, 1 to {MAX_PAGE_SIZE} (the API's default: "
+        f"{MAX_PAGE_SIZE})",
+    },
     "statuses": {
         "flag": "--status",
         "type": _statuses,
         "metavar": "LIST",
-        "help": "e.g. open,resolved or 1,2",
+        "help": "conversation statuses, names or numbers: e.g. open,resolved or 1,2",
     },
-    "order": {"help": "a field name, e.g. 'closedtime desc'"},
+    "order": {"help": "sort by a field name, e.g. 'closedtime desc'"},
+    "object_id": {"metavar": "ID", "help": "only this conversation"},
+    "module_id": {"metavar": "ID", "help": "only this module"},
+    "include_childs": {"help": "send each conversation's messages (childs)"},
+    "include_activity_log": {"help": "send each conversation's activity log"},
 }
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     """One option per field of ``Query``, the one list of the filters (a new filter there is
     an option here): ``--[no-]name`` for a bool, an int or a str otherwise; the argparse dest
-    is the keyword of ``get_user_objects`` and ``fetch_many``."""
+    is the keyword of ``get_user_objects`` and ``fetch_many``. Then ``--all-pages``."""
     group = parser.add_argument_group("filters (sent as the API's query parameters)")
     for item in dataclasses.fields(Query):
         options = dict(_OPTION_EXTRAS.get(item.name, {}))
@@ -119,26 +192,109 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
         if kind.startswith("bool"):
             options.setdefault("action", argparse.BooleanOptionalAction)
         elif kind.startswith("int"):
-            options.setdefault("type", int)
+            options.setdefault("type", _integer)
         group.add_argument(flag, dest=item.name, **options)
+    # Not a query parameter: how many pages are read (not in Query, so never sent).
+    group.add_argument(
+        "--all-pages",
+        action="store_true",
+        help="fetch every page of each identity, not only the first; the output holds them "
+        "as one page, its totalUnreadChatMessages summed over the conversations",
+    )
+
+
+def _ids(text: str) -> frozenset[int]:
+    ids = [parse_identity(part) for part in text.split(",") if part.strip()]
+    if any(ident is None for ident in ids):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of identity ids")
+    return frozenset(ident for ident in ids if ident is not None)
+
+
+def _rate(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def _zero_or_more(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else _positive_float(text)
 
 
 def _add_mock(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--token", default="test-token")
-    parser.add_argument("--conversations", type=int, default=10)
-    parser.add_argument("--childs", type=int, default=10)
-    parser.add_argument("--throttle-rate", type=float, default=None, help="requests/s (off)")
-    parser.add_argument("--throttle-burst", type=float, default=10.0)
-    parser.add_argument("--retry-after", default="1")
-    parser.add_argument("--fault-rate", type=float, default=0.0)
-    parser.add_argument(
+    server = parser.add_argument_group("the server")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    server.add_argument(
+        "--port", type=_port, default=DEFAULT_MOCK_PORT, help="port, 0 for any (%(default)s)"
+    )
+    server.add_argument(
+        "--token",
+        default=DEFAULT_MOCK_TOKEN,
+        help="the token it accepts (%(default)s); printed at start with an export line",
+    )
+    data = parser.add_argument_group("its data")
+    data.add_argument(
+        "--conversations",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="conversations per identity (%(default)s)",
+    )
+    data.add_argument(
+        "--childs",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="messages per conversation (%(default)s)",
+    )
+    data.add_argument(
+        "--not-found",
+        type=_ids,
+        default=frozenset({404_404}),
+        metavar="IDS",
+        help="identity ids answered 404, comma-separated (default 404404, as in the README)",
+    )
+    faults = parser.add_argument_group("throttling and faults")
+    faults.add_argument(
+        "--throttle-rate",
+        type=_positive_float,
+        metavar="RATE",
+        help="answer 429 above this many requests/s (default: no throttling)",
+    )
+    faults.add_argument(
+        "--throttle-burst",
+        type=_positive_float,
+        default=10.0,
+        metavar="N",
+        help="requests allowed at once before throttling (%(default)g)",
+    )
+    faults.add_argument(
+        "--retry-after",
+        default="1",
+        metavar="VALUE",
+        help="the Retry-After header of a throttled answer (%(default)s)",
+    )
+    faults.add_argument(
+        "--fault-rate",
+        type=_rate,
+        default=0.0,
+        metavar="SHARE",
+        help="share of requests that get a fault, 0 to 1 (%(default)g)",
+    )
+    faults.add_argument(
         "--fault-kinds",
         default="default",
-        help="comma-separated kinds, 'default' or 'all' (see FAULT_KINDS)",
+        metavar="KINDS",
+        help="'default' (quick transient faults), 'all', or a comma-separated list of kinds; "
+        "'list' prints the kinds",
     )
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    faults.add_argument(
+        "--latency",
+        type=_zero_or_more,
+        default=0.0,
+        metavar="SECONDS",
+        help="added to every answer (%(default)g)",
+    )
 
 
 def build_parser(
@@ -148,7 +304,7 @@ def build_parser(
         prog="commbox-async",
         description="CommBox v2 'Get User Objects' from the shell: one identity, or thousands.",
         epilog="Exit status: 0 all ok; 1 some identities failed (or input lines were bad); "
-        "2 usage or configuration error; 130 interrupted.",
+        "2 usage or configuration error; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -159,9 +315,17 @@ def build_parser(
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    get = commands.add_parser("get", help="print one identity's page as JSON")
+    get = commands.add_parser(
+        "get",
+        help="print one identity's page as JSON",
+        description="Fetch one identity's conversations and print the page as the API's JSON "
+        "(pretty on a terminal). A full page means there may be more: --all-pages fetches "
+        "them all.",
+    )
     get.add_argument("identity_id", type=_identity, metavar="IDENTITY_ID")
-    get.add_argument("-o", "--output", help="write the JSON to this file instead of stdout")
+    get.add_argument(
+        "-o", "--output", help="write the JSON to this file instead of stdout (a new file)"
+    )
     _add_connection(get)
     _add_filters(get)
 
@@ -186,7 +350,7 @@ def build_parser(
     fetch.add_argument("--column", help="read ids from this column of a CSV file with a header")
     fetch.add_argument("--delimiter", default=",", help="CSV delimiter (default ',')")
     fetch.add_argument(
-        "--concurrency", type=_positive_int, default=32, help="requests in flight (default 32)"
+        "--concurrency", type=_concurrency, default=32, help="requests in flight (default 32)"
     )
     _add_connection(fetch)
     _add_filters(fetch)
@@ -194,10 +358,11 @@ def build_parser(
     mock = commands.add_parser(
         "mock",
         help="run the fake CommBox server on a local port",
-        description="Run the fake CommBox server (commbox_async.testing) until Ctrl-C. Point a "
-        "client at it with COMMBOX_BASE_URL=http://HOST:PORT and COMMBOX_TOKEN=<--token>.",
+        description="Run the fake CommBox server (commbox_async.testing) until Ctrl-C. It "
+        "prints its URL and token as an export line to paste into another shell.",
     )
     _add_mock(mock)
+    _add_uvloop(mock)
 
     demo = commands.add_parser(
         "demo",
@@ -222,8 +387,9 @@ def build_parser(
         default=0.02,
         help="share of requests the server fails at random (default 0.02)",
     )
-    demo.add_argument("--concurrency", type=_positive_int, default=32)
+    demo.add_argument("--concurrency", type=_concurrency, default=32)
     demo.add_argument("-o", "--output", help="also write the NDJSON results to this file")
+    _add_uvloop(demo)
     return parser
 
 

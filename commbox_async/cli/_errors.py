@@ -1,13 +1,25 @@
-"""How a command ends early: a one-line message and an exit status."""
+"""How a command ends early: a one-line message and an exit status, in the command line's terms."""
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "CliExit", "InputError"]
+import re
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "CliExit",
+    "InputError",
+    "in_cli_terms",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: docker stop, Kubernetes, timeout
 
 
 class CliExit(Exception):
@@ -21,3 +33,41 @@ class CliExit(Exception):
 
 class InputError(CliExit):
     """The input or the output file cannot be used at all (a usage error)."""
+
+
+#: The library's keyword -> the flag that sets it. The library words its checks for Python
+#: callers ("page_size must be ...", "pass token="); a shell user only knows the flags.
+_FLAGS = {
+    "base_url": "--base-url",
+    "rate_limit": "--rate",
+    "timeout": "--timeout",
+    "retries": "--retries",
+    "concurrency": "--concurrency",
+    "statuses": "--status",
+    **{
+        name: "--" + name.replace("_", "-")
+        for name in (
+            "page_size",
+            "page_number",
+            "order",
+            "stream_provider_id",
+            "stream_provider_type",
+            "stream_id",
+            "sub_stream_id",
+            "object_id",
+            "module_id",
+            "include_childs",
+            "include_activity_log",
+        )
+    },
+}
+# "token" alone stays a word (it may come from COMMBOX_TOKEN); only "token=" is the flag.
+_FLAGS["token="] = "--token"
+# The flag takes no value: "allow_insecure_http=True" as a whole is the flag.
+_FLAGS["allow_insecure_http=True"] = "--allow-insecure-http"
+_KEYWORD = re.compile(r"(?<![\w-])(token=|" + "|".join(_FLAGS) + r")=?(?!\w)")
+
+
+def in_cli_terms(message: str) -> str:
+    """A library message with its keywords (``page_size``, ``token=``) named as flags."""
+    return _KEYWORD.sub(lambda m: _FLAGS[m.group(1)], message)

@@ -1,8 +1,8 @@
 """``commbox-async fetch``: ids in, one NDJSON line per identity out, a progress bar, a summary.
 
-Output lines are written whole and flushed
-as results arrive, so Ctrl-C (which cancels the job) leaves only complete lines, and
-``--resume`` continues from them.
+Output lines are written whole and flushed as results arrive, so Ctrl-C or SIGTERM (either
+cancels the job) leaves only complete lines, and ``--resume`` continues from them. The job loop
+is ``_job``'s, shared with ``demo``.
 """
 
 from __future__ import annotations
@@ -17,41 +17,49 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any, BinaryIO
 
 from .._client import AsyncCommbox
-from .._protocol import Query
 from ._args import client_options, filters_from_args, require_token
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliExit
 from ._input import IdSource, iter_records
 from ._job import run_job
 from ._output import JobReport, LineWriter, summary_rows
+from ._paging import check_filters
 from ._progress import MAX_WARNINGS, JobView, print_summary
-from ._resume import Previous, scan_output
+from ._resume import Previous, check_job, record_job, scan_output
 from ._retries import show_retries
 from ._sources import in_thread, open_input
 
 __all__ = ["fetch_command"]
 
 
-def _open_output(args: argparse.Namespace) -> tuple[BinaryIO, Previous]:
-    """The output stream, and what an earlier run left in it (with --resume)."""
+def _open_output(args: argparse.Namespace, filters: dict[str, Any]) -> tuple[BinaryIO, Previous]:
+    """The output stream, and what an earlier run left in it (with --resume).
+
+    A file's job record (its filters) is checked before anything in the file is touched, and
+    written for a new job.
+    """
     if not args.output:
         return sys.stdout.buffer, Previous()
     path = args.output
     try:
-        if args.resume:
-            previous = scan_output(path, retry_failed=args.retry_failed)
-            return open(path, "ab", buffering=0), previous
-        if os.path.exists(path) and os.path.getsize(path) > 0:
+        started = os.path.exists(path) and os.path.getsize(path) > 0
+        if started and not args.resume:
             raise CliExit(
                 f"{path} already exists: add --resume to continue that job, or remove the file"
             )
-        return open(path, "wb", buffering=0), Previous()
+        if started:
+            check_job(path, filters, all_pages=args.all_pages)
+            previous = scan_output(path, retry_failed=args.retry_failed)
+            return open(path, "ab", buffering=0), previous
+        out = open(path, "wb", buffering=0)  # noqa: SIM115 - the caller closes it
+        record_job(path, filters, all_pages=args.all_pages)
+        return out, Previous()
     except OSError as exc:
         raise CliExit(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _check_options(args: argparse.Namespace) -> dict[str, Any]:
     filters = filters_from_args(args)
-    Query.from_filters(filters)  # a bad filter is a usage error before anything starts
+    check_filters(filters)  # a bad filter is a usage error before anything starts
     if args.resume and not args.output:
         raise CliExit("--resume needs -o/--output FILE: the ids to skip are read from it")
     if args.retry_failed and not args.resume:
@@ -70,7 +78,7 @@ async def fetch_command(args: argparse.Namespace) -> int:
         lines, total, blocking = open_input(args)
         if isinstance(lines, io.TextIOBase):
             files.callback(lines.close)  # a pipe's descriptor is closed by its reader thread
-        out, previous = _open_output(args)
+        out, previous = _open_output(args, filters)
         if out is not sys.stdout.buffer:
             files.callback(out.close)
         view = JobView(total=total, label="fetch")
@@ -92,11 +100,13 @@ async def fetch_command(args: argparse.Namespace) -> int:
                         writer=writer,
                         view=view,
                         report=report,
+                        all_pages=args.all_pages,
                     )
         except asyncio.CancelledError:
             interrupted = True
         finally:
             report.bad_lines, report.duplicates = source.bad, source.duplicates
+            report.empty = source.empty
             report.resumed = source.resumed
     title = "fetch interrupted" if interrupted else "fetch done"
     print_summary(summary_rows(report), title=title, stream=sys.stderr)

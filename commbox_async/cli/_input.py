@@ -1,7 +1,9 @@
 """The fetch job's input: ids from lines or a CSV column, checked. No network, no terminal.
 
-Input is one identity id per line (blank lines and ``#`` comments ignored) or a column of a CSV
-file. A line that is not an id is reported with its number and skipped.
+Input is one identity id per line (blank lines and ``#`` comments ignored, a ``# note`` after
+an id allowed) or a column of a CSV file (an empty cell is skipped and counted). A line that is
+not an id is reported with its number and skipped; a first line that looks like a CSV header,
+when no column was named, stops the job before any request with a hint to use ``--column``.
 """
 
 from __future__ import annotations
@@ -29,19 +31,40 @@ def parse_identity(text: str) -> int | None:
     return value if 0 < value <= INT64_MAX else None
 
 
+# A header names columns: letters. An id line never has one.
+_HEADER = re.compile(r"[A-Za-z_]")
+
+
+def _header_hint(number: int, text: str, delimiter: str) -> str:
+    names = [name.strip() for name in text.split(delimiter)]
+    named = [name for name in names if "id" in name.lower()] or names
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return (
+        f"line {number} ({shown!r}) looks like a header: use --column to name the column of "
+        f"ids, e.g. --column {named[0]!r}"
+    )
+
+
 def iter_records(
     stream: Iterable[str], *, column: str | None = None, delimiter: str = ","
 ) -> Iterator[tuple[int, str]]:
     """(line number, text) of each id in the input, before it is checked.
 
-    Without ``column`` every non-blank line that is not a ``#`` comment is one record. With it,
-    the stream is CSV with a header row, and the record is that column of each row.
+    Without ``column`` every non-blank line that is not a ``#`` comment is one record (a
+    ``# note`` after it is cut off); a first record that looks like a header is an
+    ``InputError``. With ``column``, the stream is CSV with a header row, and the record is that
+    column of each row ("" for an empty cell).
     """
     if column is None:
+        first = True
         for number, line in enumerate(stream, 1):
-            text = line.strip()
-            if text and not text.startswith("#"):
-                yield number, text
+            text = line.partition("#")[0].strip()
+            if not text:
+                continue
+            if first and parse_identity(text) is None and _HEADER.search(text):
+                raise InputError(_header_hint(number, text, delimiter))
+            first = False
+            yield number, text
         return
     reader = csv.DictReader(stream, delimiter=delimiter)
     try:
@@ -69,8 +92,8 @@ class IdSource:
     """The ids to fetch: bad records reported and skipped, done and repeated ids skipped.
 
     ``on_bad(line, text)`` is called for a record that is not an id; ``on_skip()`` for every
-    record that will not be fetched (bad, already done, repeated), so a progress total can
-    shrink to the work that is left.
+    record that will not be fetched (bad, empty, already done, repeated), so a progress total
+    can shrink to the work that is left.
     """
 
     records: Iterable[tuple[int, str]]
@@ -78,12 +101,18 @@ class IdSource:
     on_bad: Callable[[int, str], None] = lambda line, text: None
     on_skip: Callable[[], None] = lambda: None
     bad: int = 0
+    #: Empty CSV cells: a row without an id is skipped, not an error.
+    empty: int = 0
     resumed: int = 0
     duplicates: int = 0
     _seen: set[int] = field(default_factory=set)
 
     def __iter__(self) -> Iterator[int]:
         for line, text in self.records:
+            if not text:
+                self.empty += 1
+                self.on_skip()
+                continue
             ident = parse_identity(text)
             if ident is None:
                 self.bad += 1

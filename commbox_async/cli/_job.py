@@ -11,6 +11,7 @@ from .._client import AsyncCommbox
 from .._errors import AuthenticationError
 from ._errors import CliExit
 from ._output import JobReport, LineWriter, result_line
+from ._paging import fetch_every_page, is_full
 from ._progress import JobView
 
 __all__ = ["run_job"]
@@ -25,12 +26,16 @@ async def run_job(
     writer: LineWriter | None,
     view: JobView,
     report: JobReport,
+    all_pages: bool = False,
 ) -> None:
     """Fan out over ``ids``, writing each result as it completes; fills ``report``."""
     started = time.monotonic()
     try:
-        # fetch_many returns an async generator; aclosing stops its workers on every way out.
-        fan_out = client.fetch_many(ids, concurrency=concurrency, **filters)
+        # An async generator either way; aclosing stops its workers on every way out.
+        if all_pages:
+            fan_out = fetch_every_page(client, ids, concurrency=concurrency, filters=filters)
+        else:
+            fan_out = client.fetch_many(ids, concurrency=concurrency, **filters)
         async with contextlib.aclosing(fan_out) as results:
             async for result in results:
                 if isinstance(result.error, AuthenticationError):
@@ -43,6 +48,16 @@ async def run_job(
                 if writer is not None:
                     writer.write(result_line(result))
                 report.add(result)
+                if result.error is not None:
+                    view.failed(result.identity_id, result.error)
+                elif not all_pages and result.response and is_full(result.response, filters):
+                    report.full_pages += 1
+                    if report.full_pages == 1:
+                        view.warn(
+                            f"identity {result.identity_id}: the page is full "
+                            f"({len(result.response.data)} conversations), there may be more; "
+                            "--all-pages fetches every page (full pages are counted)"
+                        )
                 view.advance(lambda: client.stats)
     finally:
         report.elapsed = time.monotonic() - started

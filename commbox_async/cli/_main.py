@@ -1,10 +1,11 @@
 """The guard around every command: ``main``, the entry point of the ``commbox-async`` command.
 
-This module is the guard around every command: it checks that the extra is installed, parses
-the arguments, runs the command's coroutine with Ctrl-C turned into a clean cancellation, and
-turns every way a command can end into a one-line message and an exit status: 0 all ok,
-1 some identities failed, 2 usage or configuration error, 130 interrupted. No traceback is ever
-printed (a traceback could show the token), and the token is masked in every message.
+It parses the arguments, checks that the extra a command needs is installed, runs the command's
+coroutine with Ctrl-C and SIGTERM turned into a clean cancellation, and turns every way a
+command can end into a one-line message and an exit status: 0 all ok, 1 some identities
+failed, 2 usage or configuration error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+No traceback is ever printed (a traceback could show the token), and the token is masked in
+every message.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from .._errors import AuthenticationError, CommboxError, InvalidArgumentError
-from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliExit
+from ._errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    CliExit,
+    in_cli_terms,
+)
 
 __all__ = ["main"]
 
@@ -57,26 +65,38 @@ def _redacting_parser(secrets: Sequence[str]) -> type[argparse.ArgumentParser]:
     return Parser
 
 
-async def _interruptible(command: Coroutine[Any, Any, int]) -> int:
-    """Run a command; the first Ctrl-C cancels it (clean-up runs), a second one stops at once."""
+#: The signals that end a command cleanly: Ctrl-C, and SIGTERM (docker stop, Kubernetes,
+#: ``timeout``). Each cancels the command, so it ends the same way: whole lines, the summary,
+#: the resume hint.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def _interruptible(command: Coroutine[Any, Any, int], stopped_by: list[int]) -> int:
+    """Run a command; the first stop signal cancels it (clean-up runs), a second one stops at
+    once. The signal that stopped it is appended to ``stopped_by``."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
 
-    def on_sigint() -> None:
-        loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt for a 2nd Ctrl-C
+    def on_signal(signum: int) -> None:
+        for each in _STOP_SIGNALS:  # back to the default action for a second signal
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(each)
+        stopped_by.append(signum)
         task.cancel()
 
     # Not on Windows, nor outside the main thread: Ctrl-C is then a plain KeyboardInterrupt.
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    for signum in _STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal, signum)
     try:
         return await command
     except asyncio.CancelledError:
         raise CliExit("interrupted", EXIT_INTERRUPTED) from None
     finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
+        for signum in _STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
 
 
 _Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -125,16 +145,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say(f"--uvloop needs the 'uvloop' extra: {UVLOOP_HINT}", secrets)
             return EXIT_USAGE
         run = uvloop.run
+    stopped_by: list[int] = []
     try:
-        return run(_interruptible(command(args)))
+        return run(_interruptible(command(args), stopped_by))
     except CliExit as exc:
+        if exc.status == EXIT_INTERRUPTED and signal.SIGTERM in stopped_by:
+            _say(exc.message.replace("interrupted", "terminated", 1), secrets)
+            return EXIT_TERMINATED
         _say(exc.message, secrets)
         return exc.status
     except (KeyboardInterrupt, asyncio.CancelledError):
         _say("interrupted", secrets)
         return EXIT_INTERRUPTED
     except (InvalidArgumentError, AuthenticationError) as exc:
-        _say(str(exc), secrets)
+        _say(in_cli_terms(str(exc)), secrets)
         return EXIT_USAGE
     except CommboxError as exc:
         _say(str(exc), secrets)

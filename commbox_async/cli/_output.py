@@ -89,6 +89,10 @@ class JobReport:
     bad_lines: int = 0
     duplicates: int = 0
     resumed: int = 0
+    #: Empty CSV cells skipped (not bad lines: a row without an id is not an error).
+    empty: int = 0
+    #: Identities whose page was full, so that more pages may exist (without --all-pages).
+    full_pages: int = 0
     stats: StatsSnapshot | None = None
 
     def add(self, result: FetchResult) -> None:
@@ -108,8 +112,8 @@ class JobReport:
         return self.ok + self.failed
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n:,} " + (noun if n == 1 else plural or noun + "s")
 
 
 def _ms(value: float | None) -> str:
@@ -141,7 +145,12 @@ def summary_rows(report: JobReport) -> list[tuple[str, str]]:
                 f"{stats.requests:,} ({stats.retries:,} retries, {stats.throttled:,} answered 429)",
             )
         )
+    if report.full_pages:
+        many = _count(report.full_pages, "identity", "identities")
+        rows.append(("full pages", f"{many} may have more conversations: add --all-pages"))
     skipped = []
+    if report.empty:
+        skipped.append(_count(report.empty, "empty cell"))
     if report.resumed:
         skipped.append(f"{report.resumed:,} already in the output")
     if report.duplicates:

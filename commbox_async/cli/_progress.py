@@ -1,7 +1,8 @@
 """The terminal side of a job: the progress bar, warnings and the summary table (rich).
 
 The bar is drawn on stderr and only when stderr is a terminal, so NDJSON on stdout and logs
-stay clean. Warnings go through the same console, so they print above a live bar.
+stay clean. Warnings go through the same console, so they print above a live bar; the first
+failure of each kind is one, so that a failing job shows it in a log too, not only at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from .._errors import CommboxError
 from .._stats import StatsSnapshot
 
 __all__ = ["JobView", "print_summary"]
@@ -42,6 +44,14 @@ class _RateColumn(ProgressColumn):
         return Text("-/s" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
 
 
+class _FailedColumn(ProgressColumn):
+    """Identities that failed so far, red once there is one: a failing job must look it."""
+
+    def render(self, task: Task) -> Text:
+        failed: int = task.fields["failed"]
+        return Text(f"failed {failed:,}", style="bold red" if failed else "progress.data.speed")
+
+
 class JobView:
     """Progress and warnings of one job; a no-op bar when stderr is not a terminal."""
 
@@ -53,6 +63,7 @@ class JobView:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            _FailedColumn(),
             _RateColumn(),
             TextColumn("retries {task.fields[retries]}"),
             TextColumn("429s {task.fields[throttled]}"),
@@ -64,9 +75,11 @@ class JobView:
             transient=False,
             speed_estimate_period=5.0,
         )
-        self._task = self._progress.add_task(label, total=total, retries=0, throttled=0)
+        self._task = self._progress.add_task(label, total=total, retries=0, throttled=0, failed=0)
         self._total = total
         self._warnings = 0
+        self._failed = 0
+        self._failed_kinds: set[str] = set()
         self._stats_at = 0.0
 
     def __enter__(self) -> JobView:
@@ -91,6 +104,17 @@ class JobView:
             self.warn(f"line {line}: {shown!r} is not an identity id; skipped")
         elif self._warnings == MAX_WARNINGS + 1:
             self.warn("more bad lines: counted in the summary, not shown")
+
+    def failed(self, identity_id: object, error: CommboxError) -> None:
+        """Count a failed identity; the first failure of each kind is also shown, at once."""
+        self._failed += 1
+        self._progress.update(self._task, failed=self._failed)
+        if error.kind not in self._failed_kinds:
+            self._failed_kinds.add(error.kind)
+            self.warn(
+                f"identity {identity_id} failed: {error} ({error.kind}); further {error.kind} "
+                "failures are counted"
+            )
 
     def skip(self) -> None:
         """One input record will not be fetched: the total shrinks by one."""

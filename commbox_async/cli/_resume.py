@@ -3,6 +3,9 @@
 ``scan_output`` reads an NDJSON file written by an earlier run so that ``--resume`` skips the
 ids it holds; an incomplete last line (the run was killed mid-write) is cut off, so that its id
 is fetched again and never appears twice.
+
+A job's filters are recorded next to its output (``FILE.job.json``, by ``record_job``), and
+``check_job`` refuses a resume whose filters differ: one file never mixes two queries.
 """
 
 from __future__ import annotations
@@ -15,7 +18,70 @@ import msgspec
 
 from ._errors import InputError
 
-__all__ = ["Previous", "scan_output"]
+__all__ = ["Previous", "check_job", "job_path", "record_job", "scan_output"]
+
+
+class _Job(msgspec.Struct, forbid_unknown_fields=False):
+    """What a job asked the API, recorded next to its output."""
+
+    filters: dict[str, Any]
+    all_pages: bool = False
+
+
+def job_path(output: str) -> str:
+    """Where the job's filters are recorded."""
+    return f"{output}.job.json"
+
+
+def _job(filters: dict[str, Any], all_pages: bool) -> _Job:
+    # Through JSON and back, so that a tuple and the list it is read back as compare equal.
+    plain = msgspec.json.decode(msgspec.json.encode(filters))
+    return _Job(filters=plain, all_pages=all_pages)
+
+
+def _flags(job: _Job) -> str:
+    parts = [f"--{name.replace('_', '-')} {_value(value)}" for name, value in job.filters.items()]
+    if job.all_pages:
+        parts.append("--all-pages")
+    return " ".join(parts) or "no filters"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def record_job(output: str, filters: dict[str, Any], *, all_pages: bool) -> None:
+    """Write the job's filters next to its output (replacing any older record)."""
+    path = job_path(output)
+    temporary = f"{path}.tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(msgspec.json.encode(_job(filters, all_pages), order="sorted") + b"\n")
+    os.replace(temporary, path)
+
+
+def check_job(output: str, filters: dict[str, Any], *, all_pages: bool) -> None:
+    """Refuse to resume ``output`` with filters other than the ones it was written with."""
+    path = job_path(output)
+    try:
+        with open(path, "rb") as handle:
+            recorded = msgspec.json.decode(handle.read(), type=_Job)
+    except FileNotFoundError:
+        raise InputError(
+            f"cannot check that --resume asks what the job in {output} asked: {path} (its "
+            "record of the filters) is missing; write to a new file"
+        ) from None
+    except msgspec.DecodeError:
+        raise InputError(f"{path} is not a job record of commbox-async") from None
+    wanted = _job(filters, all_pages)
+    if recorded != wanted:
+        raise InputError(
+            f"--resume with other filters than the job in {output}: it ran with "
+            f"{_flags(recorded).replace('statuses', 'status')}, this run has "
+            f"{_flags(wanted).replace('statuses', 'status')}; "
+            "use the same filters, or write to a new file"
+        )
 
 
 class _Head(msgspec.Struct):

@@ -16,11 +16,16 @@ what reached it.
         async with AsyncCommbox(token=server.token, base_url=server.url) as commbox:
             ...
 
-From a shell: ``python -m commbox_async.testing --port 8080`` (or ``commbox-async mock``).
-With pytest: ``pytest_plugins = ["commbox_async.testing"]`` gives a ``fake_commbox`` fixture.
+``server.client()`` is an ``AsyncCommbox`` for the server with fast test settings
+(``fast_client_settings``: no real rate limit, no real back-off waits).
+
+From a shell: ``commbox-async mock`` (or ``python -m commbox_async.testing``). With pytest
+(``pip install 'commbox-async[testing]'``): ``pytest_plugins = ["commbox_async.testing"]``
+gives the ``fake_commbox`` and ``fake_commbox_factory`` fixtures (see ``plugin``).
 
 The parts: ``_server`` (the app and its request log), ``_faults`` (the fault table),
-``_data`` (pages and error bodies), ``_throttling``, ``_clock``, ``_sockets`` and ``plugin``.
+``_data`` (pages and error bodies), ``_throttling``, ``_clock``, ``_sockets``, ``_settings``
+(the client's test settings) and ``plugin``.
 """
 
 from __future__ import annotations
@@ -38,12 +43,15 @@ from ._faults import (
     Faults,
 )
 from ._server import FakeCommbox, RequestRecord
+from ._settings import FAST_RATE_LIMIT, FAST_RETRIES, fast_client_settings
 from ._sockets import Blackhole, unused_port
 from ._throttling import Throttling
 
 __all__ = [
     "ABSURD_RETRY_AFTER",
     "DEFAULT_FAULT_KINDS",
+    "FAST_RATE_LIMIT",
+    "FAST_RETRIES",
     "FAULT_KINDS",
     "PERMANENT_FAULTS",
     "TRANSIENT_FAULTS",
@@ -54,6 +62,7 @@ __all__ = [
     "Throttling",
     "VirtualClock",
     "conversation",
+    "fast_client_settings",
     "unread_of",
     "unused_port",
 ]
@@ -62,4 +71,4 @@ __all__ = [
 # fixtures are visible here too; without pytest-asyncio (a server run from the shell) they are
 # simply absent.
 with contextlib.suppress(ImportError):  # pytest is a test-time dependency only
-    from .plugin import fake_commbox  # noqa: F401
+    from .plugin import fake_commbox, fake_commbox_factory  # noqa: F401

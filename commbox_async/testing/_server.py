@@ -19,8 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .._client import AsyncCommbox
 from ._data import error_body, page_body
 from ._faults import Faults, inject, json_error
+from ._settings import fast_client_settings
 from ._sockets import Listener
 from ._throttling import Bucket, Throttling
 
@@ -128,6 +130,15 @@ class FakeCommbox:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def client(self, **settings: Any) -> AsyncCommbox:
+        """A client for this server with fast test settings (``fast_client_settings``).
+
+        Use it with ``async with``; ``settings`` are any other ``AsyncCommbox`` options, and
+        replace the fast ones they name.
+        """
+        options = fast_client_settings(**settings)
+        return AsyncCommbox(token=self.token, base_url=self.url, **options)
 
     @property
     def listening(self) -> bool:
