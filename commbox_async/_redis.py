@@ -20,10 +20,13 @@ Every process (gunicorn worker, job worker, host) that builds a ``RedisLimiter``
   server provably accepted (``slots / (episode + pause)``: its bucket was empty when the last
   pause began). Every ``PROBE_INTERVAL`` quiet seconds the rate moves up to the geometric mean
   of the last quiet rate and the lowest rate that drained the server (bisection), or by 25 %
-  when none is known, never above ``max_rate``. It is simpler than the in-process
-  ``RateEstimator``, which replays every attempt's send time and outcome and keeps its state
-  between drains: across processes only the scheduler sees every slot, so a rule that needs
-  nothing else lives there, in the one atomic script, and no process owns the estimate.
+  when none is known, never above ``max_rate``. The in-process ``PacingModel`` reads every
+  attempt's send time and outcome; across processes only the scheduler sees every slot and
+  each process sees its share of the outcomes. Running the model in each process on its share
+  (readings scaled by it, the process that saw the last 429 owning the rate) was tried and
+  measured: 4 processes, 800 ids against 100 req/s, 1,000 req/s configured, took 28 s against
+  14.6 s with this rule, so the rate rule stays here, in the one atomic script. The pause rules
+  are ``PausePolicy``'s, the same object the in-process limiter and the retry decision use.
 
 If Redis cannot be reached (short socket timeouts, no retries inside redis-py), the process logs
 one warning and falls back to a ``LocalLimiter`` at ``fallback_rate`` (default ``max_rate /
