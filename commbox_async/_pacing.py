@@ -180,7 +180,7 @@ class PacingModel:
     MIN_FIT_SPAN = 0.3  # seconds since the restart needed for a bucket fit
     DECISION_GAP = 0.25  # seconds between two decisions (429s without pauses come in floods)
     FLOOD_SHARE = 0.5  # a share of 429s this high, with no pause, halves the rate at once
-    FLOOD_GAP = 0.03  # seconds between two such halvings
+    FLOOD_GAP = 0.015  # seconds between two such halvings
     GOOD_MEMORY = 60.0  # seconds a rate that ran quietly is remembered for recovery
     LOG_SPAN = 30.0  # seconds of attempts kept
 
