@@ -157,89 +157,68 @@ def _call(deadline: float = 300.0) -> CallState:
     return CallState(1, URL("http://127.0.0.1/x"), deadline, 0.0)
 
 
+class _Top(random.Random):
+    """Full jitter at its ceiling, so that a back-off is exactly known."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def _delays(
+    call: CallState,
+    errors: list[Exception],
+    config: Retries,
+    *,
+    answered: list[int] | None = None,
+    pause: float = 0.0,
+) -> list[float | None]:
+    """The retry decision's delay for each error in turn (None: the call ends)."""
+    budget, rng = RetryBudget(0.5, 10), _Top()
+    out = []
+    for i, exc in enumerate(errors):
+        accepted = answered[i] if answered is not None else 0
+        assert isinstance(exc, (RateLimitError, ServerError))
+        decision = decide_retry(
+            call, exc, config, budget, rng, now=0.0, pause_remaining=pause, accepted_total=accepted
+        )
+        out.append(decision.delay)
+    return out
+
+
+def _throttled(n: int) -> list[Exception]:
+    return [RateLimitError("HTTP 429", status=429) for _ in range(n)]
+
+
 def test_a_429_never_ends_a_call_while_the_server_answers_others() -> None:
     """100 429s in a row for one call, with other answers in between: still retried."""
-    call, cfg = _call(), Retries(throttled_tries=5)
-    budget, rng = RetryBudget(0.5, 10), random.Random(1)
-    for answered in range(100):
-        exc = RateLimitError("HTTP 429", status=429)
-        decision = decide_retry(
-            call, exc, cfg, budget, rng, now=0.0, pause_remaining=0.0, accepted_total=answered
-        )
-        assert decision.delay is not None
+    delays = _delays(
+        _call(), _throttled(100), Retries(throttled_tries=5), answered=list(range(100))
+    )
+    assert None not in delays
 
 
 def test_429s_with_nothing_else_answered_end_the_call() -> None:
     """throttled_tries 429s in a row while nothing else gets through: the call ends."""
-    call, cfg = _call(), Retries(throttled_tries=5)
-    budget, rng = RetryBudget(0.5, 10), random.Random(1)
-    delays = []
-    for _ in range(4):
-        exc = RateLimitError("HTTP 429", status=429)
-        d = decide_retry(
-            call, exc, cfg, budget, rng, now=0.0, pause_remaining=0.0, accepted_total=0
-        )
-        delays.append(d.delay)
-    exc = RateLimitError("HTTP 429", status=429)
-    d = decide_retry(call, exc, cfg, budget, rng, now=0.0, pause_remaining=0.0, accepted_total=0)
-    assert d.delay is None and "in a row" in d.why
-    assert all(x is not None for x in delays)
+    delays = _delays(_call(), _throttled(5), Retries(throttled_tries=5))
+    assert delays[-1] is None and None not in delays[:-1]
 
 
 def test_repeated_429s_without_pause_back_off() -> None:
     """Retry-After: 0 again and again: the call's own back-off ceiling doubles each time."""
-
-    class Top(random.Random):
-        def uniform(self, a: float, b: float) -> float:
-            return b
-
-    call, cfg = _call(), Retries(throttled_tries=30, max_delay=20.0)
-    delays = []
-    for _ in range(6):
-        exc = RateLimitError("HTTP 429", status=429)
-        d = decide_retry(
-            call,
-            exc,
-            cfg,
-            RetryBudget(0.5, 10),
-            Top(),
-            now=0.0,
-            pause_remaining=0.0,
-            accepted_total=0,
-        )
-        delays.append(d.delay)
+    delays = _delays(_call(), _throttled(6), Retries(throttled_tries=30, max_delay=20.0))
     assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
 
 
 def test_a_pause_past_the_deadline_ends_the_call() -> None:
     """The shared pause counts toward the call's deadline."""
-    call = _call(deadline=5.0)
-    exc = RateLimitError("HTTP 429", status=429)
-    d = decide_retry(
-        call,
-        exc,
-        Retries(),
-        RetryBudget(0.5, 10),
-        random.Random(1),
-        now=0.0,
-        pause_remaining=6.0,
-        accepted_total=0,
-    )
-    assert d.delay is None and "deadline" in d.why
+    assert _delays(_call(deadline=5.0), _throttled(1), Retries(), pause=6.0) == [None]
 
 
 def test_other_failures_stop_after_tries() -> None:
     """A 503 is retried tries-1 times, then ends the call."""
-    call, cfg = _call(), Retries(tries=3, base_delay=0.0, max_delay=0.0)
-    budget, rng = RetryBudget(0.5, 10), random.Random(1)
-    results = []
-    for _ in range(3):
-        exc = ServerError("HTTP 503", status=503)
-        d = decide_retry(
-            call, exc, cfg, budget, rng, now=0.0, pause_remaining=0.0, accepted_total=0
-        )
-        results.append(d.delay)
-    assert results[:2] == [0.0, 0.0] and results[2] is None
+    errors: list[Exception] = [ServerError("HTTP 503", status=503) for _ in range(3)]
+    delays = _delays(_call(), errors, Retries(tries=3, base_delay=0.0, max_delay=0.0))
+    assert delays == [0.0, 0.0, None]
 
 
 # --- one throttle verdict, over real sockets ---------------------------------------------------
