@@ -4,6 +4,7 @@ Conversations of a user identity, with the real-time count of unread chat messag
 conversation and in total; for one identity, or fanned out over millions under one rate limit.
 """
 
+from ._cache import Cache
 from ._client import AsyncCommbox, FanOutError, FanOutProgress, FetchResult
 from ._config import DEFAULT_BASE_URL, PoolConfig, RateLimit, Retries, Timeout
 from ._errors import (
@@ -49,6 +50,7 @@ __all__ = [
     "AsyncCommbox",
     "AuthenticationError",
     "BadRequestError",
+    "Cache",
     "Child",
     "ClientClosedError",
     "CommboxAPIError",

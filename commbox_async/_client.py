@@ -32,6 +32,7 @@ import backoff
 import msgspec
 from yarl import URL
 
+from ._cache import Cache
 from ._config import (
     DEFAULT_BASE_URL,
     PoolConfig,
@@ -52,6 +53,7 @@ from ._errors import (
     RateLimitError,
 )
 from ._fanout import FanOutError, FanOutProgress, FetchResult, fan_out
+from ._inflight import InFlight
 from ._models import UserObject, UserObjectsPage
 from ._protocol import (
     MAX_PAGE_SIZE,
@@ -122,6 +124,8 @@ class AsyncCommbox:
         verify_tls: bool = True,
         user_agent: str | None = None,
         rng: random.Random | None = None,
+        cache: Cache | None = None,
+        share_calls: bool = True,
     ) -> None:
         token = token if token is not None else os.environ.get("COMMBOX_TOKEN")
         if token is None:
@@ -140,6 +144,15 @@ class AsyncCommbox:
         if not isinstance(verify_tls, bool):
             raise InvalidArgumentError("verify_tls must be a bool")
         self._verify_tls = verify_tls
+        if cache is not None and not isinstance(cache, Cache):
+            raise InvalidArgumentError("cache must be a Cache (or None: no cache)")
+        if not isinstance(share_calls, bool):
+            raise InvalidArgumentError("share_calls must be a bool")
+        self._cache = cache
+        self._share_calls = share_calls
+        self._in_flight: InFlight[tuple[int, str], UserObjectsPage] = InFlight(
+            lambda: ClientClosedError("this AsyncCommbox was closed during the call")
+        )
         self._headers = build_headers(token, user_agent or f"commbox-async/{__version__}")
         # Headers go with every request only on a caller's session; an owned session carries
         # them as its defaults, which spares aiohttp a merge per request (about 2 us).
@@ -229,7 +242,7 @@ class AsyncCommbox:
         if self._state == "closed":
             return
         self._state = "closed"
-        tasks = list(self._tasks)
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._in_flight.cancel_all()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -250,6 +263,11 @@ class AsyncCommbox:
         self._check_open()
         assert self._limiter is not None
         return self._limiter
+
+    @property
+    def cache(self) -> Cache | None:
+        """The page cache given as ``cache=`` (None: no cache)."""
+        return self._cache
 
     @property
     def stats(self) -> StatsSnapshot:
@@ -277,19 +295,71 @@ class AsyncCommbox:
         )
 
     async def get_user_objects(
-        self, identity_id: int, *, deadline: float | None = None, **filters: Any
+        self,
+        identity_id: int,
+        *,
+        deadline: float | None = None,
+        cache: bool = True,
+        **filters: Any,
     ) -> UserObjectsPage:
         """One page of an identity's conversations with unread counts.
 
         ``filters`` are the fields of ``Query`` (``page_size``, ``page_number``, ``statuses``,
         ``include_childs``...). ``deadline`` bounds the whole call in seconds, retries included
         (default: ``retries.max_time``). Raises a ``CommboxError`` subclass on failure.
+
+        Concurrent calls for the same identity and filters make one request and all get its
+        page (the same object: treat it as read-only) or its error; cancelling one caller does
+        not cancel the request for the others. With the client's ``cache=``, a fresh cached
+        page is returned without a request; ``cache=False`` skips the lookup for this call
+        (its page still refreshes the cache).
         """
         ident = check_identity_id(identity_id)
         query_string = _encode(Query.from_filters(filters))
         limit = _check_deadline(deadline, self._retries.max_time)
+        if not isinstance(cache, bool):
+            raise InvalidArgumentError("cache must be a bool")
         self._check_open()
-        return await self._request(ident, query_string, limit)
+        return await self._shared_request(ident, query_string, limit, cache)
+
+    def _shared_request(
+        self, identity_id: int, query_string: str, deadline: float, use_cache: bool = True
+    ) -> Coroutine[Any, Any, UserObjectsPage]:
+        """A call through the cache and the shared in-flight calls (when they are on)."""
+        if self._cache is None and not self._share_calls:
+            return self._request(identity_id, query_string, deadline)
+        return self._shared(identity_id, query_string, deadline, use_cache)
+
+    async def _shared(
+        self, identity_id: int, query_string: str, deadline: float, use_cache: bool
+    ) -> UserObjectsPage:
+        key = (identity_id, query_string)
+        cache = self._cache
+        if cache is not None and use_cache:
+            page = cache.get(key)
+            if page is not None:
+                return page
+        if not self._share_calls:
+            return await self._fetch_and_keep(key, deadline)
+        try:
+            # A joiner's own deadline bounds its wait only when it is shorter than the default
+            # (wait_for costs a little, and a default-deadline call ends by then anyway).
+            timeout = deadline if deadline < self._retries.max_time else None
+            return await self._in_flight.run(
+                key, lambda: self._fetch_and_keep(key, deadline), timeout=timeout
+            )
+        except asyncio.TimeoutError:
+            # This caller joined a call with a later deadline, and its own passed first.
+            raise CommboxTimeoutError(
+                f"deadline of {deadline:g} s passed waiting for a shared call",
+                identity_id=identity_id,
+            ) from None
+
+    async def _fetch_and_keep(self, key: tuple[int, str], deadline: float) -> UserObjectsPage:
+        page = await self._request(key[0], key[1], deadline)
+        if self._cache is not None:
+            self._cache.put(key, page)
+        return page
 
     def _request(
         self, identity_id: int, query_string: str, deadline: float
@@ -533,6 +603,27 @@ class AsyncCommbox:
         and releases their connections; use ``contextlib.aclosing`` to make that happen at the
         ``break``. Arguments are checked here, when it is called, before any request.
         """
+        return self._fetch_many(
+            identity_ids,
+            concurrency=concurrency,
+            dedupe=dedupe,
+            on_progress=on_progress,
+            deadline=deadline,
+            shared=False,
+            filters=filters,
+        )
+
+    def _fetch_many(
+        self,
+        identity_ids: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int,
+        dedupe: bool,
+        on_progress: Callable[[FanOutProgress], None] | None,
+        deadline: float | None,
+        shared: bool,
+        filters: dict[str, Any],
+    ) -> AsyncGenerator[FetchResult, None]:
         query_string = _encode(Query.from_filters(filters))
         limit = _check_deadline(deadline, self._retries.max_time)
         if (
@@ -549,7 +640,9 @@ class AsyncCommbox:
             raise InvalidArgumentError("on_progress must be callable")
         self._check_open()
         # A partial, not a wrapper coroutine: one frame less on every resume of every request.
-        request = functools.partial(self._request, query_string=query_string, deadline=limit)
+        # (A job's fan-out skips the cache and the shared calls: its ids are distinct.)
+        method = self._shared_request if shared else self._request
+        request = functools.partial(method, query_string=query_string, deadline=limit)
         return fan_out(
             identity_ids,
             request,
@@ -572,11 +665,22 @@ class AsyncCommbox:
 
         With ``raise_on_error`` (the default) any failure raises ``FanOutError`` carrying the
         counts that did arrive and the errors by identity; otherwise failed identities are left
-        out of the dict, so a failure never reads as zero unread.
+        out of the dict, so a failure never reads as zero unread. Unlike ``fetch_many`` it goes
+        through the client's cache and shares in-flight calls, as ``get_user_objects`` does: a
+        web app asks for the same badges again and again.
         """
         counts: dict[int, int] = {}
         errors: dict[Any, CommboxError] = {}
-        async for result in self.fetch_many(identity_ids, concurrency=concurrency, **filters):
+        results = self._fetch_many(
+            identity_ids,
+            concurrency=concurrency,
+            dedupe=False,
+            on_progress=None,
+            deadline=None,
+            shared=True,
+            filters=filters,
+        )
+        async for result in results:
             if result.response is not None:
                 counts[result.identity_id] = result.response.unread_total
             elif result.error is not None:
