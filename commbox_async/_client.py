@@ -18,6 +18,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Coroutine,
     Generator,
@@ -69,6 +70,7 @@ from ._protocol import (
 from ._stats import ClientStats, StatsSnapshot
 from ._throttle import Limiter, LocalLimiter, RetryBudget
 from ._version import __version__
+from ._watch import Watch, WatchState, check_ids
 
 __all__ = ["AsyncCommbox", "FanOutError", "FanOutProgress", "FetchResult"]
 
@@ -688,6 +690,84 @@ class AsyncCommbox:
         if errors and raise_on_error:
             raise FanOutError(counts, errors)
         return counts
+
+    # --- watching for changes ----------------------------------------------------------------
+    def watch(
+        self,
+        identity_ids: Iterable[Any],
+        *,
+        share: float = 0.5,
+        state: WatchState | bytes | None = None,
+        concurrency: int = 32,
+        hot_window: float = 300.0,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        **filters: Any,
+    ) -> Watch:
+        """Poll identities and yield what changed: ``async for change in commbox.watch(ids):``.
+
+        Polls use at most ``share`` (0 to 1] of the limiter's current rate, each through the
+        client's limiter and retries, so every identity is polled about once per cycle of
+        ``len(ids) / (share x rate)`` seconds; identities that changed within ``hot_window``
+        seconds are polled more often. The first poll of an identity sets its baseline and
+        yields nothing; after that each poll yields typed changes (``NewConversation``,
+        ``UnreadUp``, ``UnreadDown``, ``ConversationClosed``), and a failed poll yields a
+        ``PollFailed`` value instead of raising. ``state`` (from ``Watch.state()``, or its
+        ``encode()``d bytes) restores what a previous run saw, so a restart yields only what
+        changed meanwhile. ``filters`` are ``Query``'s; by default a poll asks for the largest
+        page without children (``page_size=100, include_childs=False``). ``clock`` and
+        ``sleep`` pace the polls (inject them in tests). Stop it with ``aclose()`` or
+        ``async with``; closing the client stops it too.
+        """
+        ids = check_ids(identity_ids)
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise InvalidArgumentError("share must be a number in (0, 1]")
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= 10_000
+        ):
+            raise InvalidArgumentError("concurrency must be an int between 1 and 10000")
+        if (
+            isinstance(hot_window, bool)
+            or not isinstance(hot_window, (int, float))
+            or not 0 <= hot_window < 1e9
+        ):
+            raise InvalidArgumentError("hot_window must be a number of seconds >= 0")
+        if not callable(clock) or not callable(sleep):
+            raise InvalidArgumentError("clock and sleep must be callable")
+        limit = _check_deadline(deadline, self._retries.max_time)
+        filters = {"page_size": MAX_PAGE_SIZE, "include_childs": False, **filters}
+        query = Query.from_filters(filters)
+        query_string = _encode(query)
+        if isinstance(state, bytes):
+            state = WatchState.decode(state)
+        if state is not None:
+            if not isinstance(state, WatchState):
+                raise InvalidArgumentError("state must be a WatchState or its encoded bytes")
+            if state.query != query_string:
+                raise InvalidArgumentError(
+                    "state was saved by a watch with other filters; it cannot be reused here"
+                )
+        self._check_open()
+        limiter = self._limiter
+        assert limiter is not None
+        return Watch(
+            ids,
+            functools.partial(self._request, query_string=query_string, deadline=limit),
+            rate=lambda: limiter.current_rate,
+            share=float(share),
+            concurrency=concurrency,
+            query=query_string,
+            page_size=query.page_size or MAX_PAGE_SIZE,
+            hot_window=float(hot_window),
+            state=state,
+            tasks=self._tasks,
+            closed=lambda: self._state == "closed",
+            clock=clock,
+            sleep=sleep,
+        )
 
 
 def _encode(query: Query) -> str:
