@@ -317,12 +317,13 @@ class AsyncCommbox:
         (its page still refreshes the cache).
         """
         ident = check_identity_id(identity_id)
-        query_string = _encode(Query.from_filters(filters))
+        # No filters is the common web case: skip building and encoding an empty Query.
+        query_string = _encode(Query.from_filters(filters)) if filters else ""
         limit = _check_deadline(deadline, self._retries.max_time)
         if not isinstance(cache, bool):
             raise InvalidArgumentError("cache must be a bool")
         self._check_open()
-        return await self._shared_request(ident, query_string, limit, cache)
+        return await self._shared(ident, query_string, limit, cache)
 
     def _shared_request(
         self, identity_id: int, query_string: str, deadline: float, use_cache: bool = True
@@ -343,19 +344,25 @@ class AsyncCommbox:
                 return page
         if not self._share_calls:
             return await self._fetch_and_keep(key, deadline)
+        shared, waiter, joined = self._in_flight.join(
+            key, lambda: self._fetch_and_keep(key, deadline)
+        )
         try:
             # A joiner's own deadline bounds its wait only when it is shorter than the default
             # (wait_for costs a little, and a default-deadline call ends by then anyway).
-            timeout = deadline if deadline < self._retries.max_time else None
-            return await self._in_flight.run(
-                key, lambda: self._fetch_and_keep(key, deadline), timeout=timeout
-            )
+            if joined and deadline < self._retries.max_time:
+                return await asyncio.wait_for(waiter, deadline)
+            return await waiter
         except asyncio.TimeoutError:
+            self._in_flight.leave(key, shared, waiter)
             # This caller joined a call with a later deadline, and its own passed first.
             raise CommboxTimeoutError(
                 f"deadline of {deadline:g} s passed waiting for a shared call",
                 identity_id=identity_id,
             ) from None
+        except asyncio.CancelledError:
+            self._in_flight.leave(key, shared, waiter)
+            raise
 
     async def _fetch_and_keep(self, key: tuple[int, str], deadline: float) -> UserObjectsPage:
         page = await self._request(key[0], key[1], deadline)

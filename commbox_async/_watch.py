@@ -50,7 +50,7 @@ CLOSED_STATUSES = frozenset(
     {ObjectStatus.RESOLVED, ObjectStatus.IRRELEVANT, ObjectStatus.DELETED, ObjectStatus.ARCHIVE}
 )
 #: The fraction of polls spent on recently changed identities (when there are any).
-HOT_SHARE = 0.05
+HOT_SHARE = 0.03
 #: At most this many identities count as recently changed (the oldest change drops out).
 MAX_HOT = 1000
 
