@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ._stats import StatsSnapshot
+from .._stats import StatsSnapshot
 
 __all__ = ["JobView", "print_summary"]
 

@@ -1,4 +1,4 @@
-"""The ``commbox-async`` command (also ``python -m commbox_async``); needs the ``cli`` extra.
+"""The guard around every command: ``main``, the entry point of the ``commbox-async`` command.
 
 This module is the guard around every command: it checks that the extra is installed, parses
 the arguments, runs the command's coroutine with Ctrl-C turned into a clean cancellation, and
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
-from ._cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliExit
-from ._errors import AuthenticationError, CommboxError, InvalidArgumentError
+from .._errors import AuthenticationError, CommboxError, InvalidArgumentError
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliExit
 
 __all__ = ["main"]
 
@@ -79,33 +79,44 @@ async def _interruptible(command: Coroutine[Any, Any, int]) -> int:
             loop.remove_signal_handler(signal.SIGINT)
 
 
-def _commands() -> dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]]:
-    # Imported here: these modules import rich, which only the 'cli' extra installs.
-    from ._cli_commands import demo_command, get_command, mock_command
-    from ._cli_fetch import fetch_command
+_Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
-    return {
-        "get": get_command,
-        "fetch": fetch_command,
-        "mock": mock_command,
-        "demo": demo_command,
-    }
+
+def _command(name: str) -> _Command:
+    # Imported here, one command's module only: most import rich (the 'cli' extra), and only
+    # mock and demo import the fake server (aiohttp.web and the rest of commbox_async.testing).
+    if name == "get":
+        from ._get import get_command
+
+        return get_command
+    if name == "fetch":
+        from ._fetch import fetch_command
+
+        return fetch_command
+    if name == "mock":
+        from ._mock import mock_command
+
+        return mock_command
+    from ._demo import demo_command
+
+    return demo_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     secrets = _secrets(args_list)
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        _say(f"the command line needs the 'cli' extra: {INSTALL_HINT}", secrets)
-        return EXIT_USAGE
-    from ._cli_args import build_parser
+    from ._args import build_parser
 
     parser = build_parser(parser_class=_redacting_parser(secrets))
     args = parser.parse_args(args_list)
-    command = _commands()[args.command]
+    try:
+        command = _command(args.command)
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "rich":
+            raise
+        _say(f"the command line needs the 'cli' extra: {INSTALL_HINT}", secrets)
+        return EXIT_USAGE
     run: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     if args.uvloop:
         try:

@@ -1,4 +1,4 @@
-"""``get``, ``mock`` and ``demo``: one identity, the fake server, and the job against it."""
+"""``commbox-async demo``: a fetch job against an in-process fake server that throttles."""
 
 from __future__ import annotations
 
@@ -8,26 +8,14 @@ import secrets
 import sys
 from typing import BinaryIO
 
-import msgspec
-from rich.console import Console
+from .._client import AsyncCommbox
+from ..testing import DEFAULT_FAULT_KINDS, FakeCommbox, Faults, Throttling
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliExit
+from ._job import run_job
+from ._output import JobReport, LineWriter, summary_rows
+from ._progress import JobView, print_summary
 
-from ._cli_args import client_options, filters_from_args
-from ._cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliExit
-from ._cli_fetch import require_token, run_job
-from ._cli_output import JobReport, LineWriter, summary_rows
-from ._cli_progress import JobView, print_summary
-from ._client import AsyncCommbox
-from ._errors import AuthenticationError, CommboxError, InvalidArgumentError
-from .testing import (
-    DEFAULT_FAULT_KINDS,
-    FakeCommbox,
-    Faults,
-    Throttling,
-    serve_forever,
-    server_from_args,
-)
-
-__all__ = ["demo_command", "get_command", "mock_command"]
+__all__ = ["demo_command"]
 
 #: The server's random faults: 5xx, resets, cut and empty bodies, slow answers, all retried.
 #: Its 429s come from the throttle alone, as a real server's would.
@@ -36,58 +24,12 @@ DEMO_FAULTS = tuple(kind for kind in DEFAULT_FAULT_KINDS if kind != "429")
 DEMO_FIRST_ID = 558_000
 
 
-async def get_command(args: argparse.Namespace) -> int:
-    filters = filters_from_args(args)
-    async with AsyncCommbox(require_token(args), **client_options(args)) as client:
-        try:
-            page = await client.get_user_objects(args.identity_id, **filters)
-        except AuthenticationError as exc:
-            raise CliExit(
-                f"the server refused the token ({exc.message}); check COMMBOX_TOKEN"
-            ) from None
-        except InvalidArgumentError:
-            raise  # a bad filter: a usage error
-        except CommboxError as exc:
-            raise CliExit(str(exc), EXIT_FAILED) from None
-    data = msgspec.json.encode(page)
-    if args.output:
-        _write_file(args.output, data + b"\n")
-    elif sys.stdout.isatty():
-        Console(highlight=False).print_json(data.decode())
-    else:
-        sys.stdout.buffer.write(data + b"\n")
-        sys.stdout.flush()
-    return EXIT_OK
-
-
-def _write_file(path: str, data: bytes) -> None:
-    try:
-        with open(path, "wb") as out:
-            out.write(data)
-    except OSError as exc:
-        raise CliExit(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 def _open_lines(path: str) -> BinaryIO:
     """An unbuffered file for whole NDJSON lines (see ``LineWriter``)."""
     try:
         return open(path, "wb", buffering=0)
     except OSError as exc:
         raise CliExit(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-async def mock_command(args: argparse.Namespace) -> int:
-    try:
-        server = server_from_args(args)
-    except ValueError as exc:
-        raise CliExit(f"mock: {exc}") from None
-    try:
-        await serve_forever(server)
-    except OSError as exc:
-        raise CliExit(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    except asyncio.CancelledError:
-        print("fake CommBox stopped", file=sys.stderr)
-    return EXIT_OK
 
 
 async def demo_command(args: argparse.Namespace) -> int:

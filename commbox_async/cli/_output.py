@@ -12,9 +12,9 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from ._client import FetchResult
-from ._errors import CommboxError
-from ._stats import StatsSnapshot
+from .._client import FetchResult
+from .._errors import CommboxError
+from .._stats import StatsSnapshot
 
 __all__ = ["JobReport", "LineWriter", "error_fields", "result_line", "summary_rows"]
 

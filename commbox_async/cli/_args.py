@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
-from ._cli_input import parse_identity
-from ._config import DEFAULT_RATE_LIMIT, DEFAULT_RETRIES, DEFAULT_TIMEOUT
-from ._models import ObjectStatus
-from ._protocol import MAX_PAGE_SIZE
-from ._version import __version__
-from .testing import build_arg_parser as mock_arg_parser
+from .._config import DEFAULT_RATE_LIMIT, DEFAULT_RETRIES, DEFAULT_TIMEOUT
+from .._models import ObjectStatus
+from .._protocol import MAX_PAGE_SIZE
+from .._version import __version__
+from ._errors import CliExit
+from ._input import parse_identity
 
-__all__ = ["build_parser", "client_options", "filters_from_args"]
+__all__ = ["build_parser", "client_options", "filters_from_args", "require_token"]
 
 #: argparse dest -> keyword of ``get_user_objects`` / ``fetch_many``.
 _FILTERS = (
@@ -122,6 +123,24 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--include-activity-log", action=argparse.BooleanOptionalAction)
 
 
+def _add_mock(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--token", default="test-token")
+    parser.add_argument("--conversations", type=int, default=10)
+    parser.add_argument("--childs", type=int, default=10)
+    parser.add_argument("--throttle-rate", type=float, default=None, help="requests/s (off)")
+    parser.add_argument("--throttle-burst", type=float, default=10.0)
+    parser.add_argument("--retry-after", default="1")
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--fault-kinds",
+        default="default",
+        help="comma-separated kinds, 'default' or 'all' (see FAULT_KINDS)",
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+
+
 def build_parser(
     parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
 ) -> argparse.ArgumentParser:
@@ -172,14 +191,13 @@ def build_parser(
     _add_connection(fetch)
     _add_filters(fetch)
 
-    commands.add_parser(
+    mock = commands.add_parser(
         "mock",
-        parents=[mock_arg_parser()],
-        add_help=False,
         help="run the fake CommBox server on a local port",
         description="Run the fake CommBox server (commbox_async.testing) until Ctrl-C. Point a "
         "client at it with COMMBOX_BASE_URL=http://HOST:PORT and COMMBOX_TOKEN=<--token>.",
     )
+    _add_mock(mock)
 
     demo = commands.add_parser(
         "demo",
@@ -224,3 +242,11 @@ def client_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.retries is not None:
         options["retries"] = args.retries
     return options
+
+
+def require_token(args: argparse.Namespace) -> str:
+    """The token from ``--token`` or ``COMMBOX_TOKEN``; a usage error when neither is set."""
+    token: str | None = args.token if args.token is not None else os.environ.get("COMMBOX_TOKEN")
+    if token is None:
+        raise CliExit("no token: set COMMBOX_TOKEN (or pass --token)")
+    return token

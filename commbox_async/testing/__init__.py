@@ -1,0 +1,65 @@
+"""A fake CommBox server for tests and demos: a real aiohttp.web app on a loopback port.
+
+It serves ``GET /v2/users/identities/{id}/objects`` with bearer auth, deterministic synthetic
+conversations for any identity (shaped like the vendor's example, double-encoded ``content``
+included), paging and the filters, error bodies in the documented shape, a server-wide
+token-bucket throttle that answers 429 with ``Retry-After``, and fault injection (error
+statuses, resets, truncated or malformed bodies, slow headers or bodies, absurd Retry-After
+values, oversized bodies, refused connections) at a chosen rate. Every request is logged in
+``server.requests`` (and counted by outcome in ``server.outcomes``) so that tests can assert
+what reached it.
+
+``unused_port()`` gives a loopback port with nothing listening (connection refused) and
+``Blackhole`` a port where connecting never completes, for the faults no server can answer.
+
+    async with FakeCommbox(throttling=Throttling(rate=100, burst=10)) as server:
+        async with AsyncCommbox(token=server.token, base_url=server.url) as commbox:
+            ...
+
+From a shell: ``python -m commbox_async.testing --port 8080`` (or ``commbox-async mock``).
+With pytest: ``pytest_plugins = ["commbox_async.testing"]`` gives a ``fake_commbox`` fixture.
+
+The parts: ``_server`` (the app and its request log), ``_faults`` (the fault table),
+``_data`` (pages and error bodies), ``_throttling``, ``_clock``, ``_sockets`` and ``plugin``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ._clock import VirtualClock
+from ._data import conversation, unread_of
+from ._faults import (
+    ABSURD_RETRY_AFTER,
+    DEFAULT_FAULT_KINDS,
+    FAULT_KINDS,
+    PERMANENT_FAULTS,
+    TRANSIENT_FAULTS,
+    Faults,
+)
+from ._server import FakeCommbox, RequestRecord
+from ._sockets import Blackhole, unused_port
+from ._throttling import Throttling
+
+__all__ = [
+    "ABSURD_RETRY_AFTER",
+    "DEFAULT_FAULT_KINDS",
+    "FAULT_KINDS",
+    "PERMANENT_FAULTS",
+    "TRANSIENT_FAULTS",
+    "Blackhole",
+    "FakeCommbox",
+    "Faults",
+    "RequestRecord",
+    "Throttling",
+    "VirtualClock",
+    "conversation",
+    "unread_of",
+    "unused_port",
+]
+
+# ``pytest_plugins = ["commbox_async.testing"]`` loads this module as the plugin, so the
+# fixtures are visible here too; without pytest-asyncio (a server run from the shell) they are
+# simply absent.
+with contextlib.suppress(ImportError):  # pytest is a test-time dependency only
+    from .plugin import fake_commbox  # noqa: F401

@@ -1,0 +1,273 @@
+"""The fake CommBox server: a real aiohttp.web app on a loopback port.
+
+It serves ``GET /v2/users/identities/{id}/objects`` with bearer auth, the synthetic pages of
+``_data``, a server-wide throttle (``_throttling``), scripted answers, ids that 404, and the
+faults of ``_faults`` at a chosen rate. Every request is logged in ``requests`` (and counted by
+outcome in ``outcomes``) so that tests can assert what reached it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ._data import error_body, page_body
+from ._faults import Faults, inject, json_error
+from ._sockets import Listener
+from ._throttling import Bucket, Throttling
+
+__all__ = ["FakeCommbox", "RequestRecord"]
+
+#: Pages kept encoded, so a soak or a benchmark measures the client rather than the server.
+_CACHED_PAGES = 2048
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the server saw it."""
+
+    at: float
+    identity_id: int | None
+    status: int
+    outcome: str  # "ok", "throttled", "unauthorized", "not_found", "scripted" or a fault kind
+    query: dict[str, str] = field(default_factory=dict)
+    #: The request target as sent (path and query string), to check what a URL carried.
+    target: str = ""
+
+
+class FakeCommbox:
+    """The fake server; start it with ``async with`` (or ``start()``/``stop()``)."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "test-token",
+        conversations: int | Callable[[int], int] = 10,
+        childs: int = 10,
+        not_found: Iterable[int] | Callable[[int], bool] = (),
+        first_page: int = 0,
+        throttling: Throttling | None = None,
+        faults: Faults | None = None,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.token = token
+        self.conversations = conversations
+        self.childs = childs
+        self._not_found = not_found if callable(not_found) else frozenset(not_found)
+        self.first_page = first_page
+        self.faults = faults
+        self.latency = latency
+        self.host, self.port = host, port
+        self.record = record
+        self.clock = clock
+        self.requests: list[RequestRecord] = []
+        #: Requests by outcome; counted even with ``record=False`` (bounded memory for soaks).
+        self.outcomes: Counter[str] = Counter()
+        #: Faults injected so far (what ``Faults.limit`` counts).
+        self.faults_injected = 0
+        #: Stalls (slow faults, latency) in progress now: a test can wait for one to start.
+        self.stalling = 0
+        self._scripts: dict[int, list[tuple[int, dict[str, str], bytes]]] = {}
+        self._bucket: Bucket | None = None
+        self.throttling = throttling
+        self._rng = random.Random(faults.seed if faults else 0)
+        self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
+        self._stopping: asyncio.Event | None = None
+        self.app = web.Application()
+        self.app.router.add_get("/v2/users/identities/{ident}/objects", self._handle)
+
+    # --- control ------------------------------------------------------------------------
+    @property
+    def throttling(self) -> Throttling | None:
+        return self._throttling
+
+    @throttling.setter
+    def throttling(self, value: Throttling | None) -> None:
+        self._throttling = value
+        self._bucket = Bucket(value.rate, value.burst, self.clock) if value else None
+
+    def script(self, identity_id: int, *responses: int | tuple[int, dict[str, str], bytes]) -> None:
+        """Answer the next requests for ``identity_id`` with these statuses (then normally).
+
+        A bare status gets the documented error body; a tuple gives status, headers and body.
+        """
+        queue = self._scripts.setdefault(identity_id, [])
+        for item in responses:
+            if isinstance(item, int):
+                queue.append((item, {}, error_body(item)))
+            else:
+                queue.append(item)
+
+    def count(self, outcome: str | None = None, identity_id: int | None = None) -> int:
+        """How many logged requests match."""
+        return sum(
+            1
+            for r in self.requests
+            if (outcome is None or r.outcome == outcome)
+            and (identity_id is None or r.identity_id == identity_id)
+        )
+
+    def conversations_of(self, identity_id: int) -> int:
+        c = self.conversations
+        return c(identity_id) if callable(c) else c
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def listening(self) -> bool:
+        """False while a ``refuse`` fault keeps the listening socket closed (or when stopped)."""
+        return self._listener is not None and self._listener.listening
+
+    @property
+    def refusals(self) -> int:
+        """How many times a ``refuse`` fault closed the listening socket."""
+        return self._listener.refusals if self._listener is not None else 0
+
+    async def start(self) -> FakeCommbox:
+        self._stopping = asyncio.Event()
+        # Slow faults sleep past a client that gave up; a short grace is enough at shutdown.
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        assert self._runner.server is not None
+        self._listener = Listener(self.host, self.port, self._runner.server)
+        self._listener.open()
+        self.port = self._listener.port
+        return self
+
+    async def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._listener is not None:
+            await self._listener.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeCommbox:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- what fault handlers use (``_faults.FaultHost``) ----------------------------------
+    def log(self, ident: int | None, status: int, outcome: str, request: web.Request) -> None:
+        """Count the request under ``outcome`` and, when recording, log it."""
+        self.outcomes[outcome] += 1
+        if self.record:
+            self.requests.append(
+                RequestRecord(
+                    self.clock(), ident, status, outcome, dict(request.query), request.path_qs
+                )
+            )
+
+    async def stall(self, seconds: float) -> None:
+        """Sleep, but end at once when the server stops (a stalled fault must not hold it)."""
+        self.stalling += 1
+        try:
+            if self._stopping is None:
+                await asyncio.sleep(seconds)
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+        finally:
+            self.stalling -= 1
+
+    def refuse(self, seconds: float) -> None:
+        """Stop listening for ``seconds``: connections opened meanwhile are refused."""
+        assert self._listener is not None, "the server is not started"
+        self._listener.refuse(seconds)
+
+    def page(self, ident: int, request: web.Request) -> bytes:
+        """The 200 body for this request (a fault that sends a body needs a valid query)."""
+        body = self._page(ident, request.query)
+        assert isinstance(body, bytes)
+        return body
+
+    # --- the endpoint -------------------------------------------------------------------
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.latency:
+            await self.stall(self.latency)
+        try:
+            ident: int | None = int(request.match_info["ident"])
+        except ValueError:
+            ident = None
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            self.log(ident, 401, "unauthorized", request)
+            return json_error(401)
+        if ident is None or ident <= 0:
+            self.log(ident, 400, "bad_request", request)
+            return json_error(400)
+        script = self._scripts.get(ident)
+        if script:
+            status, headers, body = script.pop(0)
+            self.log(ident, status, "scripted", request)
+            return web.Response(
+                status=status, body=body, headers=headers, content_type="application/json"
+            )
+        if self._bucket is not None and not self._bucket.take():
+            assert self._throttling is not None
+            self.log(ident, 429, "throttled", request)
+            headers = {}
+            if self._throttling.retry_after is not None:
+                headers["Retry-After"] = self._throttling.retry_after
+            return json_error(429, headers)
+        is_missing = (
+            self._not_found(ident) if callable(self._not_found) else ident in self._not_found
+        )
+        if is_missing:
+            self.log(ident, 404, "not_found", request)
+            return json_error(404)
+        faults = self.faults
+        if (
+            faults is not None
+            and faults.kinds
+            and (faults.limit is None or self.faults_injected < faults.limit)
+            and self._rng.random() < faults.rate
+        ):
+            kind = self._rng.choice(faults.kinds)
+            self.faults_injected += 1
+            return await inject(self, kind, ident, request, faults)
+        page = self._page(ident, request.query)
+        if isinstance(page, int):
+            self.log(ident, page, "bad_request", request)
+            return json_error(page)
+        self.log(ident, 200, "ok", request)
+        return web.Response(body=page, content_type="application/json")
+
+    def _page(self, ident: int, query: Any) -> bytes | int:
+        key = (ident, tuple(sorted(query.items())))
+        cached: bytes | None = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        body = page_body(
+            ident,
+            query,
+            conversations=self.conversations_of(ident),
+            childs=self.childs,
+            first_page=self.first_page,
+            now=self.clock(),
+        )
+        if isinstance(body, bytes):
+            self._cache[key] = body
+            if len(self._cache) > _CACHED_PAGES:
+                self._cache.popitem(last=False)
+        return body
