@@ -310,3 +310,15 @@ async def test_bad_watch_arguments_fail_before_any_request(
             with pytest.raises(InvalidArgumentError):
                 commbox.watch(ids, **options)
         assert server.requests == []
+
+
+async def test_watch_surfaces_a_message_added_on_the_fake_server() -> None:
+    """A message added after the baseline comes out as UnreadUp on that conversation."""
+    async with FakeCommbox() as server, _watching(server, [7, 8], share=1.0) as (watch, _, _):
+        watch._start()
+        await _until_requests(server, 2)  # both baselines were answered
+        object_id = server.add_message(8, count=3)
+        [change] = await _take(watch, 1)
+        assert isinstance(change, UnreadUp)
+        assert (change.identity_id, change.object_id) == (8, object_id)
+        assert change.after == change.before + 3
