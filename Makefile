@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench bench-quick soak soak-quick fuzz bench-redis bench-redis-quick clean
+.PHONY: test e2e bench-live bench-live-quick demo bench bench-quick soak soak-quick fuzz bench-redis bench-redis-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,15 @@ test: $(STAMP)
 	$(BIN)/ruff check commbox_async tests benchmarks examples
 	$(BIN)/mypy --strict commbox_async
 	$(BIN)/python -m pytest -q
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/test_e2e_browser.py
+
+bench-live: $(STAMP)
+	$(BIN)/python benchmarks/bench_live.py
+
+bench-live-quick: $(STAMP)
+	$(BIN)/python benchmarks/bench_live.py --quick
 
 demo: $(STAMP)
 	$(BIN)/commbox-async demo

@@ -45,6 +45,7 @@ from ._version import __version__
 from ._watch import (
     CLOSED_STATUSES,
     HOT_SHARE,
+    Baseline,
     ConversationClosed,
     NewConversation,
     PollFailed,
@@ -64,6 +65,7 @@ __all__ = [
     "AsyncCommbox",
     "AuthenticationError",
     "BadRequestError",
+    "Baseline",
     "Cache",
     "Child",
     "ClientClosedError",

@@ -705,6 +705,7 @@ class AsyncCommbox:
         *,
         share: float = 0.5,
         state: WatchState | bytes | None = None,
+        baseline: bool = False,
         concurrency: int = 32,
         hot_window: float = 300.0,
         deadline: float | None = None,
@@ -718,14 +719,15 @@ class AsyncCommbox:
         client's limiter and retries, so every identity is polled about once per cycle of
         ``len(ids) / (share x rate)`` seconds; identities that changed within ``hot_window``
         seconds are polled more often. The first poll of an identity sets its baseline and
-        yields nothing; after that each poll yields typed changes (``NewConversation``,
-        ``UnreadUp``, ``UnreadDown``, ``ConversationClosed``), and a failed poll yields a
-        ``PollFailed`` value instead of raising. ``state`` (from ``Watch.state()``, or its
-        ``encode()``d bytes) restores what a previous run saw, so a restart yields only what
-        changed meanwhile. ``filters`` are ``Query``'s; by default a poll asks for the largest
-        page without children (``page_size=100, include_childs=False``). ``clock`` and
-        ``sleep`` pace the polls (inject them in tests). Stop it with ``aclose()`` or
-        ``async with``; closing the client stops it too.
+        yields nothing (with ``baseline=True``, a ``Baseline`` carrying its unread total);
+        after that each poll yields typed changes (``NewConversation``, ``UnreadUp``,
+        ``UnreadDown``, ``ConversationClosed``), and a failed poll yields a ``PollFailed``
+        value instead of raising. ``state`` (from ``Watch.state()``, or its ``encode()``d
+        bytes) restores what a previous run saw, so a restart yields only what changed
+        meanwhile. ``filters`` are ``Query``'s; by default a poll asks for the largest page
+        without children (``page_size=100, include_childs=False``). ``clock`` and ``sleep``
+        pace the polls (inject them in tests). Stop it with ``aclose()`` or ``async with``;
+        closing the client stops it too.
         """
         ids = check_ids(identity_ids)
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
@@ -742,6 +744,8 @@ class AsyncCommbox:
             or not 0 <= hot_window < 1e9
         ):
             raise InvalidArgumentError("hot_window must be a number of seconds >= 0")
+        if not isinstance(baseline, bool):
+            raise InvalidArgumentError("baseline must be a bool")
         if not callable(clock) or not callable(sleep):
             raise InvalidArgumentError("clock and sleep must be callable")
         limit = _check_deadline(deadline, self._retries.max_time)
@@ -770,6 +774,7 @@ class AsyncCommbox:
             page_size=query.page_size or MAX_PAGE_SIZE,
             hot_window=float(hot_window),
             state=state,
+            baseline=baseline,
             tasks=self._tasks,
             closed=lambda: self._state == "closed",
             clock=clock,

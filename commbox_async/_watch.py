@@ -34,6 +34,7 @@ from ._protocol import check_identity_id
 __all__ = [
     "CLOSED_STATUSES",
     "HOT_SHARE",
+    "Baseline",
     "ConversationClosed",
     "NewConversation",
     "PollFailed",
@@ -65,6 +66,8 @@ class NewConversation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     before: None = None
     after: int
     conversation: UserObject
+    #: The identity's total unread messages after this poll (what a badge shows).
+    identity_unread: int
 
 
 class UnreadUp(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -75,6 +78,8 @@ class UnreadUp(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     before: int
     after: int
     conversation: UserObject
+    #: The identity's total unread messages after this poll (what a badge shows).
+    identity_unread: int
 
 
 class UnreadDown(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -85,6 +90,8 @@ class UnreadDown(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     before: int
     after: int
     conversation: UserObject
+    #: The identity's total unread messages after this poll (what a badge shows).
+    identity_unread: int
 
 
 class ConversationClosed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -99,6 +106,16 @@ class ConversationClosed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     before: int | None
     after: int | None
     conversation: UserObject | None
+    #: The identity's total unread messages after this poll (what a badge shows).
+    identity_unread: int
+
+
+class Baseline(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An identity's first poll, yielded only by ``watch(..., baseline=True)``: what a badge
+    shows before any change."""
+
+    identity_id: int
+    identity_unread: int
 
 
 class PollFailed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -108,7 +125,7 @@ class PollFailed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     error: CommboxError
 
 
-WatchChange = NewConversation | UnreadUp | UnreadDown | ConversationClosed | PollFailed
+WatchChange = NewConversation | UnreadUp | UnreadDown | ConversationClosed | PollFailed | Baseline
 
 
 class WatchState(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,8 +173,10 @@ class Tracker:
         page_size: int,
         hot_window: float,
         state: WatchState | None = None,
+        baseline: bool = False,
     ) -> None:
         self.ids = array("q", ids)
+        self.baseline = baseline
         self.page_size = page_size
         self.hot_window = hot_window
         # None until the identity's first page (its baseline) arrives.
@@ -236,7 +255,8 @@ class Tracker:
     def observe(self, index: int, page: UserObjectsPage, now: float) -> list[WatchChange]:
         """Compare ``page`` with the identity's snapshot: the changes, and the new snapshot.
 
-        The first page of an identity sets its baseline and yields nothing.
+        The first page of an identity sets its baseline and yields nothing (a ``Baseline``
+        when ``baseline`` is on).
         """
         ident = self.ids[index]
         old = self.snapshots[index]
@@ -245,6 +265,7 @@ class Tracker:
             before = {old[i]: old[i + 1] for i in range(0, len(old), 2)}
         changes: list[WatchChange] = []
         fresh: list[int] = []
+        total = page.unread_total
         seen: set[int] = set()
         for conversation in page.data:
             oid = conversation.object_id
@@ -268,6 +289,7 @@ class Tracker:
                             object_id=oid,
                             after=unread,
                             conversation=conversation,
+                            identity_unread=total,
                         )
                     )
             elif closed:
@@ -278,6 +300,7 @@ class Tracker:
                         before=_unpack_status(previous),
                         after=int(status) if status is not None else None,
                         conversation=conversation,
+                        identity_unread=total,
                     )
                 )
             else:
@@ -292,6 +315,7 @@ class Tracker:
                             before=was,
                             after=unread,
                             conversation=conversation,
+                            identity_unread=total,
                         )
                     )
         # A conversation missing from a page that is not full is gone from what the filters
@@ -306,9 +330,14 @@ class Tracker:
                         before=_unpack_status(previous),
                         after=None,
                         conversation=None,
+                        identity_unread=total,
                     )
                 )
         self.snapshots[index] = array("q", fresh)
+        if old is None:
+            if self.baseline:
+                return [Baseline(identity_id=ident, identity_unread=total)]
+            return []
         if changes:
             if index not in self.hot and len(self.hot) >= MAX_HOT:
                 self.hot.popitem(last=False)
@@ -352,12 +381,15 @@ class Watch:
         page_size: int,
         hot_window: float,
         state: WatchState | None,
+        baseline: bool,
         tasks: set[asyncio.Task[None]],
         closed: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._tracker = Tracker(ids, page_size=page_size, hot_window=hot_window, state=state)
+        self._tracker = Tracker(
+            ids, page_size=page_size, hot_window=hot_window, state=state, baseline=baseline
+        )
         self._poll = poll
         self._rate = rate
         self._share = share

@@ -14,6 +14,7 @@ from conftest import FAST_RETRIES
 
 from commbox_async import (
     AsyncCommbox,
+    Baseline,
     ClientClosedError,
     ConversationClosed,
     InvalidArgumentError,
@@ -27,7 +28,7 @@ from commbox_async import (
     WatchState,
 )
 from commbox_async._watch import HOT_SHARE, Tracker
-from commbox_async.testing import FakeCommbox, VirtualClock
+from commbox_async.testing import FakeCommbox, VirtualClock, unread_of
 
 
 def _page(*conversations: tuple[int, int, int]) -> UserObjectsPage:
@@ -67,7 +68,12 @@ def test_unread_up_down_new_and_closed_are_told_apart() -> None:
     closed = tracker.observe(0, _page((1, 5, 2), (2, 0, 1), (3, 1, 1), (4, 1, 1)), 2.0)
     assert closed == [
         ConversationClosed(
-            identity_id=5, object_id=1, before=1, after=2, conversation=_page((1, 5, 2)).data[0]
+            identity_id=5,
+            object_id=1,
+            before=1,
+            after=2,
+            conversation=_page((1, 5, 2)).data[0],
+            identity_unread=7,
         )
     ]
     # A closed conversation is no longer tracked: its later pages say nothing.
@@ -80,7 +86,7 @@ def test_a_conversation_gone_from_a_short_page_is_closed() -> None:
     tracker.observe(0, _page((1, 0, 1), (2, 0, 1)), 0.0)
     [change] = tracker.observe(0, _page((2, 0, 1)), 1.0)
     assert change == ConversationClosed(
-        identity_id=5, object_id=1, before=1, after=None, conversation=None
+        identity_id=5, object_id=1, before=1, after=None, conversation=None, identity_unread=0
     )
 
 
@@ -89,7 +95,13 @@ def test_a_conversation_gone_from_a_full_page_is_dropped_quietly() -> None:
     tracker = _tracker([5], page_size=2)
     tracker.observe(0, _page((1, 0, 1), (2, 0, 1)), 0.0)
     assert tracker.observe(0, _page((2, 0, 1), (3, 0, 1)), 1.0) == [
-        NewConversation(identity_id=5, object_id=3, after=0, conversation=_page((3, 0, 1)).data[0])
+        NewConversation(
+            identity_id=5,
+            object_id=3,
+            after=0,
+            conversation=_page((3, 0, 1)).data[0],
+            identity_unread=0,
+        )
     ]
     assert len(tracker.snapshots[0] or ()) == 4  # two conversations, two ints each
 
@@ -219,6 +231,7 @@ async def test_watch_yields_changes_after_the_baseline() -> None:
             before=1,
             after=4,
             conversation=changes[0].conversation,  # type: ignore[union-attr]
+            identity_unread=5,
         )
         assert isinstance(changes[1], NewConversation) and changes[1].object_id == 2002
         assert server.count(identity_id=2) >= 4 and server.count(identity_id=1) >= 2
@@ -322,3 +335,15 @@ async def test_watch_surfaces_a_message_added_on_the_fake_server() -> None:
         assert isinstance(change, UnreadUp)
         assert (change.identity_id, change.object_id) == (8, object_id)
         assert change.after == change.before + 3
+
+
+async def test_baseline_true_yields_each_identity_s_first_total() -> None:
+    """With baseline=True the first pass yields one Baseline per identity, with its total."""
+    async with FakeCommbox() as server:
+        async with _watching(server, [21, 22], share=1.0, baseline=True) as (watch, _, _):
+            first = await _take(watch, 2)
+    assert sorted((b.identity_id, b.identity_unread) for b in first) == [  # type: ignore[union-attr]
+        (21, unread_of(21, 10)),
+        (22, unread_of(22, 10)),
+    ]
+    assert all(isinstance(b, Baseline) for b in first)
