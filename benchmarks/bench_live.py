@@ -101,12 +101,14 @@ async def bench_shared(
                 # that a real server does on many machines at once.
                 base = 1000 + round_no * identities
                 singles = []
+                gc.collect()  # both contenders start with no collection pending
                 for i in range(identities):
                     started = time.perf_counter()
                     await commbox.get_user_objects(base + i)
                     singles.append(time.perf_counter() - started)
                 control.send("count")
                 before = control.recv()
+                gc.collect()
 
                 async def one(identity_id: int) -> float:
                     started = time.perf_counter()
@@ -156,8 +158,10 @@ async def bench_watch(*, ids: int, rate: float, cycles: float, active: int) -> W
             known_active: set[int] = set()  # changed once: "recently active" from then on
             started = time.monotonic()
 
+            watch = commbox.watch(watched, share=1.0)
+
             async def consume() -> None:
-                async with commbox.watch(watched, share=1.0) as watch:
+                async with watch:
                     async for change in watch:
                         if isinstance(change, UnreadUp):
                             when = added.pop((change.identity_id, change.object_id), None)
@@ -169,7 +173,6 @@ async def bench_watch(*, ids: int, rate: float, cycles: float, active: int) -> W
                             elif change.identity_id not in hot_ids:
                                 result.quiet_latencies.append(late)
                             known_active.add(change.identity_id)
-                    result.polls, result.failures = watch.polls, watch.failures
 
             async def activity() -> None:
                 # The baseline pass first (one cycle), then messages: every active identity
@@ -193,6 +196,7 @@ async def bench_watch(*, ids: int, rate: float, cycles: float, active: int) -> W
             consumer.cancel()
             await asyncio.gather(consumer, producer, return_exceptions=True)
             result.missed = len(added)
+            result.polls, result.failures = watch.polls, watch.failures
     # Gaps between two polls of one identity, from the start to its last poll, from the
     # server's log; the server's clock is the same monotonic clock.
     last: dict[int, float] = dict.fromkeys(watched, started)
