@@ -474,14 +474,19 @@ class Watch:
         try:
             due = self._clock()
             while True:
-                rate = self._share * self._rate()
+                # Read every time: an adaptive limiter's rate moves (floored: never divide by 0).
+                rate = max(self._share * self._rate(), 1e-3)
                 now = self._clock()
                 if due > now:
                     await self._sleep(due - now)
                     now = self._clock()
                 # Late (the limiter or the loop held us up): no burst to catch up beyond one.
                 due = max(due, now - 1.0 / rate) + 1.0 / rate
-                await free.acquire()
+                if free.locked():  # every poll slot busy: wait, then pick the id as of then
+                    await free.acquire()
+                    now = self._clock()
+                else:
+                    await free.acquire()
                 tracker = self._tracker
                 index = tracker.next_index(now, len(tracker.ids) / rate)
                 task = asyncio.ensure_future(self._one(index, free))
