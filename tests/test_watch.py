@@ -347,3 +347,35 @@ async def test_baseline_true_yields_each_identity_s_first_total() -> None:
         (22, unread_of(22, 10)),
     ]
     assert all(isinstance(b, Baseline) for b in first)
+
+
+async def test_a_slow_consumer_pauses_the_polls() -> None:
+    """With MAX_PENDING changes waiting, polls stop until the consumer takes some."""
+    async with FakeCommbox() as server:
+        ids = list(range(1, 51))
+        options = {"share": 1.0, "baseline": True, "concurrency": 2}
+        async with _watching(server, ids, **options) as (watch, _, _):
+            watch.MAX_PENDING = 3
+            watch._start()
+            await _until_requests(server, 5)
+            for _ in range(2000):
+                await asyncio.sleep(0)
+            stuck = len(server.requests)
+            assert len(watch._pending) == 3
+            assert stuck <= 3 + 2 + 1  # the waiting changes, the two polls holding them, one
+            await _take(watch, 3)
+            await _until_requests(server, stuck + 1)
+
+
+async def test_a_closed_watch_ends_the_loop() -> None:
+    """After aclose, iteration ends (StopAsyncIteration), and the polls are gone."""
+    async with FakeCommbox() as server, _watching(server, [1, 2], share=1.0) as (watch, _, _):
+        watch._start()
+        await _until_requests(server, 2)
+        await watch.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await watch.__anext__()
+        polled = len(server.requests)
+        for _ in range(200):
+            await asyncio.sleep(0)
+        assert len(server.requests) == polled
