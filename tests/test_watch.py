@@ -132,7 +132,7 @@ def test_state_round_trips_through_bytes() -> None:
 def test_round_robin_polls_every_identity_once_per_cycle() -> None:
     """With nothing hot, n consecutive polls are the n identities, in order."""
     tracker = _tracker(list(range(1, 11)))
-    picks = [tracker.next_index(t * 0.1, 1.0) for t in range(30)]
+    picks = [tracker.next_index(t * 0.1) for t in range(30)]
     assert picks == list(range(10)) * 3
 
 
@@ -143,8 +143,7 @@ def test_recently_changed_identities_are_polled_more_often() -> None:
     for index in range(100):
         tracker.observe(index, _page((1, 0, 1)), 0.0)
     tracker.observe(7, _page((1, 1, 1)), 0.0)  # index 7 changed: it is hot
-    cycle = 100 / 10.0  # 100 ids at 10 polls a second
-    picks = [tracker.next_index(1.0 + n / 10.0, cycle) for n in range(1000)]
+    picks = [tracker.next_index(1.0 + n / 10.0) for n in range(1000)]
     counts = Counter(picks)
     assert counts[7] >= 1000 * HOT_SHARE  # polled far more than its 10 round-robin turns
     assert min(counts.values()) >= 9
@@ -156,6 +155,19 @@ def test_recently_changed_identities_are_polled_more_often() -> None:
         last[index] = n
 
 
+def test_the_most_recent_change_gets_most_of_the_extra_polls() -> None:
+    """Of two hot identities, the one that changed seconds ago is polled far more often."""
+    tracker = _tracker(list(range(1, 101)))
+    for index in range(100):
+        tracker.observe(index, _page((1, 0, 1)), 0.0)
+    tracker.observe(3, _page((1, 1, 1)), 0.0)  # changed 4 minutes before the picks
+    tracker.observe(5, _page((1, 1, 1)), 240.0)  # changed just before them
+    counts = Counter(tracker.next_index(240.0 + n / 10.0) for n in range(1000))
+    extra_3, extra_5 = counts[3] - 10, counts[5] - 10  # beyond their round-robin turns
+    assert extra_3 + extra_5 == pytest.approx(1000 * HOT_SHARE, abs=1)
+    assert extra_5 > 3 * extra_3
+
+
 def test_a_change_that_went_quiet_stops_being_hot() -> None:
     """Past hot_window the identity is back to round-robin only."""
     tracker = _tracker([1, 2])
@@ -163,7 +175,7 @@ def test_a_change_that_went_quiet_stops_being_hot() -> None:
     tracker.observe(0, _page((1, 1, 1)), 0.0)
     assert 0 in tracker.hot
     for n in range(40):
-        tracker.next_index(301.0 + n, 2.0)
+        tracker.next_index(301.0 + n)
     assert tracker.hot == {}
 
 
