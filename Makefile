@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.docs-installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: test docs demo bench bench-quick soak soak-quick fuzz bench-redis bench-redis-quick clean
+.PHONY: test docs e2e bench-live bench-live-quick demo bench bench-quick soak soak-quick fuzz bench-redis bench-redis-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,15 @@ $(DOCS_STAMP): $(STAMP)
 # The docs site into site/, from docs/ and the docstrings; --strict: any warning fails it.
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/test_e2e_browser.py
+
+bench-live: $(STAMP)
+	$(BIN)/python benchmarks/bench_live.py
+
+bench-live-quick: $(STAMP)
+	$(BIN)/python benchmarks/bench_live.py --quick
 
 demo: $(DEMO_STAMP)
 	$(BIN)/commbox-async demo

@@ -4,6 +4,7 @@ Conversations of a user identity, with the real-time count of unread chat messag
 conversation and in total; for one identity, or fanned out over millions under one rate limit.
 """
 
+from ._cache import Cache
 from ._client import AsyncCommbox, FanOutError, FanOutProgress, FetchResult
 from ._config import DEFAULT_BASE_URL, PoolConfig, RateLimit, Retries, Timeout
 from ._errors import (
@@ -42,14 +43,31 @@ from ._protocol import MAX_PAGE_SIZE, Filters, Query, parse_response, parse_retr
 from ._stats import StatsSnapshot
 from ._throttle import Limiter, LocalLimiter
 from ._version import __version__
+from ._watch import (
+    CLOSED_STATUSES,
+    HOT_SHARE,
+    Baseline,
+    ConversationClosed,
+    NewConversation,
+    PollFailed,
+    UnreadDown,
+    UnreadUp,
+    Watch,
+    WatchChange,
+    WatchState,
+)
 
 __all__ = [
+    "CLOSED_STATUSES",
     "DEFAULT_BASE_URL",
+    "HOT_SHARE",
     "MAX_PAGE_SIZE",
     "ActivityLog",
     "AsyncCommbox",
     "AuthenticationError",
     "BadRequestError",
+    "Baseline",
+    "Cache",
     "Child",
     "ClientClosedError",
     "CommboxAPIError",
@@ -58,6 +76,7 @@ __all__ = [
     "CommboxError",
     "CommboxTimeoutError",
     "CommboxTransportError",
+    "ConversationClosed",
     "CustomerParticipant",
     "ErrorBody",
     "FanOutError",
@@ -69,6 +88,7 @@ __all__ = [
     "InvalidItem",
     "Limiter",
     "LocalLimiter",
+    "NewConversation",
     "NotFoundError",
     "NotImplementedByServerError",
     "ObjectStatus",
@@ -77,6 +97,7 @@ __all__ = [
     "PacingModel",
     "PausePolicy",
     "Phase",
+    "PollFailed",
     "PoolConfig",
     "Query",
     "RateChange",
@@ -89,9 +110,14 @@ __all__ = [
     "StreamProviderType",
     "Ticket",
     "Timeout",
+    "UnreadDown",
+    "UnreadUp",
     "User",
     "UserObject",
     "UserObjectsPage",
+    "Watch",
+    "WatchChange",
+    "WatchState",
     "__version__",
     "decode_content",
     "parse_response",

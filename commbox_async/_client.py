@@ -20,10 +20,12 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Coroutine,
     Generator,
     Iterable,
+    Mapping,
 )
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,7 @@ import aiohttp
 import backoff
 from yarl import URL
 
+from ._cache import Cache
 from ._config import (
     DEFAULT_BASE_URL,
     PoolConfig,
@@ -53,6 +56,7 @@ from ._errors import (
     RateLimitError,
 )
 from ._fanout import FanOutError, FanOutProgress, FetchResult, fan_out
+from ._inflight import InFlight
 from ._models import UserObject, UserObjectsPage
 from ._pacing import Outcome, PausePolicy
 from ._protocol import (
@@ -70,6 +74,7 @@ from ._retry import CallState, RetryBudget, decide_retry
 from ._stats import ClientStats, StatsSnapshot
 from ._throttle import Limiter, LocalLimiter
 from ._version import __version__
+from ._watch import Watch, WatchState, check_ids
 
 if TYPE_CHECKING:
     # Unpack is in typing from Python 3.11; only type checkers read it here, so the package
@@ -128,6 +133,8 @@ class AsyncCommbox:
         allow_insecure_http: bool = False,
         user_agent: str | None = None,
         rng: random.Random | None = None,
+        cache: Cache | None = None,
+        share_calls: bool = True,
     ) -> None:
         token = token if token is not None else os.environ.get("COMMBOX_TOKEN")
         if token is None:
@@ -150,6 +157,15 @@ class AsyncCommbox:
         if not isinstance(verify_tls, bool):
             raise InvalidArgumentError("verify_tls must be a bool")
         self._verify_tls = verify_tls
+        if cache is not None and not isinstance(cache, Cache):
+            raise InvalidArgumentError("cache must be a Cache (or None: no cache)")
+        if not isinstance(share_calls, bool):
+            raise InvalidArgumentError("share_calls must be a bool")
+        self._cache = cache
+        self._share_calls = share_calls
+        self._in_flight: InFlight[tuple[int, str], UserObjectsPage] = InFlight(
+            lambda: ClientClosedError("this AsyncCommbox was closed during the call")
+        )
         self._headers = build_headers(token, user_agent or f"commbox-async/{__version__}")
         # Headers go with every request only on a caller's session; an owned session carries
         # them as its defaults, which spares aiohttp a merge per request (about 2 us).
@@ -247,7 +263,7 @@ class AsyncCommbox:
         if self._state == "closed":
             return
         self._state = "closed"
-        tasks = list(self._tasks)
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._in_flight.cancel_all()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -269,6 +285,11 @@ class AsyncCommbox:
         self._check_open()
         assert self._limiter is not None
         return self._limiter
+
+    @property
+    def cache(self) -> Cache | None:
+        """The page cache given as ``cache=`` (None: no cache)."""
+        return self._cache
 
     @property
     def stats(self) -> StatsSnapshot:
@@ -299,19 +320,78 @@ class AsyncCommbox:
         )
 
     async def get_user_objects(
-        self, identity_id: int, *, deadline: float | None = None, **filters: Unpack[Filters]
+        self,
+        identity_id: int,
+        *,
+        deadline: float | None = None,
+        cache: bool = True,
+        **filters: Unpack[Filters],
     ) -> UserObjectsPage:
         """One page of an identity's conversations with unread counts.
 
         ``filters`` are the fields of ``Query`` (``page_size``, ``page_number``, ``statuses``,
         ``include_childs``...). ``deadline`` bounds the whole call in seconds, retries included
         (default: ``retries.max_time``). Raises a ``CommboxError`` subclass on failure.
+
+        Concurrent calls for the same identity and filters make one request and all get its
+        page (the same object: treat it as read-only) or its error; cancelling one caller does
+        not cancel the request for the others. With the client's ``cache=``, a fresh cached
+        page is returned without a request; ``cache=False`` skips the lookup for this call
+        (its page still refreshes the cache).
         """
         ident = check_identity_id(identity_id)
-        query_string = _encode(Query.from_filters(filters))
+        # No filters is the common web case: skip building and encoding an empty Query.
+        query_string = _encode(Query.from_filters(filters)) if filters else ""
         limit = _check_deadline(deadline, self._retries.max_time)
+        if not isinstance(cache, bool):
+            raise InvalidArgumentError("cache must be a bool")
         self._check_open()
-        return await self._request(ident, query_string, limit)
+        return await self._shared(ident, query_string, limit, cache)
+
+    def _shared_request(
+        self, identity_id: int, query_string: str, deadline: float, use_cache: bool = True
+    ) -> Coroutine[Any, Any, UserObjectsPage]:
+        """A call through the cache and the shared in-flight calls (when they are on)."""
+        if self._cache is None and not self._share_calls:
+            return self._request(identity_id, query_string, deadline)
+        return self._shared(identity_id, query_string, deadline, use_cache)
+
+    async def _shared(
+        self, identity_id: int, query_string: str, deadline: float, use_cache: bool
+    ) -> UserObjectsPage:
+        key = (identity_id, query_string)
+        cache = self._cache
+        if cache is not None and use_cache:
+            page = cache.get(key)
+            if page is not None:
+                return page
+        if not self._share_calls:
+            return await self._fetch_and_keep(key, deadline)
+        shared, waiter, joined = self._in_flight.join(
+            key, lambda: self._fetch_and_keep(key, deadline)
+        )
+        try:
+            # A joiner's own deadline bounds its wait only when it is shorter than the default
+            # (wait_for costs a little, and a default-deadline call ends by then anyway).
+            if joined and deadline < self._retries.max_time:
+                return await asyncio.wait_for(waiter, deadline)
+            return await waiter
+        except asyncio.TimeoutError:
+            self._in_flight.leave(key, shared, waiter)
+            # This caller joined a call with a later deadline, and its own passed first.
+            raise CommboxTimeoutError(
+                f"deadline of {deadline:g} s passed waiting for a shared call",
+                identity_id=identity_id,
+            ) from None
+        except asyncio.CancelledError:
+            self._in_flight.leave(key, shared, waiter)
+            raise
+
+    async def _fetch_and_keep(self, key: tuple[int, str], deadline: float) -> UserObjectsPage:
+        page = await self._request(key[0], key[1], deadline)
+        if self._cache is not None:
+            self._cache.put(key, page)
+        return page
 
     def _request(
         self, identity_id: int, query_string: str, deadline: float
@@ -575,6 +655,27 @@ class AsyncCommbox:
         and releases their connections; use ``contextlib.aclosing`` to make that happen at the
         ``break``. Arguments are checked here, when it is called, before any request.
         """
+        return self._fetch_many(
+            identity_ids,
+            concurrency=concurrency,
+            dedupe=dedupe,
+            on_progress=on_progress,
+            deadline=deadline,
+            shared=False,
+            filters=filters,
+        )
+
+    def _fetch_many(
+        self,
+        identity_ids: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int,
+        dedupe: bool,
+        on_progress: Callable[[FanOutProgress], None] | None,
+        deadline: float | None,
+        shared: bool,
+        filters: Mapping[str, Any],
+    ) -> AsyncGenerator[FetchResult, None]:
         query_string = _encode(Query.from_filters(filters))
         limit = _check_deadline(deadline, self._retries.max_time)
         if (
@@ -591,7 +692,9 @@ class AsyncCommbox:
             raise InvalidArgumentError("on_progress must be callable")
         self._check_open()
         # A partial, not a wrapper coroutine: one frame less on every resume of every request.
-        request = functools.partial(self._request, query_string=query_string, deadline=limit)
+        # (A job's fan-out skips the cache and the shared calls: its ids are distinct.)
+        method = self._shared_request if shared else self._request
+        request = functools.partial(method, query_string=query_string, deadline=limit)
         return fan_out(
             identity_ids,
             request,
@@ -614,11 +717,22 @@ class AsyncCommbox:
 
         With ``raise_on_error`` (the default) any failure raises ``FanOutError`` carrying the
         counts that did arrive and the errors by identity; otherwise failed identities are left
-        out of the dict, so a failure never reads as zero unread.
+        out of the dict, so a failure never reads as zero unread. Unlike ``fetch_many`` it goes
+        through the client's cache and shares in-flight calls, as ``get_user_objects`` does: a
+        web app asks for the same badges again and again.
         """
         counts: dict[int, int] = {}
         errors: dict[Any, CommboxError] = {}
-        async for result in self.fetch_many(identity_ids, concurrency=concurrency, **filters):
+        results = self._fetch_many(
+            identity_ids,
+            concurrency=concurrency,
+            dedupe=False,
+            on_progress=None,
+            deadline=None,
+            shared=True,
+            filters=filters,
+        )
+        async for result in results:
             if result.response is not None:
                 counts[result.identity_id] = result.response.unread_total
             elif result.error is not None:
@@ -626,6 +740,88 @@ class AsyncCommbox:
         if errors and raise_on_error:
             raise FanOutError(counts, errors)
         return counts
+
+    # --- watching for changes ----------------------------------------------------------------
+    def watch(
+        self,
+        identity_ids: Iterable[Any],
+        *,
+        share: float = 0.5,
+        state: WatchState | bytes | None = None,
+        baseline: bool = False,
+        concurrency: int = 32,
+        hot_window: float = 300.0,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        **filters: Unpack[Filters],
+    ) -> Watch:
+        """Poll identities and yield what changed: ``async for change in commbox.watch(ids):``.
+
+        Polls use at most ``share`` (0 to 1] of the limiter's current rate, each through the
+        client's limiter and retries, so every identity is polled about once per cycle of
+        ``len(ids) / (share x rate)`` seconds; identities that changed within ``hot_window``
+        seconds are polled more often. The first poll of an identity sets its baseline and
+        yields nothing (with ``baseline=True``, a ``Baseline`` carrying its unread total);
+        after that each poll yields typed changes (``NewConversation``, ``UnreadUp``,
+        ``UnreadDown``, ``ConversationClosed``), and a failed poll yields a ``PollFailed``
+        value instead of raising. ``state`` (from ``Watch.state()``, or its ``encode()``d
+        bytes) restores what a previous run saw, so a restart yields only what changed
+        meanwhile. ``filters`` are ``Query``'s; by default a poll asks for the largest page
+        without children (``page_size=100, include_childs=False``). ``clock`` and ``sleep``
+        pace the polls (inject them in tests). Stop it with ``aclose()`` or ``async with``;
+        closing the client stops it too.
+        """
+        ids = check_ids(identity_ids)
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise InvalidArgumentError("share must be a number in (0, 1]")
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= 10_000
+        ):
+            raise InvalidArgumentError("concurrency must be an int between 1 and 10000")
+        if (
+            isinstance(hot_window, bool)
+            or not isinstance(hot_window, (int, float))
+            or not 0 <= hot_window < 1e9
+        ):
+            raise InvalidArgumentError("hot_window must be a number of seconds >= 0")
+        if not isinstance(baseline, bool):
+            raise InvalidArgumentError("baseline must be a bool")
+        if not callable(clock) or not callable(sleep):
+            raise InvalidArgumentError("clock and sleep must be callable")
+        limit = _check_deadline(deadline, self._retries.max_time)
+        query = Query.from_filters({"page_size": MAX_PAGE_SIZE, "include_childs": False, **filters})
+        query_string = _encode(query)
+        if isinstance(state, bytes):
+            state = WatchState.decode(state)
+        if state is not None:
+            if not isinstance(state, WatchState):
+                raise InvalidArgumentError("state must be a WatchState or its encoded bytes")
+            if state.query != query_string:
+                raise InvalidArgumentError(
+                    "state was saved by a watch with other filters; it cannot be reused here"
+                )
+        self._check_open()
+        limiter = self._limiter
+        assert limiter is not None
+        return Watch(
+            ids,
+            functools.partial(self._request, query_string=query_string, deadline=limit),
+            rate=lambda: limiter.current_rate,
+            share=float(share),
+            concurrency=concurrency,
+            query=query_string,
+            page_size=query.page_size or MAX_PAGE_SIZE,
+            hot_window=float(hot_window),
+            state=state,
+            baseline=baseline,
+            tasks=self._tasks,
+            closed=lambda: self._state == "closed",
+            clock=clock,
+            sleep=sleep,
+        )
 
 
 def _encode(query: Query) -> str:

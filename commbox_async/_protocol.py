@@ -216,9 +216,10 @@ class PagingFilters(TypedDict, total=False):
 
 
 class Filters(PagingFilters, total=False):
-    """The keyword filters of ``get_user_objects``, ``fetch_many`` and ``unread_counts``: the
-    fields of ``Query``, typed so that a type checker or an IDE catches a misspelt filter or a
-    value of the wrong type. ``statuses`` also takes one status or any iterable of them."""
+    """The keyword filters of ``get_user_objects``, ``fetch_many``, ``unread_counts`` and
+    ``watch``: the fields of ``Query``, typed so that a type checker or an IDE catches a
+    misspelt filter or a value of the wrong type. ``statuses`` also takes one status or any
+    iterable of them."""
 
     page_number: int | None
     page_size: int | None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -61,6 +63,45 @@ async def test_web_app_shows_unread_badges() -> None:
             assert text.count('<span class="badge">') == 11
             assert (await client.get("/inbox/404")).status == 404
             assert (await client.get("/badges", params={"ids": "x"})).status == 400
+            # An id CommBox cannot have is the caller's mistake (400), not an outage (502).
+            assert (await client.get("/inbox/0")).status == 400
+            assert (await client.get("/inbox/-5")).status == 400
+            assert (await client.get("/badges", params={"ids": "0"})).status == 400
+
+
+async def test_live_badges_stream_changes_as_server_sent_events() -> None:
+    """The live page's event stream sends each badge, then the change a new message makes."""
+    web_badges = _load("web_badges")
+    async with FakeCommbox(token=TOKEN) as server:
+        app = web_badges.create_app(
+            [558355, 7], share=1.0, token=TOKEN, base_url=server.url, rate_limit=1000
+        )
+        async with TestClient(TestServer(app)) as client:
+            events = await client.get("/events")
+            assert events.headers["Content-Type"] == "text/event-stream"
+            seen: dict[int, int] = {}
+            while len(seen) < 2:
+                seen.update([await _next_badge(events)])
+            assert seen == {558355: unread_of(558355, 10), 7: unread_of(7, 10)}
+            page = await (await client.get("/live")).text()
+            assert 'id="identity-7"' in page and 'new EventSource("/events")' in page
+            server.add_message(7, count=2)
+            assert await _next_badge(events) == (7, unread_of(7, 10) + 2)
+            events.close()
+
+
+async def _next_badge(events: Any) -> tuple[int, int]:
+    """The next ``badge`` event of a server-sent event stream."""
+    lines: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(events.content.readline(), 30)).decode().rstrip("\n")
+        if line:
+            lines.append(line)
+            continue
+        if "event: badge" in lines:
+            data = json.loads(lines[-1].removeprefix("data: "))
+            return data["identity_id"], data["unread"]
+        lines.clear()
 
 
 async def test_fanout_job_prints_one_line_per_identity() -> None:

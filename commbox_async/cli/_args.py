@@ -24,7 +24,7 @@ __all__ = [
     "require_token",
 ]
 
-#: ``mock``'s port: not 8080, which examples/web_badges.py and many dev servers take.
+#: ``mock``'s port: not 8080, which many dev servers take, nor examples/web_badges.py's 8090.
 DEFAULT_MOCK_PORT = 8765
 #: The token ``mock`` accepts unless told otherwise (it prints it at start).
 DEFAULT_MOCK_TOKEN = "test-token"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 
+from ._activity import Activity, Message
 from ._clock import VirtualClock
 from ._data import conversation, unread_of
 from ._faults import (
@@ -55,9 +56,11 @@ __all__ = [
     "FAULT_KINDS",
     "PERMANENT_FAULTS",
     "TRANSIENT_FAULTS",
+    "Activity",
     "Blackhole",
     "FakeCommbox",
     "Faults",
+    "Message",
     "RequestRecord",
     "Throttling",
     "VirtualClock",

@@ -13,7 +13,30 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["DESCRIPTIONS", "conversation", "error_body", "page_body", "unread_of"]
+__all__ = [
+    "DESCRIPTIONS",
+    "Override",
+    "base_status",
+    "base_unread",
+    "conversation",
+    "error_body",
+    "page_body",
+    "unread_of",
+]
+
+#: A conversation changed by the server's activity: its unread count and status now.
+Override = tuple[int, int]
+
+
+def base_unread(identity_id: int, index: int) -> int:
+    """The unread count of a conversation nobody changed."""
+    return (identity_id + index) % 4
+
+
+def base_status(index: int) -> int:
+    """The status of a conversation nobody changed (open, resolved, forward, in turn)."""
+    return 1 + index % 3
+
 
 _encoder = msgspec.json.Encoder()
 _EPOCH = datetime(2026, 2, 12, 15, 0, 0, tzinfo=timezone.utc)
@@ -123,7 +146,7 @@ def conversation(
         "closedTime": None if index % 3 else _stamp(index * 600 + 500),
         "firstResponseTime": _stamp(index * 600 + 25),
         "lastResponseTime": _stamp(index * 600 + 491),
-        "statusId": 1 + index % 3,
+        "statusId": base_status(index),
         "assignedManagerId": 0,
         "lastAssignedManagerId": 0,
         "type": 0,
@@ -153,7 +176,7 @@ def conversation(
         ),
         "tagsObjectId": [],
         "customerParticipants": [],
-        "unreadMessages": (identity_id + index) % 4,
+        "unreadMessages": base_unread(identity_id, index),
     }
 
 
@@ -196,8 +219,21 @@ def page_body(
     childs: int,
     first_page: int,
     now: float,
+    overrides: Mapping[int, Override] | None = None,
 ) -> bytes | int:
-    """The 200 body of one page for ``query``, or the error status a bad query gets."""
+    """The 200 body of one page for ``query``, or the error status a bad query gets.
+
+    ``overrides`` maps a conversation's index to its (unread, status) after the server's
+    activity changed it.
+    """
+    changed = overrides or {}
+
+    def unread(i: int) -> int:
+        return changed[i][0] if i in changed else base_unread(ident, i)
+
+    def status(i: int) -> int:
+        return changed[i][1] if i in changed else base_status(i)
+
     try:
         size = min(100, int(query.get("pageSize", "100")))
         number = int(query.get("pageNumber", str(first_page)))
@@ -212,7 +248,7 @@ def page_body(
     indexes = [
         i
         for i in range(conversations)
-        if (statuses is None or 1 + i % 3 in statuses)
+        if (statuses is None or status(i) in statuses)
         and (not object_filter or ident * 1000 + i == object_filter)
     ]
     start = (number - first_page) * size
@@ -220,9 +256,13 @@ def page_body(
         conversation(ident, i, childs=childs if include_childs else 0, activity_log=activity)
         for i in indexes[start : start + size]
     ]
+    for item in data:
+        index = item["objectId"] - ident * 1000
+        if index in changed:
+            item["unreadMessages"], item["statusId"] = changed[index]
     return _encoder.encode(
         {
-            "totalUnreadChatMessages": sum((ident + i) % 4 for i in indexes),
+            "totalUnreadChatMessages": sum(unread(i) for i in indexes),
             "status": 200,
             "description": "Operation successful",
             "response_time": _stamp(int(now) % 86400),

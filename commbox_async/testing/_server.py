@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from .._client import AsyncCommbox
+from ._activity import Activity, Changes, Message, run_activity
 from ._data import error_body, page_body
 from ._faults import Faults, inject, json_error
 from ._settings import fast_client_settings
@@ -63,6 +64,7 @@ class FakeCommbox:
         port: int = 0,
         record: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        activity: Activity | None = None,
     ) -> None:
         self.token = token
         self.conversations = conversations
@@ -89,6 +91,9 @@ class FakeCommbox:
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
         self._stopping: asyncio.Event | None = None
+        self.activity = activity
+        self._changes = Changes()
+        self._activity_task: asyncio.Task[None] | None = None
         self.app = web.Application()
         self.app.router.add_get("/v2/users/identities/{ident}/objects", self._handle)
 
@@ -122,6 +127,29 @@ class FakeCommbox:
             if (outcome is None or r.outcome == outcome)
             and (identity_id is None or r.identity_id == identity_id)
         )
+
+    def add_message(self, identity_id: int, object_id: int | None = None, *, count: int = 1) -> int:
+        """A customer writes: ``count`` more unread messages on a conversation (default: the
+        identity's first open one). Returns its object id; pages served from now on show it."""
+        return self._changes.add_message(
+            identity_id, object_id, count, self.conversations_of(identity_id), self.clock()
+        )
+
+    def read_messages(self, identity_id: int, object_id: int | None = None) -> int:
+        """An agent reads a conversation: its unread count drops to 0. Returns its object id."""
+        return self._changes.read_messages(
+            identity_id, object_id, self.conversations_of(identity_id)
+        )
+
+    def close_conversation(self, identity_id: int, object_id: int) -> None:
+        """The conversation is resolved (status 2)."""
+        self._changes.close(identity_id, object_id, self.conversations_of(identity_id))
+
+    @property
+    def messages(self) -> list[Message]:
+        """The messages added so far (``add_message`` or activity), oldest first; the last
+        10,000 are kept."""
+        return list(self._changes.messages)
 
     def conversations_of(self, identity_id: int) -> int:
         c = self.conversations
@@ -161,11 +189,20 @@ class FakeCommbox:
         self._listener = Listener(self.host, self.port, self._runner.server)
         self._listener.open()
         self.port = self._listener.port
+        if self.activity is not None:
+            self._activity_task = asyncio.ensure_future(
+                run_activity(self.activity, self.add_message, self._changes.seen)
+            )
         return self
 
     async def stop(self) -> None:
         if self._stopping is not None:
             self._stopping.set()
+        if self._activity_task is not None:
+            self._activity_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._activity_task
+            self._activity_task = None
         if self._listener is not None:
             await self._listener.close()
         if self._runner is not None:
@@ -256,6 +293,8 @@ class FakeCommbox:
             kind = self._rng.choice(faults.kinds)
             self.faults_injected += 1
             return await inject(self, kind, ident, request, faults)
+        if self.activity is not None and self.activity.identities is None:
+            self._changes.seen.append(ident)
         page = self._page(ident, request.query)
         if isinstance(page, int):
             self.log(ident, page, "bad_request", request)
@@ -264,7 +303,8 @@ class FakeCommbox:
         return web.Response(body=page, content_type="application/json")
 
     def _page(self, ident: int, query: Any) -> bytes | int:
-        key = (ident, tuple(sorted(query.items())))
+        # The identity's version is in the key: a page from before a change is never served.
+        key = (ident, self._changes.version(ident), tuple(sorted(query.items())))
         cached: bytes | None = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
@@ -276,6 +316,7 @@ class FakeCommbox:
             childs=self.childs,
             first_page=self.first_page,
             now=self.clock(),
+            overrides=self._changes.overrides(ident),
         )
         if isinstance(body, bytes):
             self._cache[key] = body

@@ -1,0 +1,89 @@
+"""A short, bounded cache of pages for web apps: least recently used out, entries expire.
+
+Off by default (``AsyncCommbox(cache=Cache(ttl=2.0))`` turns it on). A web page that asks for
+one identity's badge in 200 tabs within ``ttl`` seconds costs one request; memory is bounded by
+``max_entries``. Keys are the identity and the encoded query, so different filters never share
+an entry. The clock is injected so that tests move time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from ._errors import InvalidArgumentError
+from ._models import UserObjectsPage
+
+__all__ = ["Cache"]
+
+Key = tuple[int, str]
+
+
+class Cache:
+    """Pages by (identity, filters) for ``ttl`` seconds, at most ``max_entries`` of them.
+
+    The pages handed out are shared by every caller that reads the entry: treat them as
+    read-only. ``hits`` and ``misses`` count lookups, for a dashboard or a test.
+    """
+
+    __slots__ = ("_clock", "_entries", "hits", "max_entries", "misses", "ttl")
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 2.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < 1e9:
+            raise InvalidArgumentError("ttl must be a positive number of seconds")
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise InvalidArgumentError("max_entries must be a positive int")
+        if not callable(clock):
+            raise InvalidArgumentError("clock must be callable")
+        self.ttl = float(ttl)
+        self.max_entries = max_entries
+        self._clock = clock
+        # Insertion order is recency order: a hit moves its entry to the end, eviction pops
+        # from the front, both O(1).
+        self._entries: OrderedDict[Key, tuple[float, UserObjectsPage]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"<Cache ttl={self.ttl:g}s entries={len(self)}/{self.max_entries}>"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Key) -> UserObjectsPage | None:
+        """The fresh page for ``key``, or None (an expired entry is dropped on the way)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry[0] > self._clock():
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[1]
+            del self._entries[key]
+        self.misses += 1
+        return None
+
+    def put(self, key: Key, page: UserObjectsPage) -> None:
+        """Keep ``page`` for ``ttl`` seconds from now, evicting the least recently used."""
+        entries = self._entries
+        entries[key] = (self._clock() + self.ttl, page)
+        entries.move_to_end(key)
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+    def invalidate(self, identity_id: int | None = None) -> int:
+        """Forget one identity's pages (all filters), or everything; returns how many."""
+        if identity_id is None:
+            count = len(self._entries)
+            self._entries.clear()
+            return count
+        stale = [key for key in self._entries if key[0] == identity_id]
+        for key in stale:
+            del self._entries[key]
+        return len(stale)
