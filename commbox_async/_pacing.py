@@ -522,10 +522,16 @@ class PacingModel:
         ]
         if len(sent) < 5:
             return None
-        cap = self._burst
+        burst, first_span = self._burst, self._first_span
         full = self._last_drain is None
 
         def left(rate: float) -> float:
+            # The first 429 came after `burst` accepted in `first_span` seconds from a full
+            # bucket, which refilled meanwhile: its capacity is less than `burst`. Only half
+            # that refill is taken off, since send times run ahead of arrival times (measured
+            # in the simulator: the whole refill reads buckets 1-2% fast, none reads a bucket
+            # whose limit is half the pace 20% slow).
+            cap = max(1.0, burst - 0.5 * rate * first_span)
             tokens, last = (cap if full else 0.0), origin
             for when in sent:
                 tokens = min(cap, tokens + rate * (when - last)) - 1.0
