@@ -2,7 +2,8 @@
 
     python -m benchmarks.limited_server [--port 0] [--ids 3000]
 
-It prints ``serving on http://127.0.0.1:PORT`` once it listens. The benchmark drives it over
+It prints ``serving on http://127.0.0.1:PORT`` once it listens, and stops when its stdin
+closes. The benchmark drives it over
 HTTP on the same port:
 
 - ``POST /_bench/start?scenario=NAME&scale=S&seed=N`` arms a fresh limiter of that scenario
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import sys
 import time
 
 import msgspec
@@ -130,7 +132,9 @@ async def serve(port: int, ids: int) -> None:
     await web.SockSite(runner, sock, backlog=1024).start()
     print(f"serving on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     try:
-        await asyncio.Event().wait()
+        # Until stdin closes: the benchmark holds the other end, so the server cannot outlive
+        # it, however it ends.
+        await asyncio.to_thread(sys.stdin.buffer.read)
     finally:
         await runner.cleanup()
 

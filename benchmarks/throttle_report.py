@@ -36,6 +36,8 @@ class RunResult:
     throttled: int
     lost: int
     duplicated: int
+    server_busy: float | None = None  # the server process's CPU use during the run, in cores
+    held: str = ""  # the in-flight cap: the most requests it held at once, their mean hold
 
     @property
     def finished(self) -> bool:
@@ -56,12 +58,15 @@ class RunResult:
             return f"{self.ratio:.2f}x"
         return f">={self.ratio:.1f}x" if self.cut_off is not None else "failed"
 
+    def _busy(self) -> str:
+        return "" if self.server_busy is None else f"; server busy {self.server_busy:.0%}"
+
     def line(self) -> str:
         note = f" [{self.error}]" if self.error else ""
         return (
             f"{self.scenario.name:<15} {self.contender:<9} time/ideal {self.ratio_text():>8} "
             f"(ideal {self.scenario.ideal():.1f} s) 429s {self.share:6.1%} of {self.requests:>5} "
-            f"lost {self.lost} dup {self.duplicated}{note}"
+            f"lost {self.lost} dup {self.duplicated}{self.held}{note}{self._busy()}"
         )
 
 
@@ -232,6 +237,19 @@ def report(
             "",
             table(["scenario", "goal", "target", "measured", ""], [v.row() for v in verdicts]),
         ]
+    busy = [r.server_busy for r in results if r.server_busy is not None]
+    if busy:
+        most = max(busy)
+        verdict = (
+            "the server was not the bottleneck"
+            if most <= 0.8
+            else "**the server may have been the bottleneck**"
+        )
+        parts += [
+            "",
+            f"The server's process used at most {most:.0%} of a core during any run (read from "
+            f"/proc): {verdict}.",
+        ]
     if errors:
         parts += ["", "Runs that did not finish:", *(f"- {e}" for e in errors)]
     return "\n".join(parts)
@@ -282,7 +300,8 @@ def chart(
         "Fan-out against servers with limits the client cannot see "
         "(black: the goal; hatched: a run cut off, a lower bound)"
     )
-    ax.legend(fontsize="small", loc="upper left")
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.15)  # room for the labels of the tallest bars
     ax.grid(axis="y", alpha=0.3, which="both")
     fig.savefig(path, dpi=110)
     plt.close(fig)
