@@ -11,6 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = (
+    "bucket",
+    "below",
+    "fixed_window",
+    "sliding_window",
+    "in_flight",
+    "drop",
+    "no_retry_after",
+    "random",
+)
+CONTENDERS = ("library (default: adaptive)", "library, adaptive=False", "hand-written gather")
 TABLES = ("## decode", "## throughput", "## per-request CPU overhead", "## goals")
 #: What .ci/run installs; without it the nginx case skips (and fails under CI=true).
 NGINX_HINT = "nginx is not installed: apt-get install nginx-light (.ci/run does)"
@@ -62,17 +73,27 @@ def test_quick_benchmarks_run_and_print_their_tables(tmp_path: Path, server: str
     assert "{" not in results.split("## 5.")[1]  # every figure of the template was filled in
 
 
-def test_quick_throttle_benchmark_runs_and_loses_nothing() -> None:
-    """`benchmarks/bench_throttle.py --quick` exits 0: its tables print and no id was lost or
-    fetched twice (its time goals are judged only in the full run)."""
+def test_quick_throttle_benchmark_reports_every_scenario(tmp_path: Path) -> None:
+    """`python -m benchmarks.bench_throttle --quick` exits 0 and reports all eight scenarios
+    for all three contenders, the goals, memory, and a chart (the library's figures are not
+    judged here: the full run judges them)."""
     done = subprocess.run(
-        [sys.executable, "benchmarks/bench_throttle.py", "--quick"],
+        [sys.executable, "-m", "benchmarks.bench_throttle", "--quick", "--out-dir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert "| library, client at 10x the server" in done.stdout
-    assert "memory: peak RSS ratio" in done.stdout
-    assert "quick mode: nothing lost or duplicated: yes" in done.stdout
+    assert "Traceback" not in done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    for scenario in SCENARIOS:
+        for contender in CONTENDERS:
+            assert any(f"| {scenario} " in r and f"| {contender} " in r for r in rows), (
+                scenario,
+                contender,
+            )
+        assert any(f"| {scenario} " in r and "adaptive / adaptive=False" in r for r in rows)
+    assert "peak RSS ratio" in done.stdout
+    assert "goals: " in done.stdout
+    assert (tmp_path / "throttle.png").stat().st_size > 10_000
