@@ -367,15 +367,27 @@ class AsyncCommbox:
                 return page
         if not self._share_calls:
             return await self._fetch_and_keep(key, deadline)
+        started = time.monotonic()
         shared, waiter, joined = self._in_flight.join(
             key, lambda: self._fetch_and_keep(key, deadline)
         )
+        if not joined:
+            shared.ends = started + deadline
         try:
             # A joiner's own deadline bounds its wait only when it is shorter than the default
             # (wait_for costs a little, and a default-deadline call ends by then anyway).
             if joined and deadline < self._retries.max_time:
                 return await asyncio.wait_for(waiter, deadline)
             return await waiter
+        except CommboxError as exc:
+            # A failure the retry loop would have tried again may have been final only by the
+            # starter's shorter deadline: this caller's own runs later, so it tries again
+            # within what is left of it.
+            left = started + deadline - time.monotonic()
+            mine = started + deadline
+            if joined and type(exc).retryable and shared.ends < mine - 0.1 * deadline and left > 0:
+                return await self._shared(identity_id, query_string, left, use_cache)
+            raise
         except asyncio.TimeoutError:
             self._in_flight.leave(key, shared, waiter)
             # This caller joined a call with a later deadline, and its own passed first.

@@ -24,11 +24,13 @@ V = TypeVar("V")
 class Shared(Generic[V]):
     """One running call: its task and the futures of the callers waiting on it."""
 
-    __slots__ = ("task", "waiters")
+    __slots__ = ("ends", "task", "waiters")
 
     def __init__(self, task: asyncio.Task[V]) -> None:
         self.task = task
         self.waiters: list[asyncio.Future[V]] = []
+        #: When the call's own deadline passes (monotonic), as its starter set it.
+        self.ends = float("inf")
 
 
 class InFlight(Generic[K, V]):

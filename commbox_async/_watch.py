@@ -23,7 +23,7 @@ import math
 import time
 from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -217,15 +217,18 @@ class Tracker:
         return WatchState(query=query, identities=identities)
 
     # --- what to poll next ----------------------------------------------------------------
-    def next_index(self, now: float) -> int:
-        """The identity to poll now (its index), marked as polled at ``now``."""
-        index = self._take_hot(now) if self.hot else None
+    def next_index(self, now: float, busy: Container[int] = ()) -> int | None:
+        """The identity to poll now (its index), marked as polled at ``now``; never one in
+        ``busy`` (being polled: two polls of one identity could finish out of order, and the
+        older page would undo the newer one's change). None when every identity is busy."""
+        index = self._take_hot(now, busy) if self.hot else None
         if index is None:
-            index = self._take_round_robin()
-        self.last_poll[index] = now
+            index = self._take_round_robin(busy)
+        if index is not None:
+            self.last_poll[index] = now
         return index
 
-    def _take_hot(self, now: float) -> int | None:
+    def _take_hot(self, now: float, busy: Container[int]) -> int | None:
         self._hot_credit += HOT_SHARE
         if self._hot_credit < 1.0:
             return None
@@ -240,14 +243,20 @@ class Tracker:
         # extra polls go mostly to the conversations in progress. (At most MAX_HOT entries,
         # a few times a second: a scan is cheap.)
         last_poll = self.last_poll
-        index = max(hot, key=lambda i: (now - last_poll[i]) / (now - hot[i] + 1.0))
+        ready = [i for i in hot if i not in busy]
+        if not ready:
+            return None
+        index = max(ready, key=lambda i: (now - last_poll[i]) / (now - hot[i] + 1.0))
         self._hot_credit -= 1.0
         return index
 
-    def _take_round_robin(self) -> int:
-        index = self._next
-        self._next = index + 1 if index + 1 < len(self.ids) else 0
-        return index
+    def _take_round_robin(self, busy: Container[int]) -> int | None:
+        for _ in range(len(self.ids)):
+            index = self._next
+            self._next = index + 1 if index + 1 < len(self.ids) else 0
+            if index not in busy:
+                return index
+        return None
 
     # --- what changed -----------------------------------------------------------------------
     def observe(self, index: int, page: UserObjectsPage, now: float) -> list[WatchChange]:
@@ -399,6 +408,7 @@ class Watch:
         self._clock = clock
         self._sleep = sleep
         self._pending: deque[WatchChange] = deque()
+        self._polling: set[int] = set()  # identities (indices) with a poll in flight
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -487,7 +497,11 @@ class Watch:
                 else:
                     await free.acquire()
                 tracker = self._tracker
-                index = tracker.next_index(now)
+                index = tracker.next_index(now, self._polling)
+                if index is None:  # every identity is being polled: one slot's wait
+                    free.release()
+                    continue
+                self._polling.add(index)
                 task = asyncio.ensure_future(self._one(index, free))
                 polls.add(task)
                 task.add_done_callback(polls.discard)
@@ -520,6 +534,7 @@ class Watch:
             if self._runner is not None:
                 self._runner.cancel()
         finally:
+            self._polling.discard(index)
             free.release()
 
     async def _hand_over(self, changes: list[WatchChange]) -> None:

@@ -127,6 +127,19 @@ async def test_a_joiner_with_a_shorter_deadline_times_out_alone() -> None:
         assert server.count(identity_id=14) == 1
 
 
+async def test_a_joiner_with_a_longer_deadline_outlives_the_first_callers() -> None:
+    """The first caller's short deadline ends its call; a joiner with a long one still gets
+    the page, by a request of its own."""
+    async with FakeCommbox(latency=0.3) as server, _client(server) as commbox:
+        first = asyncio.ensure_future(commbox.get_user_objects(16, deadline=0.1))
+        await until(lambda: server.stalling == 1, "the server holds the request")
+        page = await commbox.get_user_objects(16, deadline=30)
+        assert page.unread_total == unread_of(16, 10)
+        with pytest.raises(CommboxTimeoutError):
+            await first
+        assert server.count(identity_id=16) == 2
+
+
 async def test_sharing_can_be_turned_off() -> None:
     """With share_calls=False each concurrent call makes its own request."""
     async with FakeCommbox() as server, _client(server, share_calls=False) as commbox:

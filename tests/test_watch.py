@@ -137,6 +137,17 @@ def test_round_robin_polls_every_identity_once_per_cycle() -> None:
     assert picks == list(range(10)) * 3
 
 
+def test_an_identity_being_polled_is_not_picked_again() -> None:
+    """Busy identities are skipped (hot ones too); with every identity busy there is no pick."""
+    tracker = _tracker([1, 2, 3])
+    for index in range(3):
+        tracker.observe(index, _page((1, 0, 1)), 0.0)
+    tracker.observe(1, _page((1, 1, 1)), 0.0)  # index 1 is hot
+    picks = [tracker.next_index(1.0 + n, busy={1}) for n in range(40)]
+    assert 1 not in picks and set(picks) == {0, 2}
+    assert tracker.next_index(50.0, busy={0, 1, 2}) is None
+
+
 def test_recently_changed_identities_are_polled_more_often() -> None:
     """A hot identity gets HOT_SHARE of the polls on top of round-robin; all others still come."""
     ids = list(range(1, 101))
