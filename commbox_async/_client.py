@@ -474,7 +474,7 @@ class AsyncCommbox:
                 raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 limiter.report(ticket, Outcome.FAILED)
-                raise _translate(exc, call.identity_id) from exc
+                raise _translate(exc, call.identity_id, call.url) from exc
             finally:
                 stats.in_flight -= 1
             elapsed = time.perf_counter() - started
@@ -895,8 +895,15 @@ def _count_attempts(exc: CommboxError, call: CallState) -> None:
     exc.message = f"{exc.message} ({call.attempts} attempt{plural} over {elapsed:.1f} s)"
 
 
-def _translate(exc: BaseException, identity_id: int) -> CommboxError:
+def _translate(exc: BaseException, identity_id: int, url: URL | None = None) -> CommboxError:
     """The one place where aiohttp's and the OS's exceptions become the library's."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError) and url is not None:
+        # A firewall that drops packets: name the host, as a refused connection does.
+        timed_out = CommboxTimeoutError(
+            f"timed out connecting to {url.host}:{url.port}", identity_id=identity_id
+        )
+        timed_out.reason = "connection timed out"
+        return timed_out
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return CommboxTimeoutError(f"timed out: {type(exc).__name__}", identity_id=identity_id)
     if isinstance(exc, aiohttp.ClientPayloadError):

@@ -188,3 +188,19 @@ class NotImplementedByServerError(CommboxAPIError):
     """501: the server does not support the operation; retrying cannot help."""
 
     kind = "not_implemented"
+
+
+def drop_tracebacks(exc: BaseException) -> None:
+    """Cut the frames off an error and the errors chained to it.
+
+    A failure handed back as a value (a fan-out's result, a watch's ``PollFailed``) may be kept
+    for a whole job; its traceback would keep every frame of the call alive with it (the
+    client, its session, the body read). The error's message, class and attributes say what
+    failed, which is all a value needs.
+    """
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        item.__traceback__ = None
+        item = item.__cause__ or item.__context__

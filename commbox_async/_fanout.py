@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from ._errors import AuthenticationError, ClientClosedError, CommboxError
+from ._errors import AuthenticationError, ClientClosedError, CommboxError, drop_tracebacks
 from ._models import UserObjectsPage
 from ._protocol import check_identity_id
 
@@ -234,21 +234,6 @@ def _safe_repr(value: Any) -> str:
         return f"<{type(value).__name__} object>"
 
 
-def _drop_tracebacks(exc: BaseException) -> None:
-    """Cut the frames off an error and the errors chained to it.
-
-    A failure in a fan-out is a value the caller may keep for the whole job; its traceback
-    would keep every frame of the call alive with it (the client, its session, the body read).
-    The error's message, class and attributes say what failed, which is all a value needs.
-    """
-    seen: set[int] = set()
-    item: BaseException | None = exc
-    while item is not None and id(item) not in seen:
-        seen.add(id(item))
-        item.__traceback__ = None
-        item = item.__cause__ or item.__context__
-
-
 def _refused(ident: int, first: AuthenticationError) -> FetchResult:
     """The result for an id not sent because the token was refused earlier in the fan-out."""
     error = AuthenticationError(
@@ -264,12 +249,13 @@ def _refused(ident: int, first: AuthenticationError) -> FetchResult:
 def _failure(raw: Any, exc: Exception) -> FetchResult:
     """The result for an identity whose call raised ``exc``."""
     if isinstance(exc, CommboxError):
-        _drop_tracebacks(exc)
+        drop_tracebacks(exc)
         return FetchResult(identity_id=raw, error=exc)
     # A bug must cost one identity, never the whole fan-out.
     error = CommboxError(f"unexpected {type(exc).__name__}", identity_id=raw)
     error.__cause__ = exc
     logger.error("identity %s: unexpected %s", _safe_repr(raw), type(exc).__name__, exc_info=exc)
+    drop_tracebacks(error)  # logged above; the kept value need not pin the call's frames
     return FetchResult(identity_id=raw, error=error)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from ._errors import ClientClosedError, CommboxError, InvalidArgumentError
+from ._errors import ClientClosedError, CommboxError, InvalidArgumentError, drop_tracebacks
 from ._models import ObjectStatus, UserObject, UserObjectsPage
 from ._protocol import check_identity_id
 
@@ -524,6 +524,7 @@ class Watch:
                 page = await self._poll(ident)
             except CommboxError as exc:
                 self.failures += 1
+                drop_tracebacks(exc)  # a kept PollFailed must not keep the client's frames
                 await self._hand_over([PollFailed(identity_id=ident, error=exc)])
                 return
             changes = self._tracker.observe(index, page, self._clock())

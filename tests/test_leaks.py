@@ -65,3 +65,22 @@ async def test_a_kept_failure_does_not_keep_the_client() -> None:
     assert all(r.error is not None and r.error.status == 404 for r in results)  # type: ignore[union-attr]
     assert ref() is None
     assert all(r.error.__traceback__ is None for r in results)  # type: ignore[union-attr]
+
+
+async def test_a_kept_poll_failure_does_not_keep_the_client() -> None:
+    """A watch's PollFailed kept after the client closed does not keep the client alive."""
+    async with FakeCommbox(not_found=lambda ident: True) as server:
+        commbox = AsyncCommbox(token=server.token, base_url=server.url, **FAST)
+        async with commbox:
+            watch = commbox.watch([1, 2], share=1.0)
+            kept = []
+            async for change in watch:
+                kept.append(change)
+                if len(kept) == 2:
+                    break
+            await watch.aclose()
+        ref = weakref.ref(commbox)
+        del commbox, watch
+    gc.collect()
+    assert all(type(c).__name__ == "PollFailed" for c in kept)
+    assert ref() is None

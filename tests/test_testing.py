@@ -81,6 +81,14 @@ async def test_server_client_retries_a_429_without_waiting(fake_commbox: FakeCom
         stats = commbox.stats
     assert page.unread_total == unread_of(4, 10)
     assert (stats.throttled, stats.retries) == (3, 3)
+    assert stats.pause_wait_s < 0.1  # three pauses of at most 10 ms each
+
+
+def test_a_number_of_tries_keeps_the_fast_waits() -> None:
+    """``fast_client_settings(retries=3)`` changes the tries, not the fast back-off."""
+    retries = fast_client_settings(retries=3)["retries"]
+    assert retries.tries == 3
+    assert (retries.base_delay, retries.max_delay, retries.max_retry_after) == (0.0, 0.0, 0.01)
 
 
 def test_the_readme_testing_example_is_the_example_file() -> None:

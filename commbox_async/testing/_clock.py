@@ -22,11 +22,13 @@ class VirtualClock:
         return self.now
 
     def time(self) -> float:
+        """The virtual time now, in seconds (also as ``clock``)."""
         return self.now
 
     clock = time
 
     async def sleep(self, seconds: float) -> None:
+        """Move the clock on by ``seconds`` at once, and remember the sleep."""
         self.sleeps.append(seconds)
         self.now += max(0.0, seconds)
         await asyncio.sleep(0)

@@ -100,6 +100,7 @@ class FakeCommbox:
     # --- control ------------------------------------------------------------------------
     @property
     def throttling(self) -> Throttling | None:
+        """The server's rate limit (None: unlimited); settable while it runs."""
         return self._throttling
 
     @throttling.setter
@@ -152,11 +153,13 @@ class FakeCommbox:
         return list(self._changes.messages)
 
     def conversations_of(self, identity_id: int) -> int:
+        """How many conversations this identity's pages hold."""
         c = self.conversations
         return c(identity_id) if callable(c) else c
 
     @property
     def url(self) -> str:
+        """The base URL a client uses (``http://host:port``)."""
         return f"http://{self.host}:{self.port}"
 
     def client(self, **settings: Any) -> AsyncCommbox:
@@ -179,6 +182,7 @@ class FakeCommbox:
         return self._listener.refusals if self._listener is not None else 0
 
     async def start(self) -> FakeCommbox:
+        """Listen on the host and port (port 0: a free one); ``async with`` calls this."""
         self._stopping = asyncio.Event()
         # Slow faults sleep past a client that gave up; a short grace is enough at shutdown.
         self._runner = web.AppRunner(
@@ -196,6 +200,7 @@ class FakeCommbox:
         return self
 
     async def stop(self) -> None:
+        """Stop listening and close the open connections."""
         if self._stopping is not None:
             self._stopping.set()
         if self._activity_task is not None:

@@ -57,6 +57,7 @@ class Blackhole:
 
     @property
     def url(self) -> str:
+        """The base URL of the port that swallows connections."""
         return f"http://{self.host}:{self.port}"
 
 
