@@ -146,7 +146,7 @@ class LocalLimiter:
         # A bucket of capacity c lets c-1 attempts beyond the rate into any one-second window;
         # near the configured maximum, drip that much slower so that no window ever holds
         # more than the maximum.
-        drip = max(min(rate, self.config.max_rate - burst), rate / 2)
+        drip = max(min(rate, self.config.max_rate - (burst - 1)), rate / 2)
         self._limiter_rate = rate
         return AsyncLimiter(burst, burst / drip)
 

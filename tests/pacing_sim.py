@@ -3,8 +3,8 @@
 Virtual time, no sockets, no sleeping: a job of 1,500 ids runs in a few milliseconds of CPU, so
 the tests can run hundreds of simulated jobs and a change that breaks one kind of server fails a
 test. The client side is the real ``PacingModel`` and ``PausePolicy`` with a simple slot pacer
-(one slot every 1/rate, no slot inside a pause), ``concurrency`` workers and a per-call back-off
-for 429s that came with no pause, as the client does. The server side is one of the limiter
+(one slot every 1/rate, no slot inside a pause), ``concurrency`` workers, and the client's own
+retry decision (``decide_retry``) after each 429. The server side is one of the limiter
 kinds below; each answers at arrival time after a one-way latency, and the cap on requests in
 flight holds each accepted request for its service time.
 """
@@ -18,7 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from yarl import URL
+
+from commbox_async import Retries
+from commbox_async._errors import RateLimitError
 from commbox_async._pacing import Outcome, PacingModel, PausePolicy, Ticket
+from commbox_async._retry import CallState, RetryBudget, decide_retry
 
 # --- server-side limiters --------------------------------------------------------------------
 
@@ -193,7 +198,9 @@ def simulate(
     now = 0.0
     last_release = -math.inf
     pending = list(range(ids))
-    state = {"sent": 0, "throttled": 0, "done": 0}
+    state = {"sent": 0, "throttled": 0, "done": 0, "failed": 0}
+    retries = Retries()
+    budget = RetryBudget(retries.budget_ratio, retries.budget_reserve)
     rates: list[tuple[float, float]] = []
 
     def at(when: float, action: Callable[[], None]) -> None:
@@ -227,16 +234,19 @@ def simulate(
         waiting.popleft()()
         at(now, dispatch)
 
-    def start_call(ident: int, tries: int = 0) -> None:
+    def start_call(ident: int, call: CallState | None = None) -> None:
+        if call is None:
+            call = CallState(ident, URL("http://127.0.0.1/"), now + retries.max_time, now)
+
         def send() -> None:
             state["sent"] += 1
             ticket = model.on_send(now)
             arrival = now + latency
-            at(arrival, lambda: arrive(ident, ticket, tries))
+            at(arrival, lambda: arrive(ident, ticket, call))
 
         acquire(send)
 
-    def arrive(ident: int, ticket: Ticket, tries: int) -> None:
+    def arrive(ident: int, ticket: Ticket, call: CallState) -> None:
         ok, retry_after = server.decide(now)
         if ok:
 
@@ -246,22 +256,36 @@ def simulate(
 
             at(now + server.hold, answered)
         else:
-            at(now + latency, lambda: throttled(ident, ticket, tries, retry_after))
+            at(now + latency, lambda: throttled(ident, ticket, call, retry_after))
 
     def accepted(ticket: Ticket) -> None:
         model.on_answer(ticket, now, Outcome.ACCEPTED)
         state["done"] += 1
         next_call()
 
-    def throttled(ident: int, ticket: Ticket, tries: int, retry_after: float | None) -> None:
+    def throttled(ident: int, ticket: Ticket, call: CallState, retry_after: float | None) -> None:
         state["throttled"] += 1
         pause = policy.pause_for(retry_after, rng)
         model.on_answer(
             ticket, now, Outcome.THROTTLED, pause=pause, asked=policy.asked(retry_after)
         )
-        # A call answered 429 again and again backs off by itself, whatever the pause says.
-        backoff = rng.uniform(0.0, min(2.0, 0.01 * 2.0**tries)) if pause < 0.05 else 0.0
-        at(now + backoff, lambda: start_call(ident, tries + 1))
+        # The client's own retry decision: the shared pause, and a call's own back-off.
+        error = RateLimitError("HTTP 429", status=429, retry_after=retry_after)
+        decision = decide_retry(
+            call,
+            error,
+            retries,
+            budget,
+            rng,
+            now=now,
+            pause_remaining=model.pause_remaining(now),
+            accepted_total=state["done"],
+        )
+        if decision.delay is None:
+            state["failed"] += 1
+            next_call()
+            return
+        at(now + decision.delay, lambda: start_call(ident, call))
 
     def next_call() -> None:
         if pending:
@@ -269,7 +293,7 @@ def simulate(
 
     for _ in range(concurrency):
         next_call()
-    while events and state["done"] < ids:
+    while events and state["done"] + state["failed"] < ids:
         now, _, action = heapq.heappop(events)
         if now > deadline:
             break
@@ -354,3 +378,10 @@ if __name__ == "__main__":  # pragma: no cover - a table for people
             f"{sc.name:18s} adaptive {med:5.2f}x (worst {worst:5.2f}) 429 {share:5.1%}"
             f"  off {off_med:5.2f}x  goal {sc.goal:.2f}  ratio {med / off_med:4.2f}"
         )
+
+
+#: Known limitation, measured but not a goal (docs/pacing.md): 1% random 429s that ask for a
+#: 0.2 s pause are read as a limit, and adapting costs more than pausing alone.
+RANDOM_WITH_PAUSE = Scenario(
+    "random_pause", lambda s: RandomThrottle(0.01, 0.2, seed=s), 200, 1000, 5.0, 9.9, 1.0
+)

@@ -8,6 +8,7 @@ change that breaks one kind of server fails here, not in a benchmark weeks later
 from __future__ import annotations
 
 import json
+import re
 import logging
 import random
 import statistics
@@ -21,9 +22,10 @@ from commbox_async._errors import RateLimitError, ServerError
 from commbox_async._pacing import Outcome, PacingModel, PausePolicy, Phase, Reason
 from commbox_async._retry import CallState, RetryBudget, decide_retry
 from commbox_async._throttle import LocalLimiter
-from commbox_async.testing import FakeCommbox, VirtualClock
+from commbox_async.testing import FakeCommbox, Throttling, VirtualClock
 
 SEEDS = range(1, 11)
+FAST = Retries(base_delay=0.0, max_delay=0.0, default_retry_after=0.0)
 
 
 # --- every limiter kind, in simulation -------------------------------------------------------
@@ -142,12 +144,13 @@ def test_pause_policy_caps_defaults_and_only_adds_jitter() -> None:
         assert all(want <= p <= want + min(0.05, 0.1 * want) for p in pauses)
 
 
-def test_one_pause_policy_for_client_and_limiter() -> None:
+async def test_one_pause_policy_for_client_and_limiter() -> None:
     """The client builds its limiter's pause rules from its Retries: they cannot disagree."""
-    client = AsyncCommbox(
-        token="t", base_url="http://127.0.0.1:9", retries=Retries(max_retry_after=7.0)
-    )
-    assert client._retries.max_retry_after == 7.0  # the limiter is built from this on open
+    retries = Retries(max_retry_after=7.0, default_retry_after=0.25)
+    async with AsyncCommbox(token="t", base_url="http://127.0.0.1:9", retries=retries) as commbox:
+        limiter = commbox.limiter
+        assert isinstance(limiter, LocalLimiter)
+        assert limiter.pause_policy == PausePolicy(default_retry_after=0.25, max_retry_after=7.0)
 
 
 # --- the retry decision ------------------------------------------------------------------------
@@ -268,3 +271,18 @@ async def test_a_large_rate_change_is_logged_once_with_its_evidence(
     assert lines[0].startswith("rate 1000 -> ") and "accepted" in lines[0]
     assert limiter.current_rate < 100
     assert limiter.last_change.reason is Reason.SEARCHING
+
+
+async def test_stats_say_why_the_rate_last_changed() -> None:
+    """After a 429 from a throttling server, stats.rate_change names the reason and evidence."""
+    async with FakeCommbox(throttling=Throttling(rate=50, burst=2, retry_after="0")) as server:
+        async with AsyncCommbox(
+            token=server.token, base_url=server.url, rate_limit=5000, retries=FAST
+        ) as commbox:
+            results = [r async for r in commbox.fetch_many(range(1, 121))]
+            stats = commbox.stats
+    assert all(r.ok for r in results)
+    assert stats.current_rate < 5000
+    # The last word on the rate, with its reason in brackets and the evidence after the colon.
+    assert re.fullmatch(r"[0-9.]+ -> [0-9.]+/s \([a-z-]+\): .+", stats.rate_change)
+    assert stats.current_rate < 100
