@@ -463,7 +463,7 @@ async def test_mock_answers_404_for_the_ids_it_is_given() -> None:
     ("args", "message"),
     [
         (["--throttle-rate", "-1"], "argument --throttle-rate: '-1' must be a positive number"),
-        (["--fault-rate", "1.5"], "argument --fault-rate: '1.5' must be between 0 and 1"),
+        (["--fault-rate", "1.5"], "argument --fault-rate: must be between 0 and 1, got 1.5"),
         (["--conversations", "-2"], "argument --conversations: '-2' must be 0 or more"),
         (["--fault-kinds", "500,nope"], "unknown kind nope; use 'default', 'all', or a"),
     ],

@@ -211,9 +211,9 @@ def _ids(text: str) -> frozenset[int]:
 
 
 def _rate(text: str) -> float:
-    value = _positive_float(text)
+    value = _zero_or_more(text)
     if value > 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
@@ -370,7 +370,9 @@ def build_parser(
         description="Start the fake server in-process with throttling on, fetch identities "
         "through it with a progress bar, and print the summary. No token needed.",
     )
-    demo.add_argument("--identities", type=_positive_int, default=2000)
+    demo.add_argument(
+        "--identities", type=_positive_int, default=2000, help="how many to fetch (default 2000)"
+    )
     demo.add_argument(
         "--rate", type=_positive_float, default=600.0, help="client requests/s (default 600)"
     )
@@ -380,14 +382,21 @@ def build_parser(
         default=300.0,
         help="the fake server's throttle, requests/s (default 300)",
     )
-    demo.add_argument("--server-burst", type=_positive_float, default=20.0)
+    demo.add_argument(
+        "--server-burst",
+        type=_positive_float,
+        default=20.0,
+        help="the fake server's burst, requests (default 20)",
+    )
     demo.add_argument(
         "--fault-rate",
-        type=float,
+        type=_rate,
         default=0.02,
-        help="share of requests the server fails at random (default 0.02)",
+        help="share of requests the server fails at random, 0 to 1 (default 0.02)",
     )
-    demo.add_argument("--concurrency", type=_concurrency, default=32)
+    demo.add_argument(
+        "--concurrency", type=_concurrency, default=32, help="requests at once (default 32)"
+    )
     demo.add_argument("-o", "--output", help="also write the NDJSON results to this file")
     _add_uvloop(demo)
     return parser

@@ -60,8 +60,6 @@ def _open_lines(path: str) -> BinaryIO:
 
 
 async def demo_command(args: argparse.Namespace) -> int:
-    if not 0.0 <= args.fault_rate <= 1.0:
-        raise CliExit("--fault-rate must be between 0 and 1")
     token = secrets.token_urlsafe(24)  # the demo's own; never shown
     server = FakeCommbox(
         token=token,
