@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import html
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,8 +53,13 @@ class Hub:
     def publish(self, identity_id: int, unread: int) -> None:
         self.badges[identity_id] = unread
         for queue in list(self.listeners):
-            if queue.full():  # a browser that stopped reading is dropped, not waited for
+            if queue.full():
+                # A browser that stopped reading is not waited for: its stream ends, and
+                # the browser reconnects (EventSource does) to the current badges.
                 self.listeners.discard(queue)
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(None)
             else:
                 queue.put_nowait((identity_id, unread))
 
@@ -191,6 +197,14 @@ async def _watch_badges(commbox: AsyncCommbox, ids: list[int], hub: Hub, share: 
                 hub.publish(change.identity_id, change.identity_unread)
 
 
+def _report_end(task: asyncio.Future[None]) -> None:
+    """The app's one watch ended before shutdown: say so, or every badge silently freezes."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger("web_badges").error(
+            "the live badges' watch ended: %r; badges no longer update", task.exception()
+        )
+
+
 def create_app(
     watch_ids: list[int] | None = None, *, share: float = 0.5, **client_options: Any
 ) -> web.Application:
@@ -212,6 +226,7 @@ def create_app(
                 watcher = asyncio.ensure_future(
                     _watch_badges(commbox, app[WATCHED], app[HUB], share)
                 )
+                watcher.add_done_callback(_report_end)
             yield
             if watcher is not None:
                 watcher.cancel()
