@@ -167,6 +167,7 @@ class PacingModel:
     SEARCH_STEP = 0.2  # seconds between two climbs while searching
     SEARCH_FIRST = 0.05  # first climb while searching; doubles each step, at most x2
     NOISE_SHARE = 0.03  # a share of 429s at or below this, with no real pause, is tolerated
+    NOISE_MAX = 0.10  # a share of 429s above this is never taken for noise
     STEP_DOWN = 0.9  # after a pace that ran STEP_AFTER seconds drained the server
     STEP_AFTER = 1.0
     FULL_STAY = 30.0  # seconds at full pace after adapting did worse than pausing alone
@@ -565,7 +566,10 @@ class PacingModel:
         if accepted + throttled < self.CURE_EVIDENCE:
             return
         share = throttled / (accepted + throttled)
-        if share >= 0.7 * before_share and self.rate < before_rate:
+        # Noise is a few percent: a share above NOISE_MAX after slowing down means the step
+        # was too small for a real limit (a cap on requests in flight still overrun), not
+        # that slowing down cannot help.
+        if share >= 0.7 * before_share and self.rate < before_rate and share <= self.NOISE_MAX:
             self._tolerated_share = max(self._tolerated_share, share)
             self.phase = Phase.HOLD
             self._set(
