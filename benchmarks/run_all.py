@@ -451,8 +451,9 @@ function):
 `--runs K`, `--quick`). Each scenario's server (`benchmarks/limited_server.py`, a process of its
 own on loopback) applies one limit of the pacing issue (`benchmarks/throttle_scenarios.py`) and
 counts everything on its side. Contenders, interleaved run by run: the library with its
-defaults, the library with `RateLimit(adaptive=False)`, and a hand-written `asyncio.gather`
-paced by aiolimiter at the client's ceiling whose requests each sleep their own Retry-After.
+defaults, the library with `RateLimit(adaptive=False)`, and a hand-written `asyncio.gather`,
+32 at a time, paced by aiolimiter at the client's ceiling, whose requests each sleep their own
+Retry-After. `benchmarks/THROTTLE_BASELINE.md` has the figures before the pacing rewrite.
 Ideal = ids / the rate the server sustains (the drop: the integral of its rate; the fixed
 window: the whole windows the job needs). An id is lost unless the server answered it 200 and
 the client returned it with its own page; duplicated if answered 200 or returned twice.
