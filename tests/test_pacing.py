@@ -8,9 +8,9 @@ change that breaks one kind of server fails here, not in a benchmark weeks later
 from __future__ import annotations
 
 import json
-import re
 import logging
 import random
+import re
 import statistics
 
 import pytest
