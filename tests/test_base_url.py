@@ -10,10 +10,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
+from gateway import serve_gateway
 
 from commbox_async import AsyncCommbox, InvalidArgumentError, RateLimit, Retries
 from commbox_async._protocol import check_base_url
@@ -28,31 +27,8 @@ FAST = {
 @pytest_asyncio.fixture
 async def gateway(server: FakeCommbox) -> AsyncIterator[tuple[str, list[str]]]:
     """A gateway serving the fake server under /commbox; yields its URL and the paths it saw."""
-    seen: list[str] = []
-
-    async def forward(request: web.Request) -> web.Response:
-        seen.append(request.path)
-        tail = request.match_info["tail"]
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(
-                f"{server.url}/{tail}", params=request.query, headers=request.headers
-            ) as upstream,
-        ):
-            body = await upstream.read()
-            return web.Response(status=upstream.status, body=body, content_type="application/json")
-
-    app = web.Application()
-    app.router.add_get("/commbox/{tail:.*}", forward)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/commbox", seen
-    finally:
-        await runner.cleanup()
+    async with serve_gateway(server.url) as (url, seen):
+        yield url, seen
 
 
 @pytest.mark.parametrize("suffix", ["", "/"])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from cli_process import start_cli
 
 from commbox_async.cli._args import DEFAULT_MOCK_PORT, build_parser
 from commbox_async.testing import FAULT_KINDS, FakeCommbox, unread_of
@@ -57,16 +58,7 @@ def _no_token(*texts: str) -> None:
 
 
 async def _start(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "commbox_async",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env if env is not None else _env(),
-    )
+    return await start_cli(*args, env=env if env is not None else _env())
 
 
 @contextlib.asynccontextmanager
@@ -347,24 +339,32 @@ async def test_resume_drops_a_partial_last_line(fake: FakeCommbox, tmp_path: Pat
     assert written[:10] == [json.loads(line)["identity_id"] for line in lines[:10]]
 
 
+async def _signalled_midway(
+    fake: FakeCommbox, tmp_path: Path, ids: list[int], signum: int
+) -> tuple[Run, Path, list[str]]:
+    """A slow `fetch` of ``ids`` sent ``signum`` once 20 lines are written, run to its end;
+    returns the run, the output file and the command (to run it again with --resume)."""
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("".join(f"{i}\n" for i in ids))
+    out = tmp_path / "out.ndjson"
+    args = ["fetch", str(ids_file), "-o", str(out), "--base-url", fake.url, "--rate", "1000"]
+    fake.latency = 0.02  # slow enough that the job is still running when the signal comes
+    async with _running(*args, "--concurrency", "4") as proc:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not out.exists() or out.read_bytes().count(b"\n") < 20:
+            assert proc.returncode is None, "the job ended before the signal could be sent"
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)  # waiting for the subprocess's output
+        proc.send_signal(signum)
+        return await _finish(proc), out, args
+
+
 async def test_ctrl_c_then_resume_loses_and_repeats_nothing(
     fake: FakeCommbox, tmp_path: Path
 ) -> None:
     """SIGINT mid-job leaves whole lines and exits 130; --resume completes every id exactly once."""
     ids = list(range(1000, 1400))
-    ids_file = tmp_path / "ids.txt"
-    ids_file.write_text("".join(f"{i}\n" for i in ids))
-    out = tmp_path / "out.ndjson"
-    args = ["fetch", str(ids_file), "-o", str(out), "--base-url", fake.url, "--rate", "1000"]
-    fake.latency = 0.02  # slow enough that the job is still running when it is interrupted
-    async with _running(*args, "--concurrency", "4") as proc:
-        deadline = asyncio.get_running_loop().time() + 60
-        while not out.exists() or out.read_bytes().count(b"\n") < 20:
-            assert proc.returncode is None, "the job ended before it could be interrupted"
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)  # waiting for the subprocess's output
-        proc.send_signal(signal.SIGINT)
-        interrupted = await _finish(proc)
+    interrupted, out, args = await _signalled_midway(fake, tmp_path, ids, signal.SIGINT)
     assert interrupted.code == 130, interrupted.err
     assert "interrupted:" in interrupted.err and "--resume" in interrupted.err
     assert "Traceback" not in interrupted.err
@@ -605,9 +605,9 @@ async def test_the_progress_bar_counts_failures(tmp_path: Path) -> None:
         (tmp_path / "ids.txt").write_text("".join(f"{i}\n" for i in range(1, 11)))
         master, terminal = os.openpty()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "commbox_async", "fetch", str(tmp_path / "ids.txt"),
-                "-o", str(tmp_path / "out.ndjson"), "--base-url", server.url,
+            proc = await start_cli(
+                "fetch", str(tmp_path / "ids.txt"), "-o", str(tmp_path / "out.ndjson"),
+                "--base-url", server.url,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=terminal, env=_env(COLUMNS="200"),
             )  # fmt: skip
@@ -636,19 +636,7 @@ def _read_all(fd: int) -> str:
 async def test_sigterm_ends_like_ctrl_c(fake: FakeCommbox, tmp_path: Path) -> None:
     """SIGTERM leaves whole lines, prints the summary and the resume hint, and exits 143."""
     ids = list(range(2000, 2300))
-    ids_file = tmp_path / "ids.txt"
-    ids_file.write_text("".join(f"{i}\n" for i in ids))
-    out = tmp_path / "out.ndjson"
-    args = ["fetch", str(ids_file), "-o", str(out), "--base-url", fake.url, "--rate", "1000"]
-    fake.latency = 0.02  # slow enough that the job is still running when it is stopped
-    async with _running(*args, "--concurrency", "4") as proc:
-        deadline = asyncio.get_running_loop().time() + 60
-        while not out.exists() or out.read_bytes().count(b"\n") < 20:
-            assert proc.returncode is None, "the job ended before it could be stopped"
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)  # waiting for the subprocess's output
-        proc.send_signal(signal.SIGTERM)
-        stopped = await _finish(proc)
+    stopped, out, _ = await _signalled_midway(fake, tmp_path, ids, signal.SIGTERM)
     assert stopped.code == 143, stopped.err
     assert "fetch interrupted" in stopped.err and "identities" in stopped.err
     assert "terminated:" in stopped.err and "run the same command with --resume" in stopped.err

@@ -11,15 +11,14 @@ import json
 import os
 import pty
 import signal
-import sys
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
+from cli_process import start_cli
+from gateway import serve_gateway
 
 from commbox_async._protocol import FILTER_NAMES, Query, check_base_url
 from commbox_async.cli._args import build_parser, filters_from_args
@@ -39,16 +38,7 @@ def _env(**extra: str) -> dict[str, str]:
 async def _cli(
     *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "commbox_async",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env or _env(),
-    )
+    proc = await start_cli(*args, env=env or _env())
     out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
     assert proc.returncode is not None
     assert TOKEN not in out.decode() + err.decode()
@@ -64,30 +54,8 @@ async def fake() -> AsyncIterator[FakeCommbox]:
 @pytest_asyncio.fixture
 async def gateway(fake: FakeCommbox) -> AsyncIterator[str]:
     """A gateway serving the fake server under /commbox; yields its base URL."""
-
-    async def forward(request: web.Request) -> web.Response:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(
-                f"{fake.url}/{request.match_info['tail']}",
-                params=request.query,
-                headers=request.headers,
-            ) as upstream,
-        ):
-            body = await upstream.read()
-            return web.Response(status=upstream.status, body=body, content_type="application/json")
-
-    app = web.Application()
-    app.router.add_get("/commbox/{tail:.*}", forward)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/commbox"
-    finally:
-        await runner.cleanup()
+    async with serve_gateway(fake.url) as (url, _):
+        yield url
 
 
 # --- item 1: a gateway's path prefix --------------------------------------------------------
@@ -136,20 +104,8 @@ async def test_remote_http_is_refused_without_the_flag_and_warned_with_it() -> N
 async def test_mock_on_every_interface_prints_a_url_the_client_accepts() -> None:
     """`mock --host 0.0.0.0` prints a loopback URL that `get` accepts as it is, and the host
     name URL for other machines with the opt-in, which the client accepts with it."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "commbox_async",
-        "mock",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "0",
-        "--token",
-        TOKEN,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
+    proc = await start_cli(
+        "mock", "--host", "0.0.0.0", "--port", "0", "--token", TOKEN, stdin=None, env=_env()
     )
     try:
         assert proc.stdout is not None
@@ -173,15 +129,8 @@ async def test_mock_on_every_interface_prints_a_url_the_client_accepts() -> None
 async def _with_terminal_stderr(*args: str) -> tuple[int, str, str]:
     """Run the command with stderr on a pseudo-terminal; returns status, stdout, stderr."""
     leader, follower = pty.openpty()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "commbox_async",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=follower,
-        env=_env(COLUMNS="200"),
+    proc = await start_cli(
+        *args, stdin=asyncio.subprocess.DEVNULL, stderr=follower, env=_env(COLUMNS="200")
     )
     os.close(follower)
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
@@ -270,19 +219,7 @@ async def test_a_stdin_job_read_by_head_prints_no_runtime_warning(fake: FakeComm
     """`... | commbox-async fetch - | head -1`: the reader leaves after one line; the job
     stops quietly, with no stray warning on stderr."""
     read_end, write_end = os.pipe()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "commbox_async",
-        "fetch",
-        "-",
-        "--base-url",
-        fake.url,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=write_end,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-    )
+    proc = await start_cli("fetch", "-", "--base-url", fake.url, stdout=write_end, env=_env())
     os.close(write_end)
 
     def head() -> bytes:

@@ -7,15 +7,13 @@ Skipped when no Chromium is installed (``apt-get install chromium``), except und
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import time
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from aiohttp import web
 from browser import Chromium, find_chromium
+from example_loading import load_example
 
 from commbox_async.testing import FakeCommbox, unread_of
 
@@ -26,18 +24,9 @@ pytestmark = pytest.mark.skipif(
     reason="chromium is not installed (apt-get install chromium)",
 )
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TOKEN = "e2e-token-77c1"
 WATCHED = [558355, 558356, 558357]
 RATE = 6.0  # CommBox requests a second: a cycle of half a second over the three
-
-
-def _load_web_badges() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_web_badges", EXAMPLES / "web_badges.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 async def _badge_becomes(browser: Chromium, identity_id: int, expected: str) -> None:
@@ -55,7 +44,7 @@ async def _badge_becomes(browser: Chromium, identity_id: int, expected: str) -> 
 
 async def test_a_message_on_the_server_changes_the_badge_in_the_browser() -> None:
     """The fake server adds a message; the badge on the open page changes by itself."""
-    web_badges = _load_web_badges()
+    web_badges = load_example("web_badges")
     async with FakeCommbox(token=TOKEN, childs=0) as server:
         app = web_badges.create_app(
             WATCHED, share=1.0, token=TOKEN, base_url=server.url, rate_limit=RATE

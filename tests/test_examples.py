@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from example_loading import EXAMPLES, load_example
 
 from commbox_async.testing import FakeCommbox, unread_of
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TOKEN = "examples-token-5b1e"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 async def _run(script: str, *args: str, url: str, stdin: bytes = b"") -> tuple[int, str, str]:
@@ -45,7 +34,7 @@ async def _run(script: str, *args: str, url: str, stdin: bytes = b"") -> tuple[i
 
 async def test_web_app_shows_unread_badges() -> None:
     """The aiohttp.web example serves badge counts and reports a missing identity as unavailable."""
-    web_badges = _load("web_badges")
+    web_badges = load_example("web_badges")
     async with FakeCommbox(token=TOKEN, not_found={404}) as server:
         app = web_badges.create_app(token=TOKEN, base_url=server.url, rate_limit=1000)
         async with TestClient(TestServer(app)) as client:
@@ -71,7 +60,7 @@ async def test_web_app_shows_unread_badges() -> None:
 
 async def test_live_badges_stream_changes_as_server_sent_events() -> None:
     """The live page's event stream sends each badge, then the change a new message makes."""
-    web_badges = _load("web_badges")
+    web_badges = load_example("web_badges")
     async with FakeCommbox(token=TOKEN) as server:
         app = web_badges.create_app(
             [558355, 7], share=1.0, token=TOKEN, base_url=server.url, rate_limit=1000

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
 import uvicorn
+from example_loading import load_example
 from fastapi import FastAPI, Request
 
 from commbox_async import AsyncCommbox
 from commbox_async.testing import FakeCommbox, unread_of
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
 TOKEN = "fastapi-token-3c9d"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_fastapi_app", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @asynccontextmanager
@@ -61,7 +51,7 @@ def _recording(module: ModuleType, app: FastAPI, seen: list[AsyncCommbox]) -> No
 
 async def test_fastapi_app_serves_unread_counts_with_one_client_per_lifespan() -> None:
     """Badges and one identity's total come from one client, opened and closed by the lifespan."""
-    module = _load()
+    module = load_example("fastapi_app")
     seen: list[AsyncCommbox] = []
     async with FakeCommbox(token=TOKEN, not_found={404}) as fake:
         app = module.create_app(token=TOKEN, base_url=fake.url, rate_limit=1000, retries=1)
@@ -87,7 +77,7 @@ async def test_fastapi_app_serves_unread_counts_with_one_client_per_lifespan() -
 
 async def test_fastapi_app_answers_400_for_bad_ids_before_any_request() -> None:
     """A bad id is the caller's mistake (400) and never reaches CommBox."""
-    module = _load()
+    module = load_example("fastapi_app")
     async with FakeCommbox(token=TOKEN) as fake:
         app = module.create_app(token=TOKEN, base_url=fake.url, rate_limit=1000)
         async with _served(app) as url, httpx.AsyncClient(base_url=url) as http:
@@ -100,7 +90,7 @@ async def test_fastapi_app_answers_400_for_bad_ids_before_any_request() -> None:
 
 async def test_fastapi_app_answers_502_when_commbox_fails() -> None:
     """A CommBox failure is a 502 for one identity and 'unavailable' among badges, never 0."""
-    module = _load()
+    module = load_example("fastapi_app")
     async with FakeCommbox(token=TOKEN) as fake:
         fake.script(9, 500, 500)
         app = module.create_app(token=TOKEN, base_url=fake.url, rate_limit=1000, retries=1)

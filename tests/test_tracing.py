@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from pathlib import Path
-from types import ModuleType
 
 import pytest
+from example_loading import load_example
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -15,18 +13,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from commbox_async import AsyncCommbox, Retries
 from commbox_async.testing import FakeCommbox
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tracing.py"
 TOKEN = "tracing-token-8f2a"
 # No real back-off waits: the scripted 503 is retried at once.
 NO_WAIT = Retries(base_delay=0.0, max_delay=0.0, default_retry_after=0.0)
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_tracing", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _status(span: ReadableSpan) -> int:
@@ -41,7 +30,7 @@ async def test_trace_config_logs_every_attempt_of_a_retried_call(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The TraceConfig sees both attempts of a call retried after a 503, and never the token."""
-    tracing = _load()
+    tracing = load_example("tracing")
     caplog.set_level(logging.INFO, logger="commbox_app.http")
     async with FakeCommbox(token=TOKEN) as fake:
         fake.script(5, 503)
@@ -62,7 +51,7 @@ async def test_trace_config_logs_every_attempt_of_a_retried_call(
 
 async def test_opentelemetry_spans_are_children_of_the_callers_span() -> None:
     """OpenTelemetry makes one client span per attempt, in the caller's trace, from every worker."""
-    tracing = _load()
+    tracing = load_example("tracing")
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
