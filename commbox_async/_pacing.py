@@ -178,7 +178,7 @@ class PacingModel:
     CURE_EVIDENCE = 50  # answered attempts in a window needed to compare shares of 429s
     MIN_EVIDENCE = 20  # answered attempts needed before the first reading
     MIN_SPAN = 0.1  # seconds of a job needed before the first reading
-    MIN_FIT_SPAN = 0.3  # seconds since the restart needed for a bucket fit
+    MIN_FIT_SPAN = 0.1  # seconds since the restart needed for a bucket fit
     DECISION_GAP = 0.25  # seconds between two decisions (429s without pauses come in floods)
     FLOOD_SHARE = 0.5  # a share of 429s this high, with no pause, halves the rate at once
     FLOOD_GAP = 0.015  # seconds between two such halvings
@@ -516,7 +516,7 @@ class PacingModel:
         if self._burst is None:
             return None
         origin = self._last_drain if self._last_drain is not None else self._started
-        if origin is None or drained - max(origin, self._resume) < 0.1:
+        if origin is None or drained - max(origin, self._resume) < self.MIN_FIT_SPAN:
             return None
         sent = [
             t.sent for t in self._log if origin <= t.sent < drained and t.state is Outcome.ACCEPTED
