@@ -97,6 +97,7 @@ class Reason(enum.Enum):
     BLIND = "blind"  # no reading possible: a step down, to see whether it helps
     TOLERATED = "tolerated"  # a 429 that slowing down would not cure: rate kept
     NOT_CURED = "not-cured"  # slowing down did not lower the share of 429s: rate restored
+    RISE_FAILED = "rise-failed"  # a rise drew 429s with no pause: back to the quiet rate
     QUIET = "quiet"  # no 429 for a while: probing upward
     PAUSE_ONLY = "pause-only"  # pausing alone at full pace did better than adapting
     RECOVERED = "recovered"  # back at the configured maximum
@@ -164,13 +165,17 @@ class PacingModel:
     RECOVER_STEP = 0.5  # seconds between rises toward a rate that ran quietly before
     PROBE_INTERVAL = 6.0  # quiet seconds between rises beyond any rate known to run quietly
     PROBE_FIRST = 0.02  # the first such rise; doubles each PROBE_INTERVAL
+    PROBE_MIN = 0.003  # a rise smaller than this, below a failed one, is not worth a 429
+    QUIET_RUN = 0.15  # seconds a rate must run with no 429 to be taken back to after a rise
     SEARCH_STEP = 0.2  # seconds between two climbs while searching
     SEARCH_FIRST = 0.05  # first climb while searching; doubles each step, at most x2
+    SEARCH_SPAN = 4  # climbs that would cover the whole way from the floor to the draining pace
     NOISE_SHARE = 0.03  # a share of 429s at or below this, with no real pause, is tolerated
     NOISE_MAX = 0.10  # a share of 429s above this is never taken for noise
     STEP_DOWN = 0.9  # after a pace that ran STEP_AFTER seconds drained the server
     STEP_AFTER = 1.0
     FULL_STAY = 30.0  # seconds at full pace after adapting did worse than pausing alone
+    PAUSE_ONLY_MARGIN = 1.1  # adapting must beat pausing alone by this much to be kept
     BLIND_STEP = 0.9  # with no reading at all, try this much slower (and check it helped)
     CHEAP_PAUSE = 0.1  # seconds: a pause this short costs too little to slow down for
     SATURATED_SHARE = 0.25  # above this share of 429s the accepted throughput is the rate
@@ -205,11 +210,16 @@ class PacingModel:
         self._step = 0  # rises (or climbs) since the last decision
         self._search_from = max_rate
         self._search_start = 0.0
+        self._search_stride = 1.0  # each climb at least this factor (far floors climb fast)
         self._good: float | None = None  # a rate that ran QUIET seconds without a 429
         self._good_at = -math.inf
         self._cure: tuple[float, float, float] | None = None  # (rate before, share before, at)
         self._tolerated_share = 0.0  # share of 429s shown not to fall when slowing down
         self._cheap_limit = False  # the last limit answered 429s with no pause: probe sooner
+        self._throttled_sent = -math.inf  # send time of the latest attempt answered 429
+        self._below: float | None = None  # the rate before the last rise, if it ran quietly
+        self._rise_at = math.inf  # when that rise happened
+        self._ceiling: tuple[float, float] | None = None  # (a rise that failed, when)
         self._full_rate = 0.0  # throughput of the last cycle at full pace, pause included
         self._pause_only_until = -math.inf  # until then, 429s only pause (adapting did worse)
         self._started: float | None = None
@@ -244,6 +254,7 @@ class PacingModel:
         ticket.answered = now
         if outcome is not Outcome.THROTTLED:
             return
+        self._throttled_sent = max(self._throttled_sent, ticket.sent)
         end = now + pause
         if end > self._pause_end:
             self._pause_end = end
@@ -268,8 +279,12 @@ class PacingModel:
                 self._step = steps
                 # Each climb doubles the last: cautious near the floor (a window's rate is
                 # often close to it), quick far below the limit (a bucket's floor is low).
+                # A floor far below the pace that drained the server is a weak bound (a
+                # bucket's burst over a long pause): then each climb covers at least a
+                # SEARCH_SPAN-th of the way up, in ratio.
                 factor = math.prod(
-                    min(2.0, 1.0 + self.SEARCH_FIRST * 2.0**k) for k in range(min(steps, 20))
+                    max(self._search_stride, min(2.0, 1.0 + self.SEARCH_FIRST * 2.0**k))
+                    for k in range(min(steps, 20))
                 )
                 self._set(
                     now,
@@ -301,12 +316,22 @@ class PacingModel:
                 )
             return self.rate
         # Beyond anything known to work: each probe that drains the server costs a pause.
-        steps = int(quiet / (self.QUIET if self._cheap_limit else self.PROBE_INTERVAL))
+        if self._cheap_limit:
+            steps = int(quiet / self.QUIET)
+        else:
+            # A probe that drains the server costs a whole pause, so beyond a limit that was
+            # read, probes come after 6, 18, 42... quiet seconds (each interval doubles).
+            steps = int(math.log2(quiet / self.PROBE_INTERVAL + 1.0))
         if steps > self._step:
             self._step = steps
             rise = min(0.5, self.PROBE_FIRST * 2.0 ** (steps - 1))
-            self.phase = Phase.PROBE
             new = min(self.max_rate, self.rate * (1.0 + rise))
+            if self._ceiling is not None and now - self._ceiling[1] < self.GOOD_MEMORY:
+                # A rise to the ceiling drew 429s not long ago: halve the gap instead.
+                new = min(new, math.sqrt(self.rate * self._ceiling[0]))
+                if new < self.rate * (1.0 + self.PROBE_MIN):
+                    return self.rate  # as close to the ceiling as is worth going
+            self.phase = Phase.PROBE
             reason = Reason.RECOVERED if new >= self.max_rate else Reason.QUIET
             self._set(now, new, reason, f"no 429 for {quiet:.1f} s")
             if new >= self.max_rate:
@@ -342,10 +367,37 @@ class PacingModel:
                     f"{saturated:.4g}/s accepted while {share:.0%} were refused",
                 )
             else:
-                self.phase = Phase.HOLD
-                self._step = 0
+                # No answer yet to read a level from: halve, then climb from there as the
+                # answers come in (a rise that draws 429s is taken back, see below).
                 self._set(now, self.rate * 0.5, Reason.BLIND, f"{share:.0%} of 429s, no pause")
+                self.phase = Phase.SEARCH
+                self._search_from = self.rate
+                self._search_start = now
+                self._search_stride = 1.0
+                self._step = 0
             self._cheap_limit = True
+            return True
+        if (
+            pause < self.CHEAP_PAUSE
+            and self._below is not None
+            and self.rate > self._below
+            and drained >= self._rise_at
+        ):
+            # 429s with no pause right after a rise from a rate that drew none: the rise
+            # overran the limit (a cap on requests in flight is crossed by a few percent).
+            # Noise would have shown at the quiet rate too, so this is not tolerated: go back,
+            # and later rises stop short of this one.
+            self._ceiling = (self.rate, now)
+            self.phase = Phase.HOLD
+            self._step = 0
+            self._cure = None
+            self._cheap_limit = True
+            self._set(
+                now,
+                self._below,
+                Reason.RISE_FAILED,
+                f"{self.rate:.4g}/s drew a 429; {self._below:.4g}/s ran quietly",
+            )
             return True
         if gap < self.DECISION_GAP:
             return False
@@ -444,6 +496,24 @@ class PacingModel:
             answered >= self.CURE_EVIDENCE and share < self.SATURATED_SHARE and not real_pause
         )
         self._cheap_limit = not real_pause
+        if (
+            self.phase is not Phase.FULL
+            and floor is not None
+            and floor[0] < self.PAUSE_ONLY_MARGIN * self._full_rate
+        ):
+            # Adapting got no more between two 429s than pausing alone did at full pace (a
+            # window's limit comes back whole after each pause; adapting only spreads it, and
+            # loses at the job's end): pause alone for a while.
+            self._cure = None
+            self.phase = Phase.FULL
+            self._pause_only_until = now + self.FULL_STAY
+            self._set(
+                now,
+                self.max_rate,
+                Reason.PAUSE_ONLY,
+                f"{floor[0]:.4g}/s adapted, {self._full_rate:.4g}/s pausing alone",
+            )
+            return True
         if len(estimates) > 1:
             # A step down is only a fallback: any other estimate knows better.
             estimates = [r for r in estimates if r[1] is not Reason.STEP_DOWN]
@@ -461,25 +531,13 @@ class PacingModel:
             if now < self._pause_only_until:
                 self._note(now, Reason.PAUSE_ONLY, "pausing alone did better here")
                 return True
-        elif floor is not None and floor[0] < 0.9 * self._full_rate:
-            # Searching got less than pausing alone did at full pace (a window's limit comes
-            # back whole after each pause): pause alone for a while.
-            self._cure = None
-            self.phase = Phase.FULL
-            self._pause_only_until = now + self.FULL_STAY
-            self._set(
-                now,
-                self.max_rate,
-                Reason.PAUSE_ONLY,
-                f"{floor[0]:.4g}/s adapted, {self._full_rate:.4g}/s pausing alone",
-            )
-            return True
         if floor is not None and floor[0] < 0.98 * pace:
             # A floor only: climb from it until the next 429 allows an estimate.
             self._cure = None
             self.phase = Phase.SEARCH
             self._search_from = max(self.min_rate, min(floor[0], pace * self.HOLD))
             self._search_start = now + pause
+            self._search_stride = min(2.0, (pace / self._search_from) ** (1.0 / self.SEARCH_SPAN))
             self._step = 0
             self._set(now, self._search_from, Reason.SEARCHING, floor[2])
             return True
@@ -585,6 +643,11 @@ class PacingModel:
         new = max(self.min_rate, min(self.max_rate, new))
         old = self.rate
         self.rate = new
+        if new > old and self._throttled_sent < self._rate_since <= now - self.QUIET_RUN:
+            # The old rate ran a while and none of its attempts drew a 429.
+            self._below, self._rise_at = old, now
+        elif new < old:
+            self._below = None
         if new != old:
             self._rate_since = now
             self.last_change = RateChange(now, old, new, reason, evidence)

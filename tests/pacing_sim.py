@@ -348,7 +348,15 @@ SCENARIOS = [
         "cotenant", lambda s: TokenBucket(100, 10, 1.0, cotenant=30.0), 1000, 1050, 15.0, 1.30, 0.03
     ),
     Scenario("bucket_burst_50", lambda s: TokenBucket(100, 50, 1.0), 1000, 1500, 15.0, 1.25, 0.03),
-    Scenario("window_5s", lambda s: FixedWindow(500, 5.0), 1000, 3000, 30.0, 1.20, 0.03),
+    Scenario(
+        "window_5s",
+        lambda s: FixedWindow(500, 5.0, phase=5.0 * random.Random(s).random()),
+        1000,
+        3000,
+        30.0,
+        1.20,
+        0.03,
+    ),
     # The command line's demo: a limit half the configured rate, a larger burst, a short job
     # (6.7 s at the limit), so that the first pause and the search weigh heavily.
     Scenario("demo", lambda s: TokenBucket(300, 20, 1.0), 600, 2000, 2000 / 300, 1.85, 0.03),
