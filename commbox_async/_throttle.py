@@ -144,9 +144,11 @@ class LocalLimiter:
         # (2,000/s with a burst of 2): hold at least 2 ms of the rate.
         burst = max(burst, math.ceil(rate * 0.002))
         # A bucket of capacity c lets c-1 attempts beyond the rate into any one-second window;
-        # near the configured maximum, drip that much slower so that no window ever holds
-        # more than the maximum.
-        drip = max(min(rate, self.config.max_rate - (burst - 1)), rate / 2)
+        # near the configured maximum, drip c slower (one more than that) so that no window
+        # of the *server's* log ever holds more than the maximum: the first attempts wait for
+        # their connections, which brings them nearer to those after them (measured: 41 in
+        # one second at max_rate=40, burst=4, with a drip of max_rate - (c - 1)).
+        drip = max(min(rate, self.config.max_rate - burst), rate / 2)
         self._limiter_rate = rate
         return AsyncLimiter(burst, burst / drip)
 
@@ -166,8 +168,11 @@ class LocalLimiter:
             await limiter.acquire()
             now = self._clock()
             self._waited_rate += now - started
-            # A pause or a new rate may have come while this attempt waited for its slot.
-            if limiter is self._limiter and model.pause_remaining(now) <= 0:
+            # A pause or a new rate may have come while this attempt waited for its slot. The
+            # rate is read again here, not only before waiting: when every worker waits in
+            # the old limiter, nobody else would notice a cut, and they would all go out at
+            # the old pace (measured: ten attempts in 15 ms after a cut from 1,000 to 100/s).
+            if self._current_limiter() is limiter and model.pause_remaining(now) <= 0:
                 return model.on_send(now)
 
     def _current_limiter(self) -> AsyncLimiter:
