@@ -559,6 +559,13 @@ class PacingModel:
             answered >= self.CURE_EVIDENCE and share < self.SATURATED_SHARE and not real_pause
         )
         self._cheap_limit = not real_pause
+        if self.phase is Phase.FULL:
+            # What pausing alone gets from this server at full pace: the bar to beat.
+            acc, _ = _window_counts(self._log, max(self._resume, start), drained)
+            self._full_rate = acc / (drained - max(self._resume, start) + pause)
+            if now < self._pause_only_until:
+                self._note(now, Reason.PAUSE_ONLY, "pausing alone did better here")
+                return True
         if (
             self.phase is not Phase.FULL
             and floor is not None
@@ -587,13 +594,6 @@ class PacingModel:
             self._step = 0
             self._set(now, max(self.min_rate, best[0] * self.HOLD), best[1], best[2])
             return True
-        if self.phase is Phase.FULL:
-            # What pausing alone gets from this server at full pace: the bar to beat.
-            acc, _ = _window_counts(self._log, max(self._resume, start), drained)
-            self._full_rate = acc / (drained - max(self._resume, start) + pause)
-            if now < self._pause_only_until:
-                self._note(now, Reason.PAUSE_ONLY, "pausing alone did better here")
-                return True
         if floor is not None and floor[0] < 0.98 * pace:
             # A floor only: climb from it until the next 429 allows an estimate.
             self._cure = None

@@ -138,7 +138,8 @@ class LocalLimiter:
         return self.model.pause_remaining(self._clock())
 
     def _make_limiter(self, rate: float) -> AsyncLimiter:
-        burst = self.config.burst if rate >= 4 * self.config.burst else 1
+        # A burst only where it is small against the rate: the slack below costs a slot.
+        burst = self.config.burst if rate >= 20 * self.config.burst else 1
         # uvloop's loop.time() moves in whole milliseconds and stands still within a loop
         # iteration, so a bucket of c slots lets at most c attempts out per millisecond
         # (2,000/s with a burst of 2): hold at least 2 ms of the rate.
@@ -147,7 +148,8 @@ class LocalLimiter:
         # near the configured maximum, drip c slower (one more than that) so that no window
         # of the *server's* log ever holds more than the maximum: the first attempts wait for
         # their connections, which brings them nearer to those after them (measured: 41 in
-        # one second at max_rate=40, burst=4, with a drip of max_rate - (c - 1)).
+        # one second at max_rate=40, burst=4, with a drip of max_rate - (c - 1)). At
+        # max_rate=10 (burst 1) that is 9/s.
         drip = max(min(rate, self.config.max_rate - burst), rate / 2)
         self._limiter_rate = rate
         return AsyncLimiter(burst, burst / drip)

@@ -357,6 +357,12 @@ SCENARIOS = [
         1.20,
         0.03,
     ),
+    # Beyond the list, so that tuning for it shows elsewhere: a longer sliding window,
+    # and a cap on requests in flight at four times the rate.
+    Scenario("sliding_2s", lambda s: SlidingWindow(200, 2.0), 1000, 1500, 15.0, 1.20, 0.03),
+    Scenario(
+        "in_flight_12", lambda s: InFlightCap(12, 0.020), 1000, 3000, 3000 / 571.0, 1.20, 0.03
+    ),
     # The command line's demo: a limit half the configured rate, a larger burst, a short job
     # (6.7 s at the limit), so that the first pause and the search weigh heavily.
     Scenario("demo", lambda s: TokenBucket(300, 20, 1.0), 600, 2000, 2000 / 300, 1.85, 0.03),
