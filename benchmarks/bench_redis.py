@@ -18,7 +18,8 @@ Goals (issue 8): shared <= 1.15x the ideal and <= 1 % 429s, nothing lost or dupl
 
 With ``--client-rate 1000`` (10x the server's limit) the shared adaptive rate does the work: the
 pacing leader's one model, fed with every process's attempts (issue 12). Measured on two cores,
-3 runs each, interleaved with the Lua rule it replaced: 12.2-12.5 s against 14.6-14.8 s.
+3 runs each, interleaved with the Lua rule it replaced: 12.2-12.7 s against 14.6-14.7 s (in
+ten runs in all, one took 15.9 s).
 
 Without ``--redis-url`` it starts a throwaway ``redis-server`` on a free loopback port.
 """

@@ -37,7 +37,7 @@ Every process (gunicorn worker, job worker, host) that builds a ``RedisLimiter``
   leader's reason and evidence in ``last_change``. An earlier attempt ran a model in each process
   on its share of the attempts (readings scaled by it): 4 processes, 800 ids against 100 req/s,
   1,000 req/s configured, took 28 s; a small rule in Lua took 14.6 s; the one model seeing every
-  attempt takes about 12 s (see benchmarks/bench_redis.py). The pause rules are ``PausePolicy``'s,
+  attempt takes 12.2-12.7 s (see benchmarks/bench_redis.py). The pause rules are ``PausePolicy``'s,
   the same object the in-process limiter and the retry decision use.
 
 If Redis cannot be reached (short socket timeouts, no retries inside redis-py), the process logs
