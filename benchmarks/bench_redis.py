@@ -14,6 +14,12 @@ Goals (issue 8): shared <= 1.15x the ideal and <= 1 % 429s, nothing lost or dupl
     .venv/bin/python benchmarks/bench_redis.py            # 4,000 ids (about 2 minutes)
     .venv/bin/python benchmarks/bench_redis.py --quick    # 800 ids
     .venv/bin/python benchmarks/bench_redis.py --redis-url redis://127.0.0.1:6379/0
+    .venv/bin/python benchmarks/bench_redis.py --quick --only shared --client-rate 1000
+
+With ``--client-rate 1000`` (10x the server's limit) the shared adaptive rate does the work: the
+pacing leader's one model, fed with every process's attempts (issue 12). Measured on two cores,
+3 runs each, interleaved with the Lua rule it replaced: 12.2-12.7 s against 14.6-14.7 s (in
+ten runs in all, one took 15.9 s).
 
 Without ``--redis-url`` it starts a throwaway ``redis-server`` on a free loopback port.
 """

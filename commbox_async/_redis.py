@@ -1,32 +1,44 @@
 """RedisLimiter: one rate limit, one pause and one adaptive rate for every process on a token.
 
 Every process (gunicorn worker, job worker, host) that builds a ``RedisLimiter`` with the same
-``key`` shares three things kept in one Redis hash:
+``key`` shares three things kept in Redis:
 
 - **the schedule**: GCRA in its virtual-scheduling form, kept as a theoretical arrival time
   (TAT), with no burst tolerance (``RateLimit.burst`` is not used). A Lua script reserves the
   next slot atomically, on Redis's clock, and returns how long to wait for it: one round trip
-  per attempt, no polling, and the caller then sleeps locally. Slots are spaced ``1.03 / rate``
-  apart, so that 30 ms of scheduling and network jitter cannot put more than ``rate`` requests
-  into one second at the server (measured: single delays of 5-20 ms are common with a few busy
-  processes on two cores); a holder that wakes more than 15 ms late takes a new slot instead.
+  per attempt (more when the schedule is rebooked, below), no polling, and the caller then
+  sleeps locally. Slots are spaced ``1.03 / rate`` apart, so that 30 ms of scheduling and
+  network jitter cannot put more than ``rate`` requests into one second at the server
+  (measured: single delays of 5-20 ms are common with a few busy processes on two cores); a
+  holder that wakes more than 15 ms late takes a new slot instead.
 - **the pause**: a 429 writes "pause until T" (Redis time) into the hash, pushes the schedule
   past it, and publishes T on ``<key>:pause``. The script that takes a slot reads the pause too,
   so no slot is ever granted inside one; slots granted before the 429 that fall inside it are
   given up by their holders (they learn of it from the channel or from their next slot).
-- **the adaptive rate**: the same script that records the pause runs a small shared rule on
-  Redis's side (``_THROTTLE``): on the first 429 of an episode the rate drops to the last rate
-  that ran quietly (when it was probing above it), else to half, but never below what the
-  server provably accepted (``slots / (episode + pause)``: its bucket was empty when the last
-  pause began). Every ``PROBE_INTERVAL`` quiet seconds the rate moves up to the geometric mean
-  of the last quiet rate and the lowest rate that drained the server (bisection), or by 25 %
-  when none is known, never above ``max_rate``. The in-process ``PacingModel`` reads every
-  attempt's send time and outcome; across processes only the scheduler sees every slot and
-  each process sees its share of the outcomes. Running the model in each process on its share
-  (readings scaled by it, the process that saw the last 429 owning the rate) was tried and
-  measured: 4 processes, 800 ids against 100 req/s, 1,000 req/s configured, took 28 s against
-  14.6 s with this rule, so the rate rule stays here, in the one atomic script. The pause rules
-  are ``PausePolicy``'s, the same object the in-process limiter and the retry decision use.
+- **the adaptive rate**: one ``PacingModel`` for the key, the same model the in-process limiter
+  runs, fed with every process's attempts. Each process reports its sends (the slot, on Redis's
+  clock) and outcomes (with a 429's pause and the Retry-After asked) to a list,
+  ``<key>:outcomes``; the reports ride along with the next slot script, or go on their own after
+  ``TICK`` when no slot is taken, fire and forget. One process holds a short lease
+  (``<key>:leader``, ``LEASE`` seconds, renewed every ``TICK`` while the key is busy) and is the
+  pacing leader: it takes the list, feeds its model in time order ``LAG`` behind Redis's clock
+  (``PacingLeader``: reports arrive batched and out of order), and writes the model's rate, with
+  its reason and evidence, into the hash, where the slot script reads it; it publishes the change
+  on the channel. When the rate rises, slots booked beyond ``KEEP`` at the slower rate are
+  given back and the schedule is rebooked from there (a model that read a low floor climbs in
+  steps of 0.2 s; slots booked seconds ahead at the floor would hold every process back long
+  after); when it falls during a pause, from the pause's end (slots granted at the old pace
+  between the 429 and the new rate went out together when it ended: a 429 at once, and the
+  model stepped down to a fifth of the server's rate, in one run in three). When the leader closes
+  (it gives the lease up) or dies (its lease runs out), another process takes the lease and starts
+  its model at the shared rate, if a leader wrote it less than ``STALE`` seconds ago (a job in
+  progress keeps what was learned), else at ``max_rate`` (no slow start for a new job). Only the
+  leader logs a large change (``log_rate_change``); the others show the shared rate and the
+  leader's reason and evidence in ``last_change``. An earlier attempt ran a model in each process
+  on its share of the attempts (readings scaled by it): 4 processes, 800 ids against 100 req/s,
+  1,000 req/s configured, took 28 s; a small rule in Lua took 14.6 s; the one model seeing every
+  attempt takes 12.2-12.7 s (see benchmarks/bench_redis.py). The pause rules are ``PausePolicy``'s,
+  the same object the in-process limiter and the retry decision use.
 
 If Redis cannot be reached (short socket timeouts, no retries inside redis-py), the process logs
 one warning and falls back to a ``LocalLimiter`` at ``fallback_rate`` (default ``max_rate /
@@ -40,7 +52,7 @@ not used: its strategies answer "allowed or not now" (``hit``), so a caller that
 every process polling at the window's reset); its windows admit a limit's worth of requests at
 once, a burst the server would answer with 429s; a rate that adapts would be a new limit item
 (its key includes the limit, so the count restarts); and it has no pause. Reserving a slot with
-the pause read in the same atomic step is the two short Lua scripts below.
+the pause read in the same atomic step is the short Lua scripts below.
 """
 
 from __future__ import annotations
@@ -48,10 +60,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
 import logging
 import math
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import cast
@@ -66,10 +80,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._config import RateLimit, as_rate_limit
 from ._errors import ClientClosedError, InvalidArgumentError
-from ._pacing import Outcome, PausePolicy, RateChange, Reason, Ticket
+from ._pacing import Outcome, PacingModel, PausePolicy, Phase, RateChange, Reason, Ticket
 from ._throttle import LocalLimiter, log_rate_change
 
-__all__ = ["RedisLimiter"]
+__all__ = ["PacingLeader", "RedisLimiter"]
 
 logger = logging.getLogger("commbox_async.redis")
 
@@ -78,115 +92,148 @@ PACE = 1.03
 #: A slot whose holder wakes later than this is given back: a busy event loop would otherwise
 #: send everything that fell due while it was busy at once.
 LATE = 0.015
-#: Quiet seconds between two upward moves of the shared rate.
-PROBE_INTERVAL = 2.0
-#: Upward step when no rate that drained the server is known.
-PROBE_FACTOR = 1.25
-#: On a drain with no rate known to be quiet, the rate is multiplied by this (or the floor).
-DECREASE = 0.5
-#: Stop probing when the lowest draining rate is within this fraction of the quiet one...
-GAP_MIN = 0.02
-#: ...until this many seconds have passed; then that rate is raised 10 % and probing resumes.
-BAD_TTL = 60.0
+#: Seconds between two reports of a busy process (its sends and outcomes, in one command).
+TICK = 0.015
+#: Seconds between two reports of an idle process: often enough to renew or take the lease.
+IDLE_TICK = 0.5
+#: The pacing leader's lease, in seconds: a leader that stops renewing it is replaced after this.
+LEASE = 2.0
+#: The leader's model runs this far behind Redis's clock, so that every send and outcome of that
+#: moment has reached it (each process reports every TICK; a busy loop adds tens of ms).
+LAG = 0.06
+#: A shared rate whose leader was last seen longer ago than this belongs to a past job: a new
+#: leader starts at the configured maximum (no slow start), not at it.
+STALE = 10.0
+#: When the shared rate rises, slots booked further away than this (at the old, slower rate)
+#: are given back and the schedule is rebooked from there at the new rate (see _TICK).
+KEEP = 0.1
+#: Events kept in the outcome list at most (a leader that stalls must not let it grow unbounded).
+MAX_EVENTS = 20_000
+#: Events sent in one report at most.
+MAX_BATCH = 1_000
 
 _UNAVAILABLE = (RedisError, OSError, asyncio.TimeoutError)
 
-_COMMON = """
+# KEYS: the hash, the outcome list
+# ARGV: max_rate, min_rate, ttl_ms, pace, max_events, then this process's events (sends and
+#       outcomes for the pacing leader: they ride along with the slot, at no extra round trip)
+# Returns the slot and Redis's time (the caller waits slot - now), the rate, the pause's end, the
+# end of the schedule granted so far, why the rate is what it is (written by the leader), and
+# the schedule's epoch (one more at each rebooking).
+_ACQUIRE = """
 local key = KEYS[1]
 local function f(x) return string.format('%.6f', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local s = redis.call('HMGET', key, 'tat', 'pause', 'rate', 'good', 'bad', 'quiet',
-                     'ep_t', 'cnt', 'bad_at')
+local s = redis.call('HMGET', key, 'tat', 'pause', 'rate', 'why', 'evidence', 'epoch')
 local max_rate, min_rate = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ttl, pace = ARGV[3], tonumber(ARGV[4])
 local tat = tonumber(s[1]) or 0
 local pause = tonumber(s[2]) or 0
 local rate = math.min(math.max(tonumber(s[3]) or max_rate, min_rate), max_rate)
-local good = tonumber(s[4]) or 0
-local bad = tonumber(s[5]) or 0
-local quiet = tonumber(s[6]) or now
-local ep_t = tonumber(s[7]) or now
-local cnt = tonumber(s[8]) or 0
-local bad_at = tonumber(s[9]) or now
-local function save()
-  redis.call('HSET', key, 'tat', f(tat), 'pause', f(pause), 'rate', f(rate), 'good', f(good),
-             'bad', f(bad), 'quiet', f(quiet), 'ep_t', f(ep_t), 'cnt', f(cnt),
-             'bad_at', f(bad_at))
-  redis.call('PEXPIRE', key, ttl)
-end
-"""
-
-# ARGV: max_rate, min_rate, ttl_ms, pace, probe_interval, probe_factor, gap_min, bad_ttl
-# Returns the slot and Redis's time (the caller waits slot - now), the rate, the pause's end
-# and the end of the schedule granted so far.
-_ACQUIRE = (
-    _COMMON
-    + """
-local probe_interval, probe_factor = tonumber(ARGV[5]), tonumber(ARGV[6])
-local gap_min, bad_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
-if rate < max_rate and now >= pause and now - quiet >= probe_interval then
-  -- The rate ran a whole interval without a 429: it is known good. Move up.
-  if rate > good then good = rate end
-  if bad > 0 and now - bad_at >= bad_ttl then bad = bad * 1.1; bad_at = now end
-  local target = rate * probe_factor
-  if bad > 0 then
-    target = rate
-    if bad - good > gap_min * good then target = math.sqrt(good * bad) end
-  end
-  rate = math.min(max_rate, math.max(rate, target))
-  quiet = now
-end
 local slot = math.max(now, tat, pause)
 tat = slot + pace / rate
-cnt = cnt + 1
-save()
-return {f(slot), f(now), f(rate), f(pause), f(tat)}
-"""
-)
-
-# ARGV: max_rate, min_rate, ttl_ms, pace, slot of the throttled attempt (-1: unknown), pause
-#       length, decrease, channel
-# Returns the pause's end, Redis's time, the new rate and whether this 429 began an episode.
-_THROTTLE = (
-    _COMMON
-    + """
-local slot, wait = tonumber(ARGV[5]), tonumber(ARGV[6])
-local decrease, channel = tonumber(ARGV[7]), ARGV[8]
-local new_end = now + wait
-local drained = 0
-if slot >= 0 and slot >= ep_t then
-  -- The first 429 since the last pause ended: the server's bucket ran empty at `slot`.
-  drained = 1
-  local d = math.max(slot - ep_t, 0.001)
-  -- Slots granted in this episode, less those already granted beyond the drained one.
-  local sent = math.max(cnt - math.max(0, tat - slot) * rate / pace, 0)
-  -- The bucket was empty when the last pause began, so it held at most rate*pause tokens
-  -- when this episode began: the server accepts at least this.
-  local floor = sent / (d + wait)
-  local new
-  if good > 0 and rate > good then
-    new = good
-  else
-    good = 0
-    new = math.max(rate * decrease, floor)
-  end
-  bad = rate
-  bad_at = now
-  local old = rate
-  rate = math.min(math.max(math.min(new, rate), min_rate), max_rate)
-  -- The next episode begins when this pause ends; slots already granted past that count in it.
-  ep_t = math.max(pause, new_end)
-  quiet = ep_t
-  cnt = math.max(0, tat - ep_t) * old / pace
+if #ARGV > 5 then
+  local list = KEYS[2]
+  redis.call('RPUSH', list, unpack(ARGV, 6, #ARGV))
+  redis.call('LTRIM', list, -tonumber(ARGV[5]), -1)
+  redis.call('PEXPIRE', list, ttl)
 end
-if new_end > pause then pause = new_end end
-if pause > tat then tat = pause end
-save()
-redis.call('PUBLISH', channel, f(pause) .. ' ' .. f(now))
-return {f(pause), f(now), f(rate), tostring(drained)}
+-- Only the schedule is written here: the rate is the pacing leader's.
+redis.call('HSET', key, 'tat', f(tat))
+redis.call('PEXPIRE', key, ttl)
+return {f(slot), f(now), f(rate), f(pause), f(tat), s[4] or '', s[5] or '', s[6] or '0'}
 """
-)
+
+# ARGV: ttl_ms, pause length, channel
+# Returns the pause's end and Redis's time.
+_THROTTLE = """
+local key = KEYS[1]
+local function f(x) return string.format('%.6f', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local s = redis.call('HMGET', key, 'tat', 'pause')
+local tat = tonumber(s[1]) or 0
+local pause = tonumber(s[2]) or 0
+local new_end = now + tonumber(ARGV[2])
+if new_end > pause then pause = new_end end
+-- No slot is granted inside the pause: the schedule resumes at its end.
+if pause > tat then tat = pause end
+redis.call('HSET', key, 'tat', f(tat), 'pause', f(pause))
+redis.call('PEXPIRE', key, ARGV[1])
+redis.call('PUBLISH', ARGV[3], f(pause) .. ' ' .. f(now))
+return {f(pause), f(now)}
+"""
+
+# KEYS: the hash, the outcome list, the lease
+# ARGV: this process's id ('' when closing), lease_ms, ttl_ms, max_events, rate to write ('' for
+#       none), why, evidence, channel, keep, then this process's events
+# Appends the events; takes or renews the lease when free or ours; the leader writes the rate
+# (and its heartbeat) and takes every event reported since its last call.
+# Returns Redis's time, the role (0 follower, 1 leader, 2 leader from now on), the shared rate,
+# why, evidence, the last heartbeat of a leader, and (for a leader) the events.
+_TICK = """
+local key, list, lease = KEYS[1], KEYS[2], KEYS[3]
+local me, lease_ms, ttl = ARGV[1], ARGV[2], ARGV[3]
+local function f(x) return string.format('%.6f', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if #ARGV > 9 then
+  redis.call('RPUSH', list, unpack(ARGV, 10, #ARGV))
+  redis.call('LTRIM', list, -tonumber(ARGV[4]), -1)
+  redis.call('PEXPIRE', list, ttl)
+end
+local holder = redis.call('GET', lease)
+local role = 0
+if me == '' then
+  -- A closing process: its last events only.
+elseif not holder then
+  redis.call('SET', lease, me, 'PX', lease_ms)
+  role = 2
+elseif holder == me then
+  redis.call('PEXPIRE', lease, lease_ms)
+  role = 1
+end
+local s = redis.call('HMGET', key, 'rate', 'why', 'evidence', 'lead_at', 'tat', 'pause')
+local events = {}
+if role > 0 then
+  if role == 1 and ARGV[5] ~= '' then
+    local new, old = tonumber(ARGV[5]), tonumber(s[1])
+    redis.call('HSET', key, 'rate', ARGV[5], 'why', ARGV[6], 'evidence', ARGV[7])
+    local tat = tonumber(s[5])
+    local rebook, epoch = '0', '0'
+    if old and new ~= old and tat then
+      -- Slots booked beyond `from` at the old rate are given back by their holders (they
+      -- learn of the change, and of `from`, from the channel): the schedule resumes there at
+      -- the new rate. A rise keeps the next `keep` seconds; a fall during a pause rebooks
+      -- from its end: slots granted at the old pace between the 429 and this new rate would
+      -- otherwise all go out together when the pause ends.
+      local pause = tonumber(s[6]) or 0
+      local from = math.max(now, pause) + tonumber(ARGV[9])
+      if new < old and pause > now then from = pause end
+      if tat > from then
+        redis.call('HSET', key, 'tat', f(from))
+        rebook = f(from)
+        epoch = tostring(redis.call('HINCRBY', key, 'epoch', 1))
+      end
+    end
+    local message = {'r', ARGV[5], rebook, epoch, ARGV[6], ARGV[7]}
+    redis.call('PUBLISH', ARGV[8], table.concat(message, ' '))
+    s[1], s[2], s[3] = ARGV[5], ARGV[6], ARGV[7]
+  end
+  redis.call('HSET', key, 'lead_at', f(now))
+  redis.call('PEXPIRE', key, ttl)
+  events = redis.call('LRANGE', list, 0, -1)
+  redis.call('DEL', list)
+end
+return {f(now), tostring(role), s[1] or '', s[2] or '', s[3] or '', s[4] or '', events}
+"""
+
+# KEYS: the lease. ARGV: this process's id. Gives the lease up if it is ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
 
 
 class _Script:
@@ -199,6 +246,8 @@ class _Script:
 
 ACQUIRE_SCRIPT = _Script(_ACQUIRE)
 THROTTLE_SCRIPT = _Script(_THROTTLE)
+TICK_SCRIPT = _Script(_TICK)
+RELEASE_SCRIPT = _Script(_RELEASE)
 
 
 def _check(
@@ -230,6 +279,116 @@ class _SlotTicket(Ticket, gc=False):
     """A ticket for a slot of the shared schedule; ``slot`` is its time on Redis's clock."""
 
     slot: float = 0.0
+
+
+def _send_event(slot: float, sent: float) -> str:
+    return f"s {slot:.6f} {sent:.6f}"
+
+
+def _answer_event(
+    slot: float, answered: float, outcome: Outcome, pause: float, asked: float
+) -> str:
+    return f"a {slot:.6f} {answered:.6f} {int(outcome)} {pause:.6f} {asked:.6f}"
+
+
+class PacingLeader:
+    """The one ``PacingModel`` of a key, fed with the sends and outcomes of every process.
+
+    A pure object on Redis's clock (no I/O): ``add`` takes the events the processes reported
+    (``"s <slot> <sent>"`` when the attempt of a slot went out, ``"a <slot> <answered>
+    <outcome> <pause> <asked>"`` when it ended), ``advance(until)`` feeds the model every event
+    up to ``until`` in time order and returns the rate. Events arrive batched and out of order
+    (each process reports within ``TICK``), so the caller advances to ``LAG`` behind Redis's
+    clock: the model then sees the attempts as the in-process limiter's model does, sends in
+    time order, and attempts still in flight at a 429 as pending.
+
+    ``start_rate`` below the maximum (a leader taking over a job in progress) starts the model
+    holding that rate, as the previous leader's model did; ``None`` starts it at the maximum.
+    """
+
+    def __init__(self, config: RateLimit, start_rate: float | None = None) -> None:
+        self.model = PacingModel(config.max_rate, config.min_rate, adaptive=config.adaptive)
+        if start_rate is not None and start_rate < config.max_rate:
+            # PacingModel has no constructor argument for this: its rate and phase are public.
+            self.model.rate = max(self.model.min_rate, start_rate)
+            self.model.phase = Phase.HOLD
+        self._sends: list[tuple[float, float]] = []  # heap of (sent, slot) not yet fed
+        self._answers: list[tuple[float, float, int, float, float]] = []  # heap, by answer time
+        self._tickets: dict[float, Ticket] = {}  # fed sends not yet answered, by slot
+        self.clock = -math.inf  # model time fed so far
+        #: Events that reached the leader after the model had passed their time (fed late).
+        self.late = 0
+        #: Events read.
+        self.events = 0
+        #: Whether the last ``add`` brought events (other processes are busy).
+        self.fed = False
+
+    @property
+    def pending(self) -> bool:
+        """Whether events wait to be fed (their time is not reached yet)."""
+        return bool(self._sends or self._answers)
+
+    def add(self, events: Sequence[bytes | str]) -> None:
+        """Queue reported events (malformed ones are skipped)."""
+        self.fed = bool(events)
+        for raw in events:
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            parts = text.split()
+            try:
+                if parts[0] == "s" and len(parts) in (2, 3):
+                    slot = float(parts[1])
+                    heapq.heappush(self._sends, (float(parts[-1]), slot))
+                elif parts[0] == "a" and len(parts) == 6:
+                    slot, answered, pause, asked = (float(parts[i]) for i in (1, 2, 4, 5))
+                    heapq.heappush(self._answers, (answered, slot, int(parts[3]), pause, asked))
+                else:
+                    continue
+            except (IndexError, ValueError):
+                continue
+            self.events += 1
+
+    def advance(self, until: float) -> float:
+        """Feed the model every queued event up to ``until``; the rate to send at then."""
+        model, sends, answers = self.model, self._sends, self._answers
+        while True:
+            next_send = sends[0][0] if sends else math.inf
+            next_answer = answers[0][0] if answers else math.inf
+            at = min(next_send, next_answer)
+            if at > until:
+                break
+            if at < self.clock:
+                # Reported after the model passed its time: fed now, so that the log the model
+                # reads stays in time order (off by at most the lateness).
+                self.late += 1
+            at = max(at, self.clock)
+            self.clock = at
+            if next_send <= next_answer:  # a send before the answers at the same time
+                _, slot = heapq.heappop(sends)
+                self._tickets[slot] = model.on_send(at)
+                continue
+            _, slot, code, pause, asked = heapq.heappop(answers)
+            ticket = self._tickets.pop(slot, None)
+            if ticket is None:
+                # Sent before this leader began, or its send was lost: counted from now.
+                ticket = model.on_send(at)
+            try:
+                outcome = Outcome(code)
+            except ValueError:
+                continue
+            if outcome is Outcome.THROTTLED:
+                model.on_answer(ticket, at, outcome, pause=pause, asked=asked)
+            else:
+                model.on_answer(ticket, at, outcome)
+        if len(self._tickets) > 10_000:
+            # Sends whose outcome never came (a process died mid-attempt): forget the old ones.
+            horizon = self.clock - PacingModel.LOG_SPAN
+            self._tickets = {k: v for k, v in self._tickets.items() if k >= horizon}
+        if self.clock == -math.inf:
+            # Nothing fed yet: the model's clock starts at its first send (before it, its
+            # quiet time would be counted from 0).
+            return model.rate
+        self.clock = max(self.clock, until)
+        return model.rate_at(self.clock)
 
 
 class RedisLimiter:
@@ -278,6 +437,8 @@ class RedisLimiter:
         self.fallback_rate = fallback
         self.key = key
         self.channel = f"{key}:pause"
+        self._keys = [key, f"{key}:outcomes", f"{key}:leader"]
+        self._me = uuid.uuid4().hex
         self._client = client
         self._owns_client = owns_client
         self.pause_policy = PausePolicy(
@@ -308,6 +469,25 @@ class RedisLimiter:
         self._rate = self.config.max_rate
         self._change = RateChange(0.0, self._rate, self._rate, Reason.START, "configured")
         self._logged_rate = self._rate
+        # Redis's clock minus ours, from the last reply (converts answer times for the leader).
+        self._offset = 0.0
+        # Sends and outcomes not yet reported; the pacing leader's model while we hold the lease.
+        self._outbox: list[str] = []
+        self.leader: PacingLeader | None = None
+        self._leader_change: RateChange | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._queued_at = 0.0  # when the oldest event in the outbox was queued
+        self._hash_rate = math.nan  # the rate field as the last lease command read it
+        self._rose = asyncio.Event()  # set (and replaced) when the schedule is rebooked
+        # The schedule's last rebooking known here: its epoch, and the Redis time it began at.
+        self._epoch = 0
+        self._rebook_from = math.inf
+        #: Slots given back because the schedule was rebooked (the shared rate changed).
+        self.regranted = 0
+        #: Times this process became the pacing leader.
+        self.leaderships = 0
+        #: Redis commands sent for the pacing leader only (reports, the lease).
+        self.report_trips = 0
         self._up = True
         self._probing = False
         self._retry_at = 0.0
@@ -427,7 +607,10 @@ class RedisLimiter:
         if self._closed:
             raise ClientClosedError("this RedisLimiter is closed")
         if self._listener is None:
-            self._listener = asyncio.get_running_loop().create_task(self._listen())
+            loop = asyncio.get_running_loop()
+            self._listener = loop.create_task(self._listen())
+            if self.config.adaptive:
+                self._ticker = loop.create_task(self._tick_loop())
         while True:
             await self._wait_pause()
             if not self._use_redis():
@@ -441,7 +624,10 @@ class RedisLimiter:
                     # Idle connections to the Redis that went away would fail once more each.
                     with contextlib.suppress(*_UNAVAILABLE):
                         await self._client.connection_pool.disconnect(inuse_connections=False)
-                reply = await self._eval(ACQUIRE_SCRIPT, self._acquire_args)
+                events, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
+                reply = await self._eval(
+                    ACQUIRE_SCRIPT, [*self._acquire_args, *events], self._keys[:2]
+                )
             except _UNAVAILABLE as exc:
                 self._mark_down(exc)
                 continue
@@ -450,17 +636,23 @@ class RedisLimiter:
                     self._probing = False  # also when this attempt is cancelled
             received = time.monotonic()
             self._mark_up()
-            slot, redis_now, rate, pause_end, tat = (float(x) for x in reply)
-            self._set_rate(rate, Reason.QUIET, "no 429 for a probe interval (shared rate)")
+            slot, redis_now, rate, pause_end, tat = (float(x) for x in reply[:5])
+            self._offset = redis_now - received
+            self._set_rate(rate, reply[5], reply[6])
+            epoch = int(reply[7])
             self._note_pause(pause_end, redis_now, received)
             self._lead = tat - redis_now
             self._horizon = max(self._horizon, received + self._lead)
             wait = slot - redis_now
             if wait > 0:
                 in_pause = min(wait, max(0.0, pause_end - redis_now))
-                await asyncio.sleep(wait)
-                self._waited_pause += in_pause
-                self._waited_rate += wait - in_pause
+                kept = await self._wait_slot(slot, epoch, received + wait)
+                waited = time.monotonic() - received
+                self._waited_pause += min(in_pause, waited)
+                self._waited_rate += max(0.0, waited - in_pause)
+                if not kept:
+                    self.regranted += 1
+                    continue
             now = time.monotonic()
             # A pause that began after this slot was granted takes it back; so does a late
             # wake-up, which would bunch with the slots after it.
@@ -472,23 +664,46 @@ class RedisLimiter:
                 self.forfeited += 1
                 continue
             self.shared_slots += 1
+            if self._ticker is not None:
+                # The slot names the attempt; the model reads when it really went out (a
+                # holder wakes up to LATE after its slot), on Redis's clock.
+                self._report(_send_event(slot, max(slot, time.monotonic() + self._offset)))
             return _SlotTicket(time.monotonic(), slot=slot)
+
+    async def _wait_slot(self, slot: float, epoch: int, due: float) -> bool:
+        """Sleep until ``due`` (``slot`` on Redis's clock); False when the schedule was rebooked
+        from before ``slot`` meanwhile: the rate changed, and a slot booked at the old rate would
+        hold its holder back long after a rise, or go out with the others at a pause's end."""
+        while True:
+            if self._epoch > epoch and slot > self._rebook_from:
+                return False
+            remaining = due - time.monotonic()
+            if remaining <= 0:
+                return True
+            rose = self._rose
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(rose.wait(), remaining)
 
     def report(self, ticket: Ticket, outcome: Outcome, retry_after: float | None = None) -> None:
         """How an attempt ended; a 429 pauses every process on the key."""
+        now = time.monotonic()
+        throttled = outcome is Outcome.THROTTLED
+        wait = self.pause_policy.pause_for(retry_after, self._rng) if throttled else 0.0
         if isinstance(ticket, _SlotTicket):
             ticket.state = outcome
+            if self._ticker is not None:
+                # For the pacing leader's model, on Redis's clock.
+                asked = self.pause_policy.asked(retry_after) if throttled else 0.0
+                self._report(_answer_event(ticket.slot, now + self._offset, outcome, wait, asked))
         else:
             self._fallback.report(ticket, outcome, retry_after)
-        if outcome is not Outcome.THROTTLED:
+        if not throttled:
             return
-        wait = self.pause_policy.pause_for(retry_after, self._rng)
-        until = time.monotonic() + wait
+        until = now + wait
         self._own_pause_until = max(self._own_pause_until, until)
         self._pause_until = max(self._pause_until, until)
         if self._up and not self._closed:
-            slot = ticket.slot if isinstance(ticket, _SlotTicket) else -1.0
-            task = asyncio.get_running_loop().create_task(self._share_pause(slot, wait))
+            task = asyncio.get_running_loop().create_task(self._share_pause(wait))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -500,6 +715,18 @@ class RedisLimiter:
         if self._tasks:
             # Let the pauses being written reach Redis (each is bounded by op_timeout).
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+            self.leader = None
+            if self._up:
+                # The last outcomes reach the leader, and another process may lead at once.
+                with contextlib.suppress(*_UNAVAILABLE):
+                    if self._outbox:
+                        await self._tick()
+                    await self._eval(RELEASE_SCRIPT, [self._me], keys=self._keys[2:])
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -510,53 +737,49 @@ class RedisLimiter:
 
     # --- reading the shared state (tests, dashboards) -----------------------------------
     async def shared_state(self) -> dict[str, float]:
-        """The shared hash as numbers (rate, pause, tat... on Redis's clock); {} if none."""
+        """The shared hash's numbers (rate, pause, tat... on Redis's clock); {} if none. The
+        leader's reason and evidence for the rate are text: ``last_change`` shows them."""
         raw = await cast("Awaitable[dict[bytes, bytes]]", self._client.hgetall(self.key))
-        return {k.decode(): float(v) for k, v in raw.items()}
+        return {k.decode(): float(v) for k, v in raw.items() if k not in (b"why", b"evidence")}
 
     # --- internals ----------------------------------------------------------------------
     def _args(self) -> list[str]:
         cfg = self.config
         return [
             repr(cfg.max_rate),
-            repr(cfg.min_rate),
+            # Not adaptive: no leader writes a rate, and one left by an adaptive job is ignored.
+            repr(cfg.min_rate if cfg.adaptive else cfg.max_rate),
             str(self._ttl_ms),
             repr(PACE),
-            repr(PROBE_INTERVAL if cfg.adaptive else 1e18),  # never, when not adaptive
-            repr(PROBE_FACTOR),
-            repr(GAP_MIN),
-            repr(BAD_TTL),
+            str(MAX_EVENTS),
         ]
 
-    async def _eval(self, script: _Script, args: Sequence[str]) -> list[bytes]:
+    async def _eval(
+        self, script: _Script, args: Sequence[str], keys: Sequence[str] | None = None
+    ) -> list[bytes]:
+        keys = [self.key] if keys is None else keys
         self.round_trips += 1
         if script.sha not in self._loaded:
             # EVAL caches the script in Redis: later calls send only its digest.
             reply = await asyncio.wait_for(
-                self._client.eval(script.text, 1, self.key, *args), self._op_timeout
+                self._client.eval(script.text, len(keys), *keys, *args), self._op_timeout
             )
             self._loaded.add(script.sha)
             return cast("list[bytes]", reply)
         try:
             reply = await asyncio.wait_for(
-                self._client.evalsha(script.sha, 1, self.key, *args), self._op_timeout
+                self._client.evalsha(script.sha, len(keys), *keys, *args), self._op_timeout
             )
         except NoScriptError:
             # A restarted Redis has forgotten the script; EVAL loads it again.
             self.round_trips += 1
             reply = await asyncio.wait_for(
-                self._client.eval(script.text, 1, self.key, *args), self._op_timeout
+                self._client.eval(script.text, len(keys), *keys, *args), self._op_timeout
             )
         return cast("list[bytes]", reply)
 
-    async def _share_pause(self, slot: float, wait: float) -> None:
-        args = [
-            *self._acquire_args[:4],
-            repr(slot),
-            repr(wait),
-            repr(DECREASE if self.config.adaptive else 1.0),
-            self.channel,
-        ]
+    async def _share_pause(self, wait: float) -> None:
+        args = [str(self._ttl_ms), repr(wait), self.channel]
         try:
             reply = await self._eval(THROTTLE_SCRIPT, args)
         except _UNAVAILABLE as exc:
@@ -564,14 +787,132 @@ class RedisLimiter:
             return
         received = time.monotonic()
         self._mark_up()
-        pause_end, redis_now, rate = (float(x) for x in reply[:3])
-        self._set_rate(rate, Reason.DRAIN_TO_DRAIN, "a 429 on the shared schedule")
+        pause_end, redis_now = (float(x) for x in reply[:2])
         self._note_pause(pause_end, redis_now, received)
 
-    def _set_rate(self, rate: float, reason: Reason, evidence: str) -> None:
-        if rate != self._rate:
-            self._change = RateChange(time.monotonic(), self._rate, rate, reason, evidence)
-            self._logged_rate = log_rate_change(self._change, self._logged_rate)
+    # --- the pacing leader ----------------------------------------------------------------
+    def _report(self, event: str) -> None:
+        if not self._outbox:
+            self._queued_at = time.monotonic()
+        if len(self._outbox) < MAX_EVENTS:
+            self._outbox.append(event)
+
+    async def _tick_loop(self) -> None:
+        """Send the lease's command: every TICK while leading a busy key, every IDLE_TICK
+        otherwise (to take the lease when it is free), and for events that no slot carried
+        within TICK."""
+        last = -math.inf
+        # Not `while True`: on Python 3.11 a cancel that lands as wait_for's command completes
+        # is swallowed, and this loop would outlive aclose.
+        while not self._closed:
+            await asyncio.sleep(TICK)
+            if self._closed:
+                return
+            if not self._up:
+                continue  # the fallback runs; acquire finds out when Redis is back
+            now = time.monotonic()
+            leader = self.leader
+            # A leader keeps up with the others' reports, and with its model while it adapts.
+            due = (
+                now - last >= IDLE_TICK
+                or (self._outbox and now - self._queued_at >= TICK)
+                or (
+                    leader is not None
+                    and (leader.model.phase is not Phase.FULL or leader.pending or leader.fed)
+                )
+            )
+            if not due:
+                continue
+            last = now
+            try:
+                await self._tick()
+            except _UNAVAILABLE as exc:
+                self._mark_down(exc)
+            except Exception:  # a bug here must not stop the reports, nor the pacing
+                logger.exception("pacing leader of %r failed; starting over", self.key)
+                self.leader = None
+
+    async def _tick(self) -> None:
+        events, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
+        leader = self.leader
+        rate = why = evidence = ""
+        if leader is not None and float(f"{leader.model.rate:.6f}") != self._hash_rate:
+            # The rate as Redis will hold it (six decimals), so that it is written once; and
+            # over any other (a past job's, another configuration's, none).
+            model = leader.model
+            change = model.changes[-1] if model.changes else model.last_change
+            rate, why, evidence = f"{model.rate:.6f}", change.reason.value, change.evidence
+        me = "" if self._closed else self._me  # a closing process leads no more
+        args = [me, str(int(1000 * LEASE)), str(self._ttl_ms), str(MAX_EVENTS)]
+        self.report_trips += 1
+        self.round_trips -= 1  # counted apart: round_trips stays the slots' cost
+        args += [rate, why, evidence, self.channel, repr(KEEP)]
+        reply = await self._eval(TICK_SCRIPT, [*args, *events], self._keys)
+        received = time.monotonic()
+        self._mark_up()
+        redis_now = float(reply[0])
+        self._offset = redis_now - received
+        role = int(reply[1])
+        cfg = self.config
+        # Clamped as the slot script clamps it: a rate left by another configuration or job.
+        shared = min(max(float(reply[2]), cfg.min_rate), cfg.max_rate) if reply[2] else cfg.max_rate
+        self._hash_rate = float(reply[2]) if reply[2] else math.nan
+        if role == 0:
+            if leader is not None:
+                logger.info("pacing leader of %r: lease lost", self.key)
+            self.leader = None
+        elif role == 2 or leader is None:
+            lead_at = float(reply[5]) if reply[5] else -math.inf
+            live = redis_now - lead_at < STALE
+            self.leader = leader = PacingLeader(self.config, shared if live else None)
+            self.leaderships += 1
+            logger.debug(
+                "pacing leader of %r from now, starting at %.4g/s", self.key, leader.model.rate
+            )
+        if leader is not None and self.leader is leader:
+            raw = reply[6]
+            leader.add(cast("list[bytes]", raw))
+            leader.advance(redis_now - LAG)
+            change = leader.model.last_change
+            if change is not self._leader_change:
+                self._leader_change = change
+                if change.new != change.old:
+                    logger.debug(
+                        "pacing leader of %r: %s (%d events, %d late)",
+                        self.key,
+                        change,
+                        leader.events,
+                        leader.late,
+                    )
+                    # On our clock, like every other time this limiter shows.
+                    local = RateChange(
+                        change.at - self._offset,
+                        change.old,
+                        change.new,
+                        change.reason,
+                        change.evidence,
+                    )
+                    self._logged_rate = log_rate_change(local, self._logged_rate)
+                    self._change = local
+            if rate and role == 1:
+                self._set_rate(float(rate), why, evidence)
+        else:
+            self._set_rate(shared, reply[3], reply[4])
+
+    def _set_rate(self, rate: float, why: bytes | str, evidence: bytes | str) -> None:
+        """A shared rate read from Redis (the leader's own changes are set by ``_tick``)."""
+        if rate == self._rate:
+            return
+        if self.leader is None:
+            why = why.decode() if isinstance(why, bytes) else why
+            evidence = evidence.decode() if isinstance(evidence, bytes) else evidence
+            try:
+                reason = Reason(why)
+            except ValueError:
+                reason = Reason.START
+            self._change = RateChange(
+                time.monotonic(), self._rate, rate, reason, f"{evidence} (the pacing leader's)"
+            )
         self._rate = rate
 
     def _note_pause(self, pause_end: float, redis_now: float, received: float) -> None:
@@ -617,6 +958,7 @@ class RedisLimiter:
 
     def _mark_down(self, exc: BaseException) -> None:
         self._probing = False
+        self._outbox.clear()  # fire and forget: the leader's model does without them
         interval = self._reconnect_interval
         # On a wall-clock grid, so that every process tries again (and returns) together.
         self._retry_at = (math.floor(time.time() / interval) + 1) * interval
@@ -650,7 +992,19 @@ class RedisLimiter:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None or message.get("type") != "message":
                         continue
-                    end, now = (float(x) for x in message["data"].split())
+                    data = message["data"]
+                    if data.startswith(b"r "):
+                        # The leader wrote a new rate: "r <rate> <rebooked from> <epoch> <why>
+                        # <evidence>" (from 0: not rebooked).
+                        fields = [*data.decode().split(" ", 5), "", ""]
+                        rate, rebook, epoch, why, evidence = fields[1:6]
+                        self._set_rate(float(rate), why, evidence)
+                        if float(rebook) > 0 and int(epoch) > self._epoch:
+                            self._epoch, self._rebook_from = int(epoch), float(rebook)
+                            self._rose.set()  # wake the holders
+                            self._rose = asyncio.Event()
+                        continue
+                    end, now = (float(x) for x in data.split())
                     self._note_pause(end, now, time.monotonic())
             except (*_UNAVAILABLE, ValueError) as exc:
                 logger.debug("pause channel of %r lost (%s); retrying", self.key, exc)
