@@ -59,8 +59,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import heapq
 import logging
 import math
 import random
@@ -80,7 +78,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._config import RateLimit, as_rate_limit
 from ._errors import ClientClosedError, InvalidArgumentError
-from ._pacing import Outcome, PacingModel, PausePolicy, Phase, RateChange, Reason, Ticket
+from ._pacing import Outcome, PausePolicy, Phase, RateChange, Reason, Ticket
+from ._redis_leader import PacingLeader, answer_event, send_event
+from ._redis_scripts import ACQUIRE_SCRIPT, RELEASE_SCRIPT, THROTTLE_SCRIPT, TICK_SCRIPT, Script
 from ._throttle import LocalLimiter, log_rate_change
 
 __all__ = ["PacingLeader", "RedisLimiter"]
@@ -114,141 +114,6 @@ MAX_BATCH = 1_000
 
 _UNAVAILABLE = (RedisError, OSError, asyncio.TimeoutError)
 
-# KEYS: the hash, the outcome list
-# ARGV: max_rate, min_rate, ttl_ms, pace, max_events, then this process's events (sends and
-#       outcomes for the pacing leader: they ride along with the slot, at no extra round trip)
-# Returns the slot and Redis's time (the caller waits slot - now), the rate, the pause's end, the
-# end of the schedule granted so far, why the rate is what it is (written by the leader), and
-# the schedule's epoch (one more at each rebooking).
-_ACQUIRE = """
-local key = KEYS[1]
-local function f(x) return string.format('%.6f', x) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local s = redis.call('HMGET', key, 'tat', 'pause', 'rate', 'why', 'evidence', 'epoch')
-local max_rate, min_rate = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ttl, pace = ARGV[3], tonumber(ARGV[4])
-local tat = tonumber(s[1]) or 0
-local pause = tonumber(s[2]) or 0
-local rate = math.min(math.max(tonumber(s[3]) or max_rate, min_rate), max_rate)
-local slot = math.max(now, tat, pause)
-tat = slot + pace / rate
-if #ARGV > 5 then
-  local list = KEYS[2]
-  redis.call('RPUSH', list, unpack(ARGV, 6, #ARGV))
-  redis.call('LTRIM', list, -tonumber(ARGV[5]), -1)
-  redis.call('PEXPIRE', list, ttl)
-end
--- Only the schedule is written here: the rate is the pacing leader's.
-redis.call('HSET', key, 'tat', f(tat))
-redis.call('PEXPIRE', key, ttl)
-return {f(slot), f(now), f(rate), f(pause), f(tat), s[4] or '', s[5] or '', s[6] or '0'}
-"""
-
-# ARGV: ttl_ms, pause length, channel
-# Returns the pause's end and Redis's time.
-_THROTTLE = """
-local key = KEYS[1]
-local function f(x) return string.format('%.6f', x) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local s = redis.call('HMGET', key, 'tat', 'pause')
-local tat = tonumber(s[1]) or 0
-local pause = tonumber(s[2]) or 0
-local new_end = now + tonumber(ARGV[2])
-if new_end > pause then pause = new_end end
--- No slot is granted inside the pause: the schedule resumes at its end.
-if pause > tat then tat = pause end
-redis.call('HSET', key, 'tat', f(tat), 'pause', f(pause))
-redis.call('PEXPIRE', key, ARGV[1])
-redis.call('PUBLISH', ARGV[3], f(pause) .. ' ' .. f(now))
-return {f(pause), f(now)}
-"""
-
-# KEYS: the hash, the outcome list, the lease
-# ARGV: this process's id ('' when closing), lease_ms, ttl_ms, max_events, rate to write ('' for
-#       none), why, evidence, channel, keep, then this process's events
-# Appends the events; takes or renews the lease when free or ours; the leader writes the rate
-# (and its heartbeat) and takes every event reported since its last call.
-# Returns Redis's time, the role (0 follower, 1 leader, 2 leader from now on), the shared rate,
-# why, evidence, the last heartbeat of a leader, and (for a leader) the events.
-_TICK = """
-local key, list, lease = KEYS[1], KEYS[2], KEYS[3]
-local me, lease_ms, ttl = ARGV[1], ARGV[2], ARGV[3]
-local function f(x) return string.format('%.6f', x) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if #ARGV > 9 then
-  redis.call('RPUSH', list, unpack(ARGV, 10, #ARGV))
-  redis.call('LTRIM', list, -tonumber(ARGV[4]), -1)
-  redis.call('PEXPIRE', list, ttl)
-end
-local holder = redis.call('GET', lease)
-local role = 0
-if me == '' then
-  -- A closing process: its last events only.
-elseif not holder then
-  redis.call('SET', lease, me, 'PX', lease_ms)
-  role = 2
-elseif holder == me then
-  redis.call('PEXPIRE', lease, lease_ms)
-  role = 1
-end
-local s = redis.call('HMGET', key, 'rate', 'why', 'evidence', 'lead_at', 'tat', 'pause')
-local events = {}
-if role > 0 then
-  if role == 1 and ARGV[5] ~= '' then
-    local new, old = tonumber(ARGV[5]), tonumber(s[1])
-    redis.call('HSET', key, 'rate', ARGV[5], 'why', ARGV[6], 'evidence', ARGV[7])
-    local tat = tonumber(s[5])
-    local rebook, epoch = '0', '0'
-    if old and new ~= old and tat then
-      -- Slots booked beyond `from` at the old rate are given back by their holders (they
-      -- learn of the change, and of `from`, from the channel): the schedule resumes there at
-      -- the new rate. A rise keeps the next `keep` seconds; a fall during a pause rebooks
-      -- from its end: slots granted at the old pace between the 429 and this new rate would
-      -- otherwise all go out together when the pause ends.
-      local pause = tonumber(s[6]) or 0
-      local from = math.max(now, pause) + tonumber(ARGV[9])
-      if new < old and pause > now then from = pause end
-      if tat > from then
-        redis.call('HSET', key, 'tat', f(from))
-        rebook = f(from)
-        epoch = tostring(redis.call('HINCRBY', key, 'epoch', 1))
-      end
-    end
-    local message = {'r', ARGV[5], rebook, epoch, ARGV[6], ARGV[7]}
-    redis.call('PUBLISH', ARGV[8], table.concat(message, ' '))
-    s[1], s[2], s[3] = ARGV[5], ARGV[6], ARGV[7]
-  end
-  redis.call('HSET', key, 'lead_at', f(now))
-  redis.call('PEXPIRE', key, ttl)
-  events = redis.call('LRANGE', list, 0, -1)
-  redis.call('DEL', list)
-end
-return {f(now), tostring(role), s[1] or '', s[2] or '', s[3] or '', s[4] or '', events}
-"""
-
-# KEYS: the lease. ARGV: this process's id. Gives the lease up if it is ours.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
-
-class _Script:
-    __slots__ = ("sha", "text")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode()).hexdigest()
-
-
-ACQUIRE_SCRIPT = _Script(_ACQUIRE)
-THROTTLE_SCRIPT = _Script(_THROTTLE)
-TICK_SCRIPT = _Script(_TICK)
-RELEASE_SCRIPT = _Script(_RELEASE)
-
 
 def _check(
     key: object,
@@ -279,116 +144,6 @@ class _SlotTicket(Ticket, gc=False):
     """A ticket for a slot of the shared schedule; ``slot`` is its time on Redis's clock."""
 
     slot: float = 0.0
-
-
-def _send_event(slot: float, sent: float) -> str:
-    return f"s {slot:.6f} {sent:.6f}"
-
-
-def _answer_event(
-    slot: float, answered: float, outcome: Outcome, pause: float, asked: float
-) -> str:
-    return f"a {slot:.6f} {answered:.6f} {int(outcome)} {pause:.6f} {asked:.6f}"
-
-
-class PacingLeader:
-    """The one ``PacingModel`` of a key, fed with the sends and outcomes of every process.
-
-    A pure object on Redis's clock (no I/O): ``add`` takes the events the processes reported
-    (``"s <slot> <sent>"`` when the attempt of a slot went out, ``"a <slot> <answered>
-    <outcome> <pause> <asked>"`` when it ended), ``advance(until)`` feeds the model every event
-    up to ``until`` in time order and returns the rate. Events arrive batched and out of order
-    (each process reports within ``TICK``), so the caller advances to ``LAG`` behind Redis's
-    clock: the model then sees the attempts as the in-process limiter's model does, sends in
-    time order, and attempts still in flight at a 429 as pending.
-
-    ``start_rate`` below the maximum (a leader taking over a job in progress) starts the model
-    holding that rate, as the previous leader's model did; ``None`` starts it at the maximum.
-    """
-
-    def __init__(self, config: RateLimit, start_rate: float | None = None) -> None:
-        self.model = PacingModel(config.max_rate, config.min_rate, adaptive=config.adaptive)
-        if start_rate is not None and start_rate < config.max_rate:
-            # PacingModel has no constructor argument for this: its rate and phase are public.
-            self.model.rate = max(self.model.min_rate, start_rate)
-            self.model.phase = Phase.HOLD
-        self._sends: list[tuple[float, float]] = []  # heap of (sent, slot) not yet fed
-        self._answers: list[tuple[float, float, int, float, float]] = []  # heap, by answer time
-        self._tickets: dict[float, Ticket] = {}  # fed sends not yet answered, by slot
-        self.clock = -math.inf  # model time fed so far
-        #: Events that reached the leader after the model had passed their time (fed late).
-        self.late = 0
-        #: Events read.
-        self.events = 0
-        #: Whether the last ``add`` brought events (other processes are busy).
-        self.fed = False
-
-    @property
-    def pending(self) -> bool:
-        """Whether events wait to be fed (their time is not reached yet)."""
-        return bool(self._sends or self._answers)
-
-    def add(self, events: Sequence[bytes | str]) -> None:
-        """Queue reported events (malformed ones are skipped)."""
-        self.fed = bool(events)
-        for raw in events:
-            text = raw.decode() if isinstance(raw, bytes) else raw
-            parts = text.split()
-            try:
-                if parts[0] == "s" and len(parts) in (2, 3):
-                    slot = float(parts[1])
-                    heapq.heappush(self._sends, (float(parts[-1]), slot))
-                elif parts[0] == "a" and len(parts) == 6:
-                    slot, answered, pause, asked = (float(parts[i]) for i in (1, 2, 4, 5))
-                    heapq.heappush(self._answers, (answered, slot, int(parts[3]), pause, asked))
-                else:
-                    continue
-            except (IndexError, ValueError):
-                continue
-            self.events += 1
-
-    def advance(self, until: float) -> float:
-        """Feed the model every queued event up to ``until``; the rate to send at then."""
-        model, sends, answers = self.model, self._sends, self._answers
-        while True:
-            next_send = sends[0][0] if sends else math.inf
-            next_answer = answers[0][0] if answers else math.inf
-            at = min(next_send, next_answer)
-            if at > until:
-                break
-            if at < self.clock:
-                # Reported after the model passed its time: fed now, so that the log the model
-                # reads stays in time order (off by at most the lateness).
-                self.late += 1
-            at = max(at, self.clock)
-            self.clock = at
-            if next_send <= next_answer:  # a send before the answers at the same time
-                _, slot = heapq.heappop(sends)
-                self._tickets[slot] = model.on_send(at)
-                continue
-            _, slot, code, pause, asked = heapq.heappop(answers)
-            ticket = self._tickets.pop(slot, None)
-            if ticket is None:
-                # Sent before this leader began, or its send was lost: counted from now.
-                ticket = model.on_send(at)
-            try:
-                outcome = Outcome(code)
-            except ValueError:
-                continue
-            if outcome is Outcome.THROTTLED:
-                model.on_answer(ticket, at, outcome, pause=pause, asked=asked)
-            else:
-                model.on_answer(ticket, at, outcome)
-        if len(self._tickets) > 10_000:
-            # Sends whose outcome never came (a process died mid-attempt): forget the old ones.
-            horizon = self.clock - PacingModel.LOG_SPAN
-            self._tickets = {k: v for k, v in self._tickets.items() if k >= horizon}
-        if self.clock == -math.inf:
-            # Nothing fed yet: the model's clock starts at its first send (before it, its
-            # quiet time would be counted from 0).
-            return model.rate
-        self.clock = max(self.clock, until)
-        return model.rate_at(self.clock)
 
 
 class RedisLimiter:
@@ -667,7 +422,7 @@ class RedisLimiter:
             if self._ticker is not None:
                 # The slot names the attempt; the model reads when it really went out (a
                 # holder wakes up to LATE after its slot), on Redis's clock.
-                self._report(_send_event(slot, max(slot, time.monotonic() + self._offset)))
+                self._report(send_event(slot, max(slot, time.monotonic() + self._offset)))
             return _SlotTicket(time.monotonic(), slot=slot)
 
     async def _wait_slot(self, slot: float, epoch: int, due: float) -> bool:
@@ -694,7 +449,7 @@ class RedisLimiter:
             if self._ticker is not None:
                 # For the pacing leader's model, on Redis's clock.
                 asked = self.pause_policy.asked(retry_after) if throttled else 0.0
-                self._report(_answer_event(ticket.slot, now + self._offset, outcome, wait, asked))
+                self._report(answer_event(ticket.slot, now + self._offset, outcome, wait, asked))
         else:
             self._fallback.report(ticket, outcome, retry_after)
         if not throttled:
@@ -755,7 +510,7 @@ class RedisLimiter:
         ]
 
     async def _eval(
-        self, script: _Script, args: Sequence[str], keys: Sequence[str] | None = None
+        self, script: Script, args: Sequence[str], keys: Sequence[str] | None = None
     ) -> list[bytes]:
         keys = [self.key] if keys is None else keys
         self.round_trips += 1

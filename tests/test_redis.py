@@ -22,7 +22,8 @@ import pytest
 from commbox_async import AsyncCommbox, Retries
 from commbox_async._config import RateLimit
 from commbox_async._pacing import Outcome, PacingModel, Ticket
-from commbox_async._redis import LAG, PacingLeader
+from commbox_async._redis import LAG
+from commbox_async._redis_leader import PacingLeader
 from commbox_async.redis import RedisLimiter
 from commbox_async.testing import FakeCommbox
 
