@@ -341,7 +341,7 @@ def test_the_leader_feeds_events_in_time_order_whatever_their_arrival() -> None:
         leader.advance(now - LAG)
     assert leader.late == 0
     assert leader.events == 2 * len(attempts)
-    assert len(direct.changes) >= 3  # the trace made the model move
+    assert len(direct.changes) >= 2  # the trace made the model move (down, then back)
     assert [(c.reason, round(c.new, 3)) for c in leader.model.changes] == [
         (c.reason, round(c.new, 3)) for c in direct.changes
     ]
