@@ -168,6 +168,7 @@ class PacingModel:
     PROBE_FIRST = 0.02  # the first such rise; doubles each PROBE_INTERVAL
     RISE_NOISE = 0.02  # a share of 429s since a rise above this failed it...
     RISE_STRAYS = 2  # ...once there are more of them than this
+    RISE_WINDOW = 1.0  # seconds after a rise in which its 429s are the rise's
     BISECT_GAP = 0.02  # bisect down to this gap between the quiet rate and the failed one
     FLOOD_CUT = 0.1  # a flood of free 429s cuts the rate to at least this fraction
     CEILING_GROWTH = 0.01  # a failed rise's rate is trusted less by this fraction per second
@@ -226,6 +227,7 @@ class PacingModel:
         self._below: float | None = None  # the rate before the last rise, if it ran quietly
         self._rise_at = math.inf  # when that rise happened
         self._ceiling: tuple[float, float] | None = None  # (a rise that failed, when)
+        self._noise_seen = False  # some 429s were tolerated as noise
         self._full_rate = 0.0  # throughput of the last cycle at full pace, pause included
         self._pause_only_until = -math.inf  # until then, 429s only pause (adapting did worse)
         self._started: float | None = None
@@ -267,12 +269,23 @@ class PacingModel:
             self._pause_len = pause
         if not self.adaptive:
             return
+        quiet_since = self._quiet_since
+        last = self.last_change
+        noise_lately = last.reason is Reason.TOLERATED and now - last.at < self.DECISION_GAP
         self._quiet_since = end
         if ticket.sent < self._resume:
             return  # sent before the last pause ended: part of a drain already read
-        if self._decide(ticket.sent, now, pause if asked is None else asked):
+        decided = self._decide(ticket.sent, now, pause if asked is None else asked)
+        if decided:
             self._last_decision = now
             self._resume = end
+        if pause < self.CHEAP_PAUSE and (
+            (decided and self.last_change.reason is Reason.TOLERATED and self.last_change.at == now)
+            or (not decided and noise_lately)
+        ):
+            # Noise does not break a quiet spell: with random 429s coming every second, the
+            # rate could never rise again (it would only ever step down).
+            self._quiet_since = quiet_since
 
     # --- output ------------------------------------------------------------------------------
     def rate_at(self, now: float) -> float:
@@ -339,6 +352,10 @@ class PacingModel:
                     Reason.QUIET,
                     f"no 429 for {quiet:.1f} s; {good:.4g}/s ran quietly before",
                 )
+                if target >= good:
+                    # Back where it was: probes beyond it count their quiet time from here.
+                    self._step = 0
+                    self._quiet_since = now
             return self.rate
         # Beyond anything known to work: each probe that drains the server costs a pause.
         if self._cheap_limit:
@@ -384,7 +401,7 @@ class PacingModel:
             pause < self.CHEAP_PAUSE
             and self._below is not None
             and self.rate > self._below
-            and drained >= self._rise_at
+            and self._rise_at <= drained <= self._rise_at + self.RISE_WINDOW
         ):
             # 429s with no pause right after a rise from a rate that drew none: the rise
             # overran the limit (a cap on requests in flight is crossed by a few percent).
@@ -402,7 +419,7 @@ class PacingModel:
                 now,
                 self._below,
                 Reason.RISE_FAILED,
-                f"{self._ceiling[0]:.4g}/s drew a 429; {self._below:.4g}/s ran quietly",
+                f"{self._ceiling[0]:.4g}/s drew 429s; {self._below:.4g}/s ran quietly",
             )
             if self._ceiling[0] > self.rate * (1.0 + self.BISECT_GAP):
                 self._start_bisecting(now)
@@ -467,8 +484,12 @@ class PacingModel:
             acc, thr = _window_counts(
                 self._log, max(drained - self.WINDOW, self._rate_since), drained + 1e-9
             )
-            if thr > self.RISE_STRAYS and thr >= self.RISE_NOISE * (acc + thr):
-                self._ceiling = (self.rate, now)
+            if thr > self.RISE_STRAYS and thr > self._noise_bound(acc + thr):
+                # The ceiling keeps its time: it is forgotten GOOD_MEMORY after the rise that
+                # found it, whatever happened since.
+                self._ceiling = (min(self.rate, self._ceiling[0]), self._ceiling[1])
+                # On trial: if the share of 429s does not fall, they were noise (not-cured).
+                self._cure = (self.rate, thr / (acc + thr), now)
                 self.phase = Phase.HOLD
                 self._step = 0
                 self._set(
@@ -482,6 +503,7 @@ class PacingModel:
         noise = max(self.NOISE_SHARE, self._tolerated_share)
         expected = noise * answered + 2.0 * math.sqrt(noise * answered)
         if pause < self.CHEAP_PAUSE and throttled <= expected:
+            self._noise_seen = True
             self._note(now, Reason.TOLERATED, f"{share:.1%} of 429s with no pause")
             return True
         if self._tolerated_share and share <= 1.5 * self._tolerated_share:
@@ -562,7 +584,7 @@ class PacingModel:
         if self.phase is Phase.FULL:
             # What pausing alone gets from this server at full pace: the bar to beat.
             acc, _ = _window_counts(self._log, max(self._resume, start), drained)
-            self._full_rate = acc / (drained - max(self._resume, start) + pause)
+            self._full_rate = acc / max(drained - max(self._resume, start) + pause, 1e-3)
             if now < self._pause_only_until:
                 self._note(now, Reason.PAUSE_ONLY, "pausing alone did better here")
                 return True
@@ -621,7 +643,17 @@ class PacingModel:
         on requests in flight the share jumps (measured: 0.1% at 145/s against a cap of
         147/s, 12% at 150/s), so three come quickly when the rise really overran it."""
         accepted, throttled = _window_counts(self._log, self._rise_at, drained + 1e-9)
-        return throttled >= max(self.RISE_STRAYS + 1, self.RISE_NOISE * (accepted + throttled))
+        return throttled > self.RISE_STRAYS and throttled > self._noise_bound(accepted + throttled)
+
+    def _noise_bound(self, answered: int) -> float:
+        """The most 429s among ``answered`` attempts that noise explains: RISE_NOISE, or the
+        share of random 429s already tolerated (or NOISE_SHARE once any was), plus two
+        standard deviations of the count. Random 429s on top of a real limit must not be
+        read as that limit (they would drag the rate down step by step)."""
+        noise = max(self.RISE_NOISE, self._tolerated_share)
+        if self._noise_seen:
+            noise = max(noise, self.NOISE_SHARE)
+        return noise * answered + 2.0 * math.sqrt(noise * answered)
 
     def _start_bisecting(self, now: float) -> None:
         self.phase = Phase.BISECT

@@ -145,12 +145,14 @@ class LocalLimiter:
         # (2,000/s with a burst of 2): hold at least 2 ms of the rate.
         burst = max(burst, math.ceil(rate * 0.002))
         # A bucket of capacity c lets c-1 attempts beyond the rate into any one-second window;
-        # near the configured maximum, drip c slower (one more than that) so that no window
+        # near the configured maximum, drip c - 1 slower and a slot more, so that no window
         # of the *server's* log ever holds more than the maximum: the first attempts wait for
         # their connections, which brings them nearer to those after them (measured: 41 in
         # one second at max_rate=40, burst=4, with a drip of max_rate - (c - 1)). At
-        # max_rate=10 (burst 1) that is 9/s.
-        drip = max(min(rate, self.config.max_rate - burst), rate / 2)
+        # max_rate=10 the slack is 3% of the rate instead (9.7/s, not 9/s: a whole slot would
+        # be a tenth of it).
+        slack = min(1.0, 0.03 * self.config.max_rate)
+        drip = max(min(rate, self.config.max_rate - (burst - 1) - slack), rate / 2)
         self._limiter_rate = rate
         return AsyncLimiter(burst, burst / drip)
 
