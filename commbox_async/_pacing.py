@@ -614,6 +614,10 @@ class PacingModel:
             self._cure = (pace, share, now) if testable else None
             self.phase = Phase.HOLD
             self._step = 0
+            if self._good is not None and best[0] <= self._good <= best[0] / self.HOLD**2:
+                # The rate that "ran quietly" was just above this limit (a bucket's burst hid
+                # the excess for a few seconds): going back to it would only drain again.
+                self._good = None
             self._set(now, max(self.min_rate, best[0] * self.HOLD), best[1], best[2])
             return True
         if floor is not None and floor[0] < 0.98 * pace:
