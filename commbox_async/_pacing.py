@@ -28,9 +28,20 @@ does not ask which kind it faces. It reads three things from the client's own lo
    server); the rate is set to ``HOLD`` of it, never above what drained the server.
 3. **Has the limit moved up?** After ``QUIET`` seconds without a 429, the rate rises: quickly
    back toward a rate that ran quietly before (a limit that dropped and recovered), slowly
-   beyond it (each probe that drains the server costs a pause). With no reading possible yet
-   (the first 429 of a job, from a full bucket), the rate *searches*: it climbs from the
-   drain-to-drain floor, faster the longer it stays quiet, until the next 429 gives a fit.
+   beyond it, after 6, 18, 42... quiet seconds (each probe that drains the server costs a
+   pause). With no reading possible yet (the first 429 of a job, from a full bucket), the rate
+   *searches*: it climbs from the drain-to-drain floor every ``SEARCH_STEP``, faster the longer
+   it stays quiet and the farther the floor is below the pace that drained, until the next 429
+   gives a fit.
+4. **429s that cost no pause** (``Retry-After: 0``; a cap on requests in flight) make
+   overshooting cheap, so they are searched by *bisection* (``Phase.BISECT``): a flood cuts the
+   rate to the share not refused, then every ``SEARCH_STEP`` it rises to the geometric mean of
+   the last rate that ran quietly and the lowest that drew 429s; a rise that draws more 429s
+   than noise explains goes straight back (``Reason.RISE_FAILED``). Under the cap so found, a
+   share above that steps down a little, on trial like any step down.
+5. **Is adapting worth it?** Pausing alone at full pace is the bar: when adapting gets no more
+   than ``PAUSE_ONLY_MARGIN`` times what it got between two 429s (a window's limit comes back
+   whole after each pause), the model goes back to full pace for ``FULL_STAY`` seconds.
 
 It never starts below the configured maximum (no slow start), never exceeds it, and never
 goes below ``min_rate``. ``PacingModel`` is fed by a limiter (in-process or shared) and is
