@@ -662,13 +662,15 @@ class PacingModel:
 
     def _noise_bound(self, answered: int) -> float:
         """The most 429s among ``answered`` attempts that noise explains: RISE_NOISE, or the
-        share of random 429s already tolerated (or NOISE_SHARE once any was), plus two
-        standard deviations of the count. Random 429s on top of a real limit must not be
-        read as that limit (they would drag the rate down step by step)."""
+        share of random 429s already tolerated (or NOISE_SHARE once any was). Random 429s on
+        top of a real limit must not be read as that limit (they would drag the rate down step
+        by step); a step down they cause is put on trial and undone (``not-cured``), and their
+        share is tolerated from then on. No slack of standard deviations here: under a cap,
+        a few percent more is the cap (measured: 2.2% of 429s against 2.8% with two of them)."""
         noise = max(self.RISE_NOISE, self._tolerated_share)
         if self._noise_seen:
             noise = max(noise, self.NOISE_SHARE)
-        return noise * answered + 2.0 * math.sqrt(noise * answered)
+        return noise * answered
 
     def _start_bisecting(self, now: float) -> None:
         self.phase = Phase.BISECT

@@ -229,6 +229,7 @@ class RedisLimiter:
         # Sends and outcomes not yet reported; the pacing leader's model while we hold the lease.
         self._outbox: list[str] = []
         self.leader: PacingLeader | None = None
+        self._failure_logged = -math.inf  # when a failure of the leader was last logged
         self._leader_change: RateChange | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._queued_at = 0.0  # when the oldest event in the outbox was queued
@@ -584,7 +585,11 @@ class RedisLimiter:
             except _UNAVAILABLE as exc:
                 self._mark_down(exc)
             except Exception:  # a bug here must not stop the reports, nor the pacing
-                logger.exception("pacing leader of %r failed; starting over", self.key)
+                # Once with the traceback, then a line a minute at most: a bug that repeats
+                # would otherwise log every TICK.
+                if now - self._failure_logged >= 60.0:
+                    self._failure_logged = now
+                    logger.exception("pacing leader of %r failed; starting over", self.key)
                 self.leader = None
 
     async def _tick(self) -> None:
