@@ -437,9 +437,7 @@ class PacingModel:
             return True
         # A flood is judged on the attempts sent at the current rate only: those sent faster
         # before it are still being answered (and a cap on requests in flight still holds them).
-        f_acc, f_thr = _window_counts(
-            self._log, max(drained - self.WINDOW, self._rate_since), drained + 1e-9
-        )
+        f_acc, f_thr = self._counts_at_this_rate(drained)
         flood = f_acc + f_thr >= 10 and f_thr >= self.FLOOD_SHARE * (f_acc + f_thr)
         if pause < self.CHEAP_PAUSE and flood:
             # A flood of 429s that cost no pause: the server takes far less than we send.
@@ -492,9 +490,7 @@ class PacingModel:
         ):
             # Under a limit shown to answer rises with 429s (and slower rates without), a
             # share of them above RISE_NOISE is this limit, not noise: a little slower.
-            acc, thr = _window_counts(
-                self._log, max(drained - self.WINDOW, self._rate_since), drained + 1e-9
-            )
+            acc, thr = self._counts_at_this_rate(drained)
             if thr > self.RISE_STRAYS and thr > self._noise_bound(acc + thr):
                 # The ceiling keeps its time: it is forgotten GOOD_MEMORY after the rise that
                 # found it, whatever happened since.
@@ -659,6 +655,13 @@ class PacingModel:
         147/s, 12% at 150/s), so three come quickly when the rise really overran it."""
         accepted, throttled = _window_counts(self._log, self._rise_at, drained + 1e-9)
         return throttled > self.RISE_STRAYS and throttled > self._noise_bound(accepted + throttled)
+
+    def _counts_at_this_rate(self, drained: float) -> tuple[int, int]:
+        """(accepted, throttled) among the attempts of the last WINDOW sent at the current
+        rate, up to the one sent at ``drained``."""
+        return _window_counts(
+            self._log, max(drained - self.WINDOW, self._rate_since), drained + 1e-9
+        )
 
     def _noise_bound(self, answered: int) -> float:
         """The most 429s among ``answered`` attempts that noise explains: RISE_NOISE, or the
