@@ -30,21 +30,20 @@ _RULES: list[tuple[str, tuple[str, ...]]] = [
     ("benchmark's own loop", ("benchmarks/",)),
     ("limiter", ("commbox_async/_throttle.py", "aiolimiter")),
     (
-        "retries (backoff; runs only after a failure)",
+        "retry loop (backoff, the decision)",
         (
             "backoff",
-            "_client.py:_plan_retry",
-            "_client.py:_retry_waits",
-            "_client.py:_on_backoff",
+            "_account.py:_decide",
+            "_account.py:_on_backoff",
+            "commbox_async/_retry.py",
         ),
     ),
     (
         "one request (call state, URL, attempt, body, stats)",
         (
-            "_client.py:_request",
-            "_client.py:_attempt",
-            "_client.py:_read_body",
-            "_client.py:_url",
+            "commbox_async/_account.py",
+            "commbox_async/_transport.py",
+            "_protocol.py:request_url",
         ),
     ),
     (

@@ -145,7 +145,7 @@ async def soak(
                     rss.append((done, rss_mib()))
             elapsed = time.perf_counter() - started
             stats = client.stats
-            session = client._session  # the connector's own counters
+            session = client._transport.session  # the connector's own counters
             assert session is not None and session.connector is not None
             connector: Any = session.connector
             acquired = len(connector._acquired)

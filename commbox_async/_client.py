@@ -1,20 +1,27 @@
-"""AsyncCommbox: the session's life, and get / iterate / fan out. The only module that awaits I/O.
+"""AsyncCommbox: the public calls, each checked here and handed to the layers below.
 
-Data flows one way: arguments are checked and turned into a request by ``_protocol``, the
-attempt takes a slot from the limiter (``_throttle``), aiohttp sends it, ``_protocol`` classifies
-the response and ``_models`` decodes it. ``backoff`` drives the retry loop around one attempt;
-whether and how long to wait is decided in one place, ``_retry.decide_retry``.
+The layers, top to bottom (docs/architecture.md draws them):
+
+- ``AsyncCommbox`` (this module): the client's life (open, close, its running tasks) and the
+  public calls: arguments checked before any request, paging, and the factories of the jobs
+  built on one call (``_fanout``, ``_watch``);
+- ``SharedCalls`` (``_sharing``): the cache and shared in-flight calls of ``get_user_objects``
+  and ``unread_counts``;
+- ``Account`` (``_account``): one token's calls, each a retry loop around one attempt, paced
+  by its limiter (``_throttle``) and decided by ``_retry``;
+- ``Transport`` (``_transport``): the aiohttp session, one ``send()``.
+
+``_protocol`` builds every request and classifies every response; ``_models`` decodes pages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
+import enum
 import functools
 import logging
 import os
 import random
-import socket
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -22,8 +29,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
-    Generator,
     Iterable,
     Mapping,
 )
@@ -32,9 +37,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import backoff
-from yarl import URL
 
+from ._account import Account
 from ._cache import Cache
 from ._config import (
     DEFAULT_BASE_URL,
@@ -46,19 +50,10 @@ from ._config import (
     as_retries,
     as_timeout,
 )
-from ._errors import (
-    ClientClosedError,
-    CommboxConnectionError,
-    CommboxDecodeError,
-    CommboxError,
-    CommboxTimeoutError,
-    InvalidArgumentError,
-    RateLimitError,
-)
+from ._errors import ClientClosedError, CommboxError, InvalidArgumentError
 from ._fanout import FanOutError, FanOutProgress, FetchResult, fan_out
-from ._inflight import InFlight
 from ._models import UserObject, UserObjectsPage
-from ._pacing import Outcome, PausePolicy
+from ._pacing import PausePolicy
 from ._protocol import (
     MAX_PAGE_SIZE,
     Query,
@@ -67,12 +62,11 @@ from ._protocol import (
     check_identity_id,
     check_token,
     is_insecure_remote,
-    parse_response,
-    user_objects_path,
 )
-from ._retry import CallState, RetryBudget, decide_retry
-from ._stats import ClientStats, StatsSnapshot
+from ._sharing import SharedCalls
+from ._stats import StatsSnapshot
 from ._throttle import Limiter, LocalLimiter
+from ._transport import Transport
 from ._version import __version__
 from ._watch import Watch, WatchState, check_ids
 
@@ -83,19 +77,17 @@ if TYPE_CHECKING:
 
     from ._protocol import Filters, PagingFilters
 
-__all__ = ["AsyncCommbox", "FanOutError", "FanOutProgress", "FetchResult"]
+__all__ = ["AsyncCommbox", "ClientState", "FanOutError", "FanOutProgress", "FetchResult"]
 
 logger = logging.getLogger("commbox_async")
-#: One INFO record per scheduled retry, so that a caller (the command line on a terminal) can
-#: show a slow call's progress instead of silence.
-retry_logger = logging.getLogger("commbox_async.retries")
 
 
-def _retry_waits() -> Generator[float, Any, None]:
-    """backoff's wait generator: each failed attempt's exception says how long to wait."""
-    exc = yield 0.0
-    while True:
-        exc = yield getattr(exc, "retry_delay", 0.0)
+class ClientState(enum.Enum):
+    """Where a client is in its life: a client is opened once and closed once."""
+
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 class AsyncCommbox:
@@ -141,67 +133,45 @@ class AsyncCommbox:
             raise InvalidArgumentError("no token: pass token= or set COMMBOX_TOKEN")
         check_token(token)
         base = base_url if base_url is not None else os.environ.get("COMMBOX_BASE_URL")
-        if not isinstance(allow_insecure_http, bool):
-            raise InvalidArgumentError("allow_insecure_http must be a bool")
+        _check_bool("allow_insecure_http", allow_insecure_http)
         self._base_url = check_base_url(
             base or DEFAULT_BASE_URL, allow_insecure_http=allow_insecure_http
         )
         self._rate_limit = as_rate_limit(rate_limit)
-        self._timeout = as_timeout(timeout)
         self._retries = as_retries(retries)
         if pool is not None and not isinstance(pool, PoolConfig):
             raise InvalidArgumentError("pool must be a PoolConfig")
-        self._pool = pool or PoolConfig()
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise InvalidArgumentError("session must be an aiohttp.ClientSession")
-        if not isinstance(verify_tls, bool):
-            raise InvalidArgumentError("verify_tls must be a bool")
-        self._verify_tls = verify_tls
+        self._verify_tls = _check_bool("verify_tls", verify_tls)
         if cache is not None and not isinstance(cache, Cache):
             raise InvalidArgumentError("cache must be a Cache (or None: no cache)")
-        if not isinstance(share_calls, bool):
-            raise InvalidArgumentError("share_calls must be a bool")
+        _check_bool("share_calls", share_calls)
         self._cache = cache
-        self._share_calls = share_calls
-        self._in_flight: InFlight[tuple[int, str], UserObjectsPage] = InFlight(
-            lambda: ClientClosedError("this AsyncCommbox was closed during the call")
+        self._transport = Transport(
+            pool=pool or PoolConfig(),
+            timeout=as_timeout(timeout),
+            verify_tls=verify_tls,
+            session=session,
         )
-        self._headers = build_headers(token, user_agent or f"commbox-async/{__version__}")
-        # Headers go with every request only on a caller's session; an owned session carries
-        # them as its defaults, which spares aiohttp a merge per request (about 2 us).
-        self._request_headers = self._headers if session is not None else None
-        root = URL(self._base_url)
-        self._scheme, self._authority = root.scheme, root.raw_authority
-        self._prefix = root.raw_path.rstrip("/")  # a gateway's path prefix, or ""
-        self._given_session = session
+        self._account = Account(
+            self._transport,
+            base_url=self._base_url,
+            headers=build_headers(token, user_agent or f"commbox-async/{__version__}"),
+            retries=self._retries,
+            rng=rng or random.Random(),
+        )
+        self._shared = SharedCalls(
+            self._account.request, cache=cache, share=share_calls, max_time=self._retries.max_time
+        )
         self._given_limiter = limiter
-        self._session: aiohttp.ClientSession | None = None
-        self._limiter: Limiter | None = None
-        self._state = "new"
-        self._rng = rng or random.Random()
-        self._budget = RetryBudget(self._retries.budget_ratio, self._retries.budget_reserve)
-        self._stats = ClientStats()
-        self._answered = 0  # answers that were not 429s (a 429 asks whether others got through)
+        self._state = ClientState.NEW
         self._tasks: set[asyncio.Task[None]] = set()
-        self._aiohttp_timeout = aiohttp.ClientTimeout(
-            total=self._timeout.total,
-            connect=self._timeout.connect,
-            sock_read=self._timeout.sock_read,
-        )
-        self._with_retries = backoff.on_exception(
-            _retry_waits,
-            CommboxError,
-            max_tries=None,  # decide_retry ends every call (tries, 429s in a row, deadline)
-            giveup=lambda exc: not getattr(exc, "retryable", False),
-            on_backoff=self._on_backoff,
-            jitter=None,
-            logger=None,  # backoff's own log lines would carry call arguments
-        )(self._attempt)
 
     def __repr__(self) -> str:
         return (
             f"<AsyncCommbox base_url={self._base_url!r} "
-            f"rate_limit={self._rate_limit.max_rate:g}/s state={self._state}>"
+            f"rate_limit={self._rate_limit.max_rate:g}/s state={self._state.value}>"
         )
 
     # --- life -------------------------------------------------------------------------
@@ -219,9 +189,9 @@ class AsyncCommbox:
 
     async def open(self) -> None:
         """Create the session and the limiter (``async with`` calls this)."""
-        if self._state == "open":
+        if self._state is ClientState.OPEN:
             return
-        if self._state == "closed":
+        if self._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed; create a new one")
         if not self._verify_tls:
             logger.warning("TLS certificate verification is OFF for %s", self._base_url)
@@ -229,62 +199,42 @@ class AsyncCommbox:
             logger.warning(
                 "plain http to a remote host (%s): the token travels unencrypted", self._base_url
             )
-        if self._given_session is not None:
-            self._session = self._given_session
-        else:
-            connector = aiohttp.TCPConnector(
-                limit=self._pool.limit,
-                limit_per_host=self._pool.limit_per_host,
-                keepalive_timeout=self._pool.keepalive_timeout,
-                ssl=self._verify_tls,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._aiohttp_timeout,
-                headers=self._headers,  # see _request_headers
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-            )
-            # aiohttp resends an idempotent request once, unseen, when a reused connection
-            # drops; our own retry loop already does that, through the limiter and counted.
-            if hasattr(self._session, "_retry_connection"):
-                self._session._retry_connection = False
-        self._limiter = self._given_limiter or LocalLimiter(
+        self._transport.open()
+        self._account.limiter = self._given_limiter or LocalLimiter(
             self._rate_limit,
             pause_policy=PausePolicy(
                 default_retry_after=self._retries.default_retry_after,
                 max_retry_after=self._retries.max_retry_after,
             ),
         )
-        self._state = "open"
+        self._state = ClientState.OPEN
 
     async def aclose(self) -> None:
         """Stop running fan-outs, close the owned session, release the limiter."""
-        if self._state == "closed":
+        if self._state is ClientState.CLOSED:
             return
-        self._state = "closed"
-        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._in_flight.cancel_all()]
+        self._state = ClientState.CLOSED
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._shared.cancel_all()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        session, self._session = self._session, None
-        if session is not None and self._given_session is None:
-            await session.close()
-        if self._limiter is not None and self._given_limiter is None:
-            await self._limiter.aclose()
+        await self._transport.aclose()
+        limiter = self._account.limiter
+        if limiter is not None and self._given_limiter is None:
+            await limiter.aclose()
 
     @property
     def closed(self) -> bool:
         """True once ``aclose()`` has run; a closed client cannot be opened again."""
-        return self._state == "closed"
+        return self._state is ClientState.CLOSED
 
     @property
     def limiter(self) -> Limiter:
         """The limiter in use (open clients only)."""
         self._check_open()
-        assert self._limiter is not None
-        return self._limiter
+        assert self._account.limiter is not None
+        return self._account.limiter
 
     @property
     def cache(self) -> Cache | None:
@@ -294,31 +244,22 @@ class AsyncCommbox:
     @property
     def stats(self) -> StatsSnapshot:
         """Counters since the client was created; cheap enough to read on every progress tick."""
-        limiter = self._limiter
+        limiter = self._account.limiter
+        stats = self._account.stats
         if limiter is None:
-            return self._stats.snapshot()
+            return stats.snapshot()
         change = getattr(limiter, "last_change", None)  # a user's own limiter may lack it
-        return self._stats.snapshot(
+        return stats.snapshot(
             limiter.current_rate, limiter.waited, str(change) if change is not None else ""
         )
 
     def _check_open(self) -> None:
-        if self._state != "open":
-            if self._state == "new":
-                raise ClientClosedError("use the client inside 'async with AsyncCommbox(...)'")
+        if self._state is ClientState.NEW:
+            raise ClientClosedError("use the client inside 'async with AsyncCommbox(...)'")
+        if self._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed")
 
     # --- one call -----------------------------------------------------------------------
-    def _url(self, identity_id: int, query_string: str) -> URL:
-        # Built from parts: parsing a whole URL string costs twice as much (about 1 us).
-        return URL.build(
-            scheme=self._scheme,
-            authority=self._authority,
-            path=self._prefix + user_objects_path(identity_id),
-            query_string=query_string,
-            encoded=True,
-        )
-
     async def get_user_objects(
         self,
         identity_id: int,
@@ -340,253 +281,11 @@ class AsyncCommbox:
         (its page still refreshes the cache).
         """
         ident = check_identity_id(identity_id)
-        # No filters is the common web case: skip building and encoding an empty Query.
-        query_string = _encode(Query.from_filters(filters)) if filters else ""
+        query_string = _encode(Query.from_filters(filters))
         limit = _check_deadline(deadline, self._retries.max_time)
-        if not isinstance(cache, bool):
-            raise InvalidArgumentError("cache must be a bool")
+        _check_bool("cache", cache)
         self._check_open()
-        return await self._shared(ident, query_string, limit, cache)
-
-    def _shared_request(
-        self, identity_id: int, query_string: str, deadline: float, use_cache: bool = True
-    ) -> Coroutine[Any, Any, UserObjectsPage]:
-        """A call through the cache and the shared in-flight calls (when they are on)."""
-        if self._cache is None and not self._share_calls:
-            return self._request(identity_id, query_string, deadline)
-        return self._shared(identity_id, query_string, deadline, use_cache)
-
-    async def _shared(
-        self, identity_id: int, query_string: str, deadline: float, use_cache: bool
-    ) -> UserObjectsPage:
-        key = (identity_id, query_string)
-        cache = self._cache
-        if cache is not None and use_cache:
-            page = cache.get(key)
-            if page is not None:
-                return page
-        if not self._share_calls:
-            return await self._fetch_and_keep(key, deadline)
-        started = time.monotonic()
-        shared, waiter, joined = self._in_flight.join(
-            key, lambda: self._fetch_and_keep(key, deadline)
-        )
-        if not joined:
-            shared.ends = started + deadline
-        try:
-            # A joiner's own deadline bounds its wait only when it is shorter than the default
-            # (wait_for costs a little, and a default-deadline call ends by then anyway).
-            if joined and deadline < self._retries.max_time:
-                return await asyncio.wait_for(waiter, deadline)
-            return await waiter
-        except CommboxError as exc:
-            # A failure the retry loop would have tried again may have been final only by the
-            # starter's shorter deadline: this caller's own runs later, so it tries again
-            # within what is left of it.
-            left = started + deadline - time.monotonic()
-            mine = started + deadline
-            if joined and type(exc).retryable and shared.ends < mine - 0.1 * deadline and left > 0:
-                return await self._shared(identity_id, query_string, left, use_cache)
-            raise
-        except asyncio.TimeoutError:
-            self._in_flight.leave(key, shared, waiter)
-            # This caller joined a call with a later deadline, and its own passed first.
-            raise CommboxTimeoutError(
-                f"deadline of {deadline:g} s passed waiting for a shared call",
-                identity_id=identity_id,
-            ) from None
-        except asyncio.CancelledError:
-            self._in_flight.leave(key, shared, waiter)
-            raise
-
-    async def _fetch_and_keep(self, key: tuple[int, str], deadline: float) -> UserObjectsPage:
-        page = await self._request(key[0], key[1], deadline)
-        if self._cache is not None:
-            self._cache.put(key, page)
-        return page
-
-    def _request(
-        self, identity_id: int, query_string: str, deadline: float
-    ) -> Coroutine[Any, Any, UserObjectsPage]:
-        """One call, retries included: its first attempt, which hands a retryable failure to
-        ``_retry``. A plain function returning that coroutine, so that a call is one
-        coroutine, not two, on every resume of every request."""
-        now = time.monotonic()
-        call = CallState(identity_id, self._url(identity_id, query_string), now + deadline, now)
-        self._budget.earn()
-        return self._attempt(call, first=True)
-
-    async def _retry(self, call: CallState, exc: CommboxError) -> UserObjectsPage:
-        """The rest of a call whose first attempt failed with a retryable error."""
-        # Most calls succeed at once and skip backoff's per-call set-up (two datetime.now(),
-        # a details dict, a wait generator, handler calls: about 6 us); a retryable failure
-        # hands the call to it after the wait _plan_retry chose.
-        self._stats.retries += 1
-        try:
-            await asyncio.sleep(exc.retry_delay)
-            page: UserObjectsPage = await self._with_retries(call)
-        except CommboxError as final:
-            self._stats.failures += 1
-            _count_attempts(final, call)
-            raise
-        return page
-
-    async def _attempt(self, call: CallState, first: bool = False) -> UserObjectsPage:
-        """One attempt. The first one of a call (``first``) also ends the call: it counts a
-        failure or hands over to ``_retry``; later ones are backoff's, which decides."""
-        session, limiter = self._session, self._limiter
-        if session is None or limiter is None or session.closed:
-            if first:
-                self._stats.failures += 1
-            raise ClientClosedError("this AsyncCommbox is closed", identity_id=call.identity_id)
-        ticket = await limiter.acquire()
-        call.attempts += 1
-        stats = self._stats
-        stats.requests += 1
-        started = time.perf_counter()
-        stats.in_flight += 1
-        try:
-            try:
-                response = await session.get(
-                    call.url,
-                    headers=self._request_headers,
-                    allow_redirects=False,
-                    timeout=self._attempt_timeout(call),
-                )
-                # Not `async with`: its __aenter__/__aexit__ coroutines only add release(),
-                # which the finally does (a body not read to the end closes the connection).
-                try:
-                    status = response.status
-                    length = response.content_length
-                    if (
-                        length is not None
-                        and length <= self._pool.max_body_bytes
-                        and "Content-Encoding" not in response.headers
-                    ):
-                        body = await response.read()  # the usual case, without a call level
-                    else:
-                        body = await self._read_body(response, call.identity_id)
-                    headers = response.headers
-                finally:
-                    response.release()
-            except CommboxError:  # a body over max_body_bytes: the server did answer
-                limiter.report(ticket, Outcome.ACCEPTED)
-                raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                limiter.report(ticket, Outcome.FAILED)
-                raise _translate(exc, call.identity_id, call.url) from exc
-            finally:
-                stats.in_flight -= 1
-            elapsed = time.perf_counter() - started
-            stats.record_latency(elapsed)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "GET %s -> %d in %.1f ms (attempt %d)",
-                    call.url.path,
-                    status,
-                    elapsed * 1000,
-                    call.attempts,
-                )
-            try:
-                page = parse_response(status, headers, body, call.identity_id)
-            except RateLimitError as exc:
-                # One verdict: a 429 in the status or in the body's envelope is the same event
-                # for the limiter (a pause, evidence for the rate) and for the retry decision.
-                limiter.report(ticket, Outcome.THROTTLED, exc.retry_after)
-                raise
-            except CommboxError:
-                limiter.report(ticket, Outcome.ACCEPTED)
-                self._answered += 1
-                raise
-            limiter.report(ticket, Outcome.ACCEPTED)
-            self._answered += 1
-            stats.successes += 1
-            return page
-        except CommboxError as exc:
-            stats.errors_by_kind[exc.kind] += 1
-            if isinstance(exc, RateLimitError):
-                stats.throttled += 1
-            if exc.identity_id is None:
-                exc.identity_id = call.identity_id
-            self._plan_retry(call, exc)
-            if not first:
-                raise
-            failed = exc
-        # The first attempt failed (outside the except block, so that a retry's own errors
-        # are not chained to this one).
-        if not failed.retryable:
-            stats.failures += 1
-            if type(failed).retryable:  # a transient kind of failure that was not retried
-                _count_attempts(failed, call)
-            raise failed
-        return await self._retry(call, failed)
-
-    def _attempt_timeout(self, call: CallState) -> aiohttp.ClientTimeout:
-        remaining = call.deadline - time.monotonic()
-        if remaining >= self._timeout.total:
-            return self._aiohttp_timeout
-        # Near the caller's deadline: the attempt may not outlive it.
-        return aiohttp.ClientTimeout(
-            total=max(remaining, 0.001),
-            connect=self._timeout.connect,
-            sock_read=self._timeout.sock_read,
-        )
-
-    async def _read_body(self, response: aiohttp.ClientResponse, identity_id: int) -> bytes:
-        """The body that ``_attempt`` cannot read at once (no length, over the cap, or
-        compressed), refused past ``max_body_bytes``: counted as aiohttp hands it over, i.e.
-        after decompression, since Content-Length counts compressed bytes and a small gzip
-        body can unpack to gigabytes."""
-        cap = self._pool.max_body_bytes
-        length = response.content_length
-        if length is not None and length > cap:
-            raise CommboxDecodeError(
-                f"response body of {length} bytes exceeds max_body_bytes={cap}",
-                identity_id=identity_id,
-                status=response.status,
-            )
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > cap:
-                raise CommboxDecodeError(
-                    f"response body exceeds max_body_bytes={cap}",
-                    identity_id=identity_id,
-                    status=response.status,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _plan_retry(self, call: CallState, exc: CommboxError) -> None:
-        """Ask ``decide_retry`` whether ``exc`` ends the call; mark the error with its answer."""
-        limiter = self._limiter
-        pause = limiter.pause_remaining() if limiter is not None else 0.0
-        decision = decide_retry(
-            call,
-            exc,
-            self._retries,
-            self._budget,
-            self._rng,
-            now=time.monotonic(),
-            pause_remaining=pause,
-            accepted_total=self._answered,
-        )
-        if decision.delay is None:
-            exc.retryable = False
-            return
-        exc.retry_delay = decision.delay
-        if retry_logger.isEnabledFor(logging.INFO):
-            # The wait includes the client-wide pause that a 429 started.
-            retry_logger.info(
-                "identity %s: retrying in %.1f s: %s",
-                call.identity_id,
-                pause + decision.delay,
-                _reason(exc),
-            )
-
-    def _on_backoff(self, details: Any) -> None:
-        self._stats.retries += 1
+        return await self._shared.get(ident, query_string, limit, cache)
 
     # --- all pages ----------------------------------------------------------------------
     async def iter_user_objects(
@@ -618,7 +317,7 @@ class AsyncCommbox:
         repeats = 0
         for number in range(first_page, first_page + max_pages):
             query = Query.from_filters({**filters, "page_size": page_size, "page_number": number})
-            page = await self._request(ident, _encode(query), limit)
+            page = await self._account.request(ident, _encode(query), limit)
             fresh = 0
             for item in page.data:
                 if item.object_id is not None:
@@ -705,7 +404,7 @@ class AsyncCommbox:
         self._check_open()
         # A partial, not a wrapper coroutine: one frame less on every resume of every request.
         # (A job's fan-out skips the cache and the shared calls: its ids are distinct.)
-        method = self._shared_request if shared else self._request
+        method = self._shared.get if shared else self._account.request
         request = functools.partial(method, query_string=query_string, deadline=limit)
         return fan_out(
             identity_ids,
@@ -714,7 +413,7 @@ class AsyncCommbox:
             dedupe=dedupe,
             on_progress=on_progress,
             tasks=self._tasks,
-            stopped_from_outside=lambda: self._state == "closed",
+            stopped_from_outside=lambda: self.closed,
         )
 
     async def unread_counts(
@@ -816,11 +515,11 @@ class AsyncCommbox:
                     "state was saved by a watch with other filters; it cannot be reused here"
                 )
         self._check_open()
-        limiter = self._limiter
+        limiter = self._account.limiter
         assert limiter is not None
         return Watch(
             ids,
-            functools.partial(self._request, query_string=query_string, deadline=limit),
+            functools.partial(self._account.request, query_string=query_string, deadline=limit),
             rate=lambda: limiter.current_rate,
             share=float(share),
             concurrency=concurrency,
@@ -830,7 +529,7 @@ class AsyncCommbox:
             state=state,
             baseline=baseline,
             tasks=self._tasks,
-            closed=lambda: self._state == "closed",
+            closed=lambda: self.closed,
             clock=clock,
             sleep=sleep,
         )
@@ -850,80 +549,8 @@ def _check_deadline(value: object, default: float) -> float:
     return float(value)
 
 
-#: Short reasons for the usual ways a connection fails, by errno.
-_CONNECT_REASONS = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.ETIMEDOUT: "connection timed out",
-    errno.EHOSTUNREACH: "host unreachable",
-    errno.ENETUNREACH: "network unreachable",
-    errno.ECONNRESET: "connection reset",
-    errno.ECONNABORTED: "connection aborted",
-}
-# aiohttp >= 3.10 names a failed lookup; before, it is a ClientConnectorError over a gaierror.
-_DNS_ERROR: tuple[type[BaseException], ...] = tuple(
-    cls for cls in (getattr(aiohttp, "ClientConnectorDNSError", None), socket.gaierror) if cls
-)
 
-
-def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
-    """Why a connection could not be made, in a few words."""
-    if isinstance(exc, _DNS_ERROR) or isinstance(exc.os_error, socket.gaierror):
-        return "the host name does not resolve"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "TLS certificate not accepted"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return "TLS handshake failed"
-    os_error = exc.os_error
-    reason = _CONNECT_REASONS.get(os_error.errno or -1)
-    if reason is None and isinstance(os_error, (TimeoutError, asyncio.TimeoutError)):
-        reason = "connection timed out"
-    return reason or os_error.strerror or type(os_error).__name__
-
-
-def _reason(exc: CommboxError) -> str:
-    """A failure in a few words, for the retry log: "connection refused", "HTTP 503"."""
-    if exc.reason is not None:
-        return exc.reason
-    status = getattr(exc, "status", None)
-    return f"HTTP {status}" if isinstance(status, int) else exc.message
-
-
-def _count_attempts(exc: CommboxError, call: CallState) -> None:
-    """Say in the final error of a call how many attempts it made and over how long."""
-    elapsed = time.monotonic() - call.started
-    plural = "s" if call.attempts != 1 else ""
-    exc.message = f"{exc.message} ({call.attempts} attempt{plural} over {elapsed:.1f} s)"
-
-
-def _translate(exc: BaseException, identity_id: int, url: URL | None = None) -> CommboxError:
-    """The one place where aiohttp's and the OS's exceptions become the library's."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError) and url is not None:
-        # A firewall that drops packets: name the host, as a refused connection does.
-        timed_out = CommboxTimeoutError(
-            f"timed out connecting to {url.host}:{url.port}", identity_id=identity_id
-        )
-        timed_out.reason = "connection timed out"
-        return timed_out
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return CommboxTimeoutError(f"timed out: {type(exc).__name__}", identity_id=identity_id)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return CommboxConnectionError(
-            "the response body was cut short or malformed", identity_id=identity_id
-        )
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return CommboxConnectionError("the server closed the connection", identity_id=identity_id)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = _connect_reason(exc)
-        error = CommboxConnectionError(
-            f"cannot connect to {exc.host}:{exc.port}: {reason}", identity_id=identity_id
-        )
-        error.reason = reason
-        return error
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # A response aiohttp could not parse (bad status line, bad headers).
-        return CommboxConnectionError(
-            f"malformed HTTP response: {exc.message[:200]}", identity_id=identity_id
-        )
-    return CommboxConnectionError(
-        f"connection failed: {type(exc).__name__}", identity_id=identity_id
-    )
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{name} must be a bool")
+    return value

@@ -48,8 +48,6 @@ class CommboxError(Exception):
     """Base class of every error this library raises."""
 
     retryable: bool = False
-    #: Seconds the retry loop waits before the next attempt (set when a retry is planned).
-    retry_delay: float = 0.0
     kind: str = "error"
     #: Why, in a few words, where the message says more ("connection refused"); for logs.
     reason: str | None = None

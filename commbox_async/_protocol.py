@@ -18,6 +18,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -44,6 +46,7 @@ __all__ = [
     "is_insecure_remote",
     "parse_response",
     "parse_retry_after",
+    "request_url",
     "user_objects_path",
 ]
 
@@ -231,6 +234,18 @@ _QUERY_FIELDS = frozenset(name for name, _ in _WIRE_NAMES)
 def user_objects_path(identity_id: int) -> str:
     """The path of the v2 operation for one identity."""
     return f"/v2/users/identities/{identity_id}/objects"
+
+
+def request_url(base: URL, identity_id: int, query_string: str) -> URL:
+    """The URL of one identity's page: the base URL with its path prefix (an API gateway's,
+    or none), the operation's path and the encoded query."""
+    return URL.build(
+        scheme=base.scheme,
+        authority=base.raw_authority,
+        path=base.raw_path.rstrip("/") + user_objects_path(identity_id),
+        query_string=query_string,
+        encoded=True,
+    )
 
 
 def check_token(token: object) -> str:

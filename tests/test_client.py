@@ -88,7 +88,7 @@ async def client(server: FakeCommbox) -> AsyncIterator[AsyncCommbox]:
 
 def acquired(client: AsyncCommbox) -> int:
     """Connections the client's pool has handed out and not yet got back."""
-    session = client._session  # the pool is private; the test must look inside it
+    session = client._transport.session  # the pool is private; the test must look inside it
     assert session is not None
     return len(session.connector._acquired)  # type: ignore[union-attr]
 
@@ -962,7 +962,7 @@ async def test_caller_session_used_and_left_open(server: FakeCommbox) -> None:
     """A session passed in carries the requests and is still open after the client closes."""
     async with aiohttp.ClientSession() as session:
         async with fast_client(server, session=session) as commbox:
-            assert commbox._session is session
+            assert commbox._transport.session is session
             await commbox.get_user_objects(IDENT)
         assert not session.closed
         headers = {"Authorization": f"Bearer {server.token}"}

@@ -35,7 +35,7 @@ def _client(server: FakeCommbox, **kwargs: object) -> AsyncCommbox:
 
 
 def _connections_in_use(commbox: AsyncCommbox) -> int:
-    session = commbox._session
+    session = commbox._transport.session
     assert session is not None
     connector = session.connector
     assert connector is not None

@@ -83,7 +83,7 @@ def make_client(server: FakeCommbox | str, **kwargs: Any) -> AsyncCommbox:
 
 def acquired(client: AsyncCommbox) -> int:
     """Connections the client's pool has handed out and not taken back (0 when idle)."""
-    session = client._session
+    session = client._transport.session
     assert session is not None, "the client is not open"
     connector = session.connector
     assert connector is not None
@@ -564,7 +564,7 @@ async def test_close_the_client_while_a_fan_out_runs() -> None:
         with no_unclosed():
             client = make_client(server)
             await client.open()
-            session = client._session
+            session = client._transport.session
             assert session is not None
             connector = session.connector
             assert connector is not None
@@ -1056,7 +1056,7 @@ async def test_wrong_token_is_not_echoed() -> None:
 async def test_tls_verification_on_by_default() -> None:
     """The owned session verifies certificates unless told otherwise, and logs nothing about it."""
     async with AsyncCommbox(token=SECRET, base_url="https://api.commbox.io") as client:
-        session = client._session
+        session = client._transport.session
         assert session is not None
         connector = session.connector
         assert isinstance(connector, aiohttp.TCPConnector)
@@ -1068,7 +1068,7 @@ async def test_verify_tls_false_logs_a_warning(caplog: pytest.LogCaptureFixture)
     caplog.set_level(logging.DEBUG, logger="commbox_async")
     client = AsyncCommbox(token=SECRET, base_url="https://api.commbox.io", verify_tls=False)
     async with client:
-        session = client._session
+        session = client._transport.session
         assert session is not None
         assert session.connector._ssl is False  # type: ignore[union-attr]
     warnings_logged = [r for r in caplog.records if r.levelno == logging.WARNING]

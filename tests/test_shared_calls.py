@@ -98,7 +98,7 @@ async def test_the_last_caller_leaving_cancels_the_request() -> None:
         for caller in callers:
             caller.cancel()
         await asyncio.gather(*callers, return_exceptions=True)
-        assert len(commbox._in_flight) == 0
+        assert len(commbox._shared._in_flight) == 0
         server.latency = 0.0
         page = await commbox.get_user_objects(12)
         assert page.unread_total == unread_of(12, 10)

@@ -1,0 +1,212 @@
+"""One token's calls over a shared transport: its limiter, budget and stats, and the retry loop.
+
+An ``Account`` is what is particular to one CommBox token: the headers that carry it, the limiter
+that paces it, the retry budget it spends and the counters it keeps. The connection pool is the
+``Transport``'s, which many accounts can share.
+
+One call is one visible loop, driven by ``backoff``:
+
+1. ``_attempt`` takes a slot from the limiter, sends through the transport, and lets
+   ``_protocol.parse_response`` turn the answer into a page or an error;
+2. on an error it asks ``decide_retry`` (``_retry``) how long to wait, or whether to stop;
+3. backoff waits exactly that (``backoff.runtime``) and calls ``_attempt`` again, or returns.
+
+The limiter hears how every attempt ended (a 429 pauses the account; an answer is evidence for
+the pacing model), so retries are paced like first attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import backoff
+from yarl import URL
+
+from ._config import Retries
+from ._errors import ClientClosedError, CommboxDecodeError, CommboxError, RateLimitError
+from ._models import UserObjectsPage
+from ._pacing import Outcome
+from ._protocol import parse_response, request_url
+from ._retry import CallState, RetryBudget, decide_retry
+from ._stats import ClientStats
+from ._throttle import Limiter
+from ._transport import Transport
+
+__all__ = ["Account"]
+
+logger = logging.getLogger("commbox_async")
+#: One INFO record per scheduled retry, so that a caller (the command line on a terminal) can
+#: show a slow call's progress instead of silence.
+retry_logger = logging.getLogger("commbox_async.retries")
+
+
+@dataclass(slots=True)
+class Attempt:
+    """How one attempt ended: a page, or an error and the wait before the next try (``None``:
+    the call ends with this error)."""
+
+    page: UserObjectsPage | None = None
+    error: CommboxError | None = None
+    wait: float | None = None
+
+
+class Account:
+    """One token's calls: ``request()`` is one call, retries included.
+
+    ``limiter`` is set when the client opens (it is bound to the running loop).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        base_url: str,
+        headers: Mapping[str, str],
+        retries: Retries,
+        rng: random.Random,
+    ) -> None:
+        self._transport = transport
+        self._base = URL(base_url)
+        self._headers = headers
+        self._retries = retries
+        self._rng = rng
+        self.limiter: Limiter | None = None
+        self.stats = ClientStats()
+        self._budget = RetryBudget(retries.budget_ratio, retries.budget_reserve)
+        self._answered = 0  # answers that were not 429s (a 429 asks whether others got through)
+        self._retrying = backoff.on_predicate(
+            backoff.runtime,
+            predicate=lambda attempt: attempt.wait is not None,
+            value=lambda attempt: attempt.wait,
+            max_tries=None,  # decide_retry ends every call (tries, 429s in a row, deadline)
+            jitter=None,  # decide_retry's waits are jittered already
+            on_backoff=self._on_backoff,
+            logger=None,  # backoff's own log lines would carry call arguments
+        )(self._attempt)
+
+    async def request(
+        self, identity_id: int, query_string: str, deadline: float
+    ) -> UserObjectsPage:
+        """One call, retries included: the page, or the error that ended the call."""
+        now = time.monotonic()
+        url = request_url(self._base, identity_id, query_string)
+        call = CallState(identity_id, url, now + deadline, now)
+        self._budget.earn()
+        attempt: Attempt = await self._retrying(call)
+        if attempt.page is not None:
+            return attempt.page
+        error = attempt.error
+        assert error is not None
+        self.stats.failures += 1
+        if call.attempts > 1 or type(error).retryable:
+            _count_attempts(error, call)
+        error.retryable = False  # the loop has decided: this error is final
+        raise error
+
+    async def _attempt(self, call: CallState) -> Attempt:
+        """One attempt; a failure comes back as a value with ``decide_retry``'s wait."""
+        try:
+            return Attempt(page=await self._send(call))
+        except CommboxError as exc:
+            self.stats.errors_by_kind[exc.kind] += 1
+            if isinstance(exc, RateLimitError):
+                self.stats.throttled += 1
+            if exc.identity_id is None:
+                exc.identity_id = call.identity_id
+            return Attempt(error=exc, wait=self._decide(call, exc))
+
+    async def _send(self, call: CallState) -> UserObjectsPage:
+        """Take a slot, send, classify the answer; tell the limiter how it ended."""
+        limiter = self.limiter
+        if limiter is None or self._transport.closed:
+            raise ClientClosedError("this AsyncCommbox is closed")
+        ticket = await limiter.acquire()
+        call.attempts += 1
+        stats = self.stats
+        stats.requests += 1
+        stats.in_flight += 1
+        started = time.perf_counter()
+        try:
+            response = await self._transport.send(call.url, self._headers, call.deadline)
+        except CommboxDecodeError:  # a body over max_body_bytes: the server did answer
+            limiter.report(ticket, Outcome.ACCEPTED)
+            raise
+        except CommboxError:  # no answer: says nothing of the server's limit
+            limiter.report(ticket, Outcome.FAILED)
+            raise
+        finally:
+            stats.in_flight -= 1
+        elapsed = time.perf_counter() - started
+        stats.record_latency(elapsed)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "GET %s -> %d in %.1f ms (attempt %d)",
+                call.url.path,
+                response.status,
+                elapsed * 1000,
+                call.attempts,
+            )
+        try:
+            page = parse_response(
+                response.status, response.headers, response.body, call.identity_id
+            )
+        except RateLimitError as exc:
+            # One verdict: a 429 in the status or in the body's envelope is the same event
+            # for the limiter (a pause, evidence for the rate) and for the retry decision.
+            limiter.report(ticket, Outcome.THROTTLED, exc.retry_after)
+            raise
+        except CommboxError:
+            limiter.report(ticket, Outcome.ACCEPTED)
+            self._answered += 1
+            raise
+        limiter.report(ticket, Outcome.ACCEPTED)
+        self._answered += 1
+        stats.successes += 1
+        return page
+
+    def _decide(self, call: CallState, exc: CommboxError) -> float | None:
+        """``decide_retry``'s answer for this failure: the wait, or None to end the call."""
+        limiter = self.limiter
+        pause = limiter.pause_remaining() if limiter is not None else 0.0
+        decision = decide_retry(
+            call,
+            exc,
+            self._retries,
+            self._budget,
+            self._rng,
+            now=time.monotonic(),
+            pause_remaining=pause,
+            accepted_total=self._answered,
+        )
+        if decision.delay is not None and retry_logger.isEnabledFor(logging.INFO):
+            # The wait includes the account-wide pause that a 429 started.
+            retry_logger.info(
+                "identity %s: retrying in %.1f s: %s",
+                call.identity_id,
+                pause + decision.delay,
+                _reason(exc),
+            )
+        return decision.delay
+
+    def _on_backoff(self, details: Any) -> None:
+        self.stats.retries += 1
+
+
+def _reason(exc: CommboxError) -> str:
+    """A failure in a few words, for the retry log: "connection refused", "HTTP 503"."""
+    if exc.reason is not None:
+        return exc.reason
+    status = getattr(exc, "status", None)
+    return f"HTTP {status}" if isinstance(status, int) else exc.message
+
+
+def _count_attempts(exc: CommboxError, call: CallState) -> None:
+    """Say in the final error of a call how many attempts it made and over how long."""
+    elapsed = time.monotonic() - call.started
+    plural = "s" if call.attempts != 1 else ""
+    exc.message = f"{exc.message} ({call.attempts} attempt{plural} over {elapsed:.1f} s)"

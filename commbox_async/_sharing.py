@@ -1,0 +1,96 @@
+"""Calls for the same page made once: a fresh cached page first, then a call already running.
+
+``get_user_objects`` and ``unread_counts`` go through ``SharedCalls``; a job's ``fetch_many``
+does not (its ids are distinct, so there is nothing to share). The cache (``_cache``) and the
+registry of running calls (``_inflight``) each do their own part; this module is the rule that
+joins them, including what a caller that joined someone else's call does when that call ended
+by the starter's shorter deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from ._cache import Cache
+from ._errors import ClientClosedError, CommboxError, CommboxTimeoutError
+from ._inflight import InFlight
+from ._models import UserObjectsPage
+
+__all__ = ["SharedCalls"]
+
+Key = tuple[int, str]
+#: One call: identity, encoded query, deadline in seconds.
+Request = Callable[[int, str, float], Awaitable[UserObjectsPage]]
+
+
+class SharedCalls:
+    """The cache and the in-flight calls of one account, in front of its ``request``."""
+
+    def __init__(
+        self, request: Request, *, cache: Cache | None, share: bool, max_time: float
+    ) -> None:
+        self._request = request
+        self._cache = cache
+        self._share = share
+        self._max_time = max_time  # the default deadline of a call
+        self._in_flight: InFlight[Key, UserObjectsPage] = InFlight(
+            lambda: ClientClosedError("this AsyncCommbox was closed during the call")
+        )
+
+    def cancel_all(self) -> list[asyncio.Task[UserObjectsPage]]:
+        """Cancel the running calls (the client is closing); their tasks, to await."""
+        return self._in_flight.cancel_all()
+
+    async def get(
+        self, identity_id: int, query_string: str, deadline: float, use_cache: bool = True
+    ) -> UserObjectsPage:
+        """The page from the cache, from a running call, or from a new one (kept in the cache)."""
+        key = (identity_id, query_string)
+        if self._cache is not None and use_cache:
+            page = self._cache.get(key)
+            if page is not None:
+                return page
+        if not self._share:
+            return await self._fetch_and_keep(key, deadline)
+        return await self._join(key, deadline, use_cache)
+
+    async def _join(self, key: Key, deadline: float, use_cache: bool) -> UserObjectsPage:
+        started = time.monotonic()
+        shared, waiter, joined = self._in_flight.join(
+            key, lambda: self._fetch_and_keep(key, deadline)
+        )
+        if not joined:
+            shared.ends = started + deadline
+        try:
+            # A joiner's own deadline bounds its wait when it is shorter than the default
+            # (a call with the default deadline ends by then anyway).
+            if joined and deadline < self._max_time:
+                return await asyncio.wait_for(waiter, deadline)
+            return await waiter
+        except CommboxError as exc:
+            # The starter's call may have ended only by its own, shorter deadline: a failure of
+            # a passing kind (its class says so; the instance says what the starter's loop
+            # decided) is tried again within what is left of this caller's deadline.
+            left = started + deadline - time.monotonic()
+            mine = started + deadline
+            if joined and type(exc).retryable and shared.ends < mine - 0.1 * deadline and left > 0:
+                return await self.get(key[0], key[1], left, use_cache)
+            raise
+        except asyncio.TimeoutError:
+            self._in_flight.leave(key, shared, waiter)
+            # This caller joined a call with a later deadline, and its own passed first.
+            raise CommboxTimeoutError(
+                f"deadline of {deadline:g} s passed waiting for a shared call",
+                identity_id=key[0],
+            ) from None
+        except asyncio.CancelledError:
+            self._in_flight.leave(key, shared, waiter)
+            raise
+
+    async def _fetch_and_keep(self, key: Key, deadline: float) -> UserObjectsPage:
+        page = await self._request(key[0], key[1], deadline)
+        if self._cache is not None:
+            self._cache.put(key, page)
+        return page

@@ -1,0 +1,225 @@
+"""The HTTP transport: one aiohttp session, and ``send()`` that returns status, headers and body.
+
+The only module that touches aiohttp's request API. It knows nothing of identities, tokens,
+limiters or retries: an account hands it a URL, the headers that carry its token and the time
+left to the call, and gets back a ``Response`` or a ``CommboxError`` that says why no answer
+came. aiohttp's and the OS's exceptions become the library's in one place, ``translate``
+(httpx's ``map_httpcore_exceptions`` is the pattern), so that every caller sees one error tree.
+Many accounts can share one transport, and so one connection pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from ._config import PoolConfig, Timeout
+from ._errors import (
+    ClientClosedError,
+    CommboxConnectionError,
+    CommboxDecodeError,
+    CommboxError,
+    CommboxTimeoutError,
+)
+
+__all__ = ["Response", "Transport", "translate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What the server answered: the status, the headers and the whole body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Transport:
+    """One aiohttp session (owned, or the caller's) and the rules for one exchange with it.
+
+    ``open()`` makes the owned session (loop-bound, so never in ``__init__``); ``aclose()``
+    closes it, and leaves a caller's session to its caller.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: PoolConfig,
+        timeout: Timeout,
+        verify_tls: bool,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._verify_tls = verify_tls
+        self._given_session = session
+        self._session: aiohttp.ClientSession | None = None
+        self._default_timeout = aiohttp.ClientTimeout(
+            total=timeout.total, connect=timeout.connect, sock_read=timeout.sock_read
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The session in use while open (the tests look inside its pool)."""
+        return self._session
+
+    @property
+    def closed(self) -> bool:
+        """True before ``open()``, after ``aclose()``, and once the session itself closed."""
+        return self._session is None or self._session.closed
+
+    def open(self) -> None:
+        """Use the caller's session, or make ours: a pooled connector, no cookies."""
+        if self._session is not None:
+            return
+        if self._given_session is not None:
+            self._session = self._given_session
+            return
+        connector = aiohttp.TCPConnector(
+            limit=self._pool.limit,
+            limit_per_host=self._pool.limit_per_host,
+            keepalive_timeout=self._pool.keepalive_timeout,
+            ssl=self._verify_tls,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._default_timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
+        # aiohttp resends an idempotent request once, unseen, when a reused connection
+        # drops; the account's retry loop already does that, through the limiter and counted.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
+        self._session = session
+
+    async def aclose(self) -> None:
+        """Close the session we made; a caller's session stays open."""
+        session, self._session = self._session, None
+        if session is not None and self._given_session is None:
+            await session.close()
+
+    async def send(self, url: URL, headers: Mapping[str, str], deadline: float) -> Response:
+        """GET ``url``; the answer, or the ``CommboxError`` that says why none came.
+
+        ``deadline`` is the call's end on the monotonic clock: an attempt may not outlive it.
+        A body over ``max_body_bytes`` is a ``CommboxDecodeError`` (the server did answer);
+        every other failure is a ``CommboxConnectionError`` or ``CommboxTimeoutError``.
+        """
+        session = self._session
+        if session is None or session.closed:
+            raise ClientClosedError("this AsyncCommbox is closed")
+        try:
+            response = await session.get(
+                url, headers=headers, allow_redirects=False, timeout=self._attempt_timeout(deadline)
+            )
+            # Not `async with`: release() in the finally is all its exit adds (a body not read
+            # to the end closes the connection instead of returning it to the pool).
+            try:
+                body = await self._read_body(response)
+                return Response(response.status, response.headers, body)
+            finally:
+                response.release()
+        except CommboxError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise translate(exc, url) from exc
+
+    def _attempt_timeout(self, deadline: float) -> aiohttp.ClientTimeout:
+        """The session's timeout, or a shorter one when the call's deadline is nearer."""
+        remaining = deadline - time.monotonic()
+        if remaining >= self._timeout.total:
+            return self._default_timeout
+        return aiohttp.ClientTimeout(
+            total=max(remaining, 0.001),
+            connect=self._timeout.connect,
+            sock_read=self._timeout.sock_read,
+        )
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, refused past ``max_body_bytes``.
+
+        A body of known length within the cap is read at once. Otherwise (no length, or
+        compressed) it is counted as aiohttp hands it over, i.e. after decompression, since
+        Content-Length counts compressed bytes and a small gzip body can unpack to gigabytes.
+        """
+        cap = self._pool.max_body_bytes
+        length = response.content_length
+        if length is not None and length > cap:
+            raise CommboxDecodeError(
+                f"response body of {length} bytes exceeds max_body_bytes={cap}",
+                status=response.status,
+            )
+        if length is not None and "Content-Encoding" not in response.headers:
+            return await response.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > cap:
+                raise CommboxDecodeError(
+                    f"response body exceeds max_body_bytes={cap}", status=response.status
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+#: Short reasons for the usual ways a connection fails, by errno.
+_CONNECT_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+}
+# aiohttp >= 3.10 names a failed lookup; before, it is a ClientConnectorError over a gaierror.
+_DNS_ERROR: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(aiohttp, "ClientConnectorDNSError", None), socket.gaierror) if cls
+)
+
+
+def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection could not be made, in a few words."""
+    if isinstance(exc, _DNS_ERROR) or isinstance(exc.os_error, socket.gaierror):
+        return "the host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not accepted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    os_error = exc.os_error
+    reason = _CONNECT_REASONS.get(os_error.errno or -1)
+    if reason is None and isinstance(os_error, (TimeoutError, asyncio.TimeoutError)):
+        reason = "connection timed out"
+    return reason or os_error.strerror or type(os_error).__name__
+
+
+def translate(exc: BaseException, url: URL | None = None) -> CommboxError:
+    """The one place where aiohttp's and the OS's exceptions become the library's."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError) and url is not None:
+        # A firewall that drops packets: name the host, as a refused connection does.
+        timed_out = CommboxTimeoutError(f"timed out connecting to {url.host}:{url.port}")
+        timed_out.reason = "connection timed out"
+        return timed_out
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return CommboxTimeoutError(f"timed out: {type(exc).__name__}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return CommboxConnectionError("the response body was cut short or malformed")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return CommboxConnectionError("the server closed the connection")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = _connect_reason(exc)
+        error = CommboxConnectionError(f"cannot connect to {exc.host}:{exc.port}: {reason}")
+        error.reason = reason
+        return error
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # A response aiohttp could not parse (bad status line, bad headers).
+        return CommboxConnectionError(f"malformed HTTP response: {exc.message[:200]}")
+    return CommboxConnectionError(f"connection failed: {type(exc).__name__}")
