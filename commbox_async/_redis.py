@@ -83,7 +83,7 @@ from ._config import RateLimit, as_rate_limit
 from ._errors import ClientClosedError, InvalidArgumentError
 from ._pacing import Outcome, PausePolicy, RateChange, Ticket
 from ._redis_leader import PacingLeader
-from ._redis_link import KEEP, LAG, LEASE, MAX_EVENTS, LeaderLink
+from ._redis_link import LAG, MAX_EVENTS, LeaderLink
 from ._redis_outage import Outage
 from ._redis_runner import UNAVAILABLE, ScriptRunner
 from ._redis_schedule import ScheduleView
@@ -96,7 +96,6 @@ from ._redis_scripts import (
     PauseMessage,
     RateMessage,
     ThrottleReply,
-    TickArgs,
     read_message,
     throttle_args,
 )
@@ -198,12 +197,12 @@ class RedisLimiter:
         self._owns_client = owns_client
         # State idle longer than this is forgotten (it must outlive the longest pause).
         self._ttl_ms = int(1000 * max(600.0, 2 * self.pause_policy.max_retry_after))
-        self._acquire_args = self._acquire_args_for(self.config)
+        self._acquire_args = self._schedule_args()
         self._outage = Outage(
             key, self._fallback_limiter(fallback), fallback, float(reconnect_interval)
         )
         self._link = LeaderLink(
-            self._runner, self._keys, self.config, self._tick_args(), self._outage, self._down
+            self._runner, self._keys, self.config, self._acquire_args, self._outage, self._down
         )
         self._schedule = ScheduleView()
         self._listener: asyncio.Task[None] | None = None
@@ -217,7 +216,8 @@ class RedisLimiter:
         #: Slots given up because a pause began before they were due.
         self.forfeited = 0
 
-    def _acquire_args_for(self, cfg: RateLimit) -> AcquireArgs:
+    def _schedule_args(self) -> AcquireArgs:
+        cfg = self.config
         return AcquireArgs(
             max_rate=cfg.max_rate,
             # Not adaptive: no leader writes a rate, and one left by an adaptive job is ignored.
@@ -237,18 +237,6 @@ class RedisLimiter:
             min_rate=min(cfg.min_rate, rate / PACE),
         )
         return LocalLimiter(limit, pause_policy=self.pause_policy, rng=self._rng)
-
-    def _tick_args(self) -> TickArgs:
-        bounds = self._acquire_args
-        return TickArgs(
-            lease_ms=int(1000 * LEASE),
-            ttl_ms=self._ttl_ms,
-            max_events=MAX_EVENTS,
-            channel=self.channel,
-            keep=KEEP,
-            max_rate=bounds.max_rate,
-            min_rate=bounds.min_rate,
-        )
 
     @classmethod
     def from_url(
@@ -320,7 +308,7 @@ class RedisLimiter:
     @property
     def current_rate(self) -> float:
         """The shared rate (or, while Redis is unreachable, this process's fallback rate)."""
-        return self._link.shared.rate if self.shared else self._outage.current_rate
+        return self._link.shared.rate if self.shared else self._outage.fallback.current_rate
 
     @property
     def waited(self) -> tuple[float, float]:
@@ -331,7 +319,7 @@ class RedisLimiter:
     @property
     def last_change(self) -> RateChange:
         """The last change of the shared rate seen by this process."""
-        return self._link.shared.change if self.shared else self._outage.last_change
+        return self._link.shared.change if self.shared else self._outage.fallback.last_change
 
     def pause_remaining(self) -> float:
         """Seconds until the shared pause ends, as far as this process knows."""

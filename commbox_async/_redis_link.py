@@ -26,6 +26,7 @@ from ._redis_runner import UNAVAILABLE, ScriptRunner
 from ._redis_scripts import (
     RELEASE_SCRIPT,
     TICK_SCRIPT,
+    AcquireArgs,
     KeySpace,
     RateWrite,
     Role,
@@ -124,14 +125,23 @@ class LeaderLink:
         runner: ScriptRunner,
         keys: KeySpace,
         config: RateLimit,
-        args: TickArgs,
+        bounds: AcquireArgs,
         outage: Outage,
         on_down: Callable[[BaseException], None],
     ) -> None:
         self._runner = runner
         self._keys = keys
         self._config = config
-        self._args = args
+        # The slot script's bounds for the shared rate, and its state's lifetime.
+        self._args = TickArgs(
+            lease_ms=int(1000 * LEASE),
+            ttl_ms=bounds.ttl_ms,
+            max_events=MAX_EVENTS,
+            channel=keys.channel,
+            keep=KEEP,
+            max_rate=bounds.max_rate,
+            min_rate=bounds.min_rate,
+        )
         self._outage = outage
         self._on_down = on_down  # a command failed: the limiter falls back
         self._me = uuid.uuid4().hex

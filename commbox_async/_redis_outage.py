@@ -15,7 +15,7 @@ import logging
 import math
 import time
 
-from ._pacing import RateChange, Ticket
+from ._pacing import Ticket
 from ._throttle import LocalLimiter
 
 __all__ = ["Outage"]
@@ -45,14 +45,6 @@ class Outage:
         self.count = 0
         #: Slots taken from the fallback limiter.
         self.slots = 0
-
-    @property
-    def current_rate(self) -> float:
-        return self.fallback.current_rate
-
-    @property
-    def last_change(self) -> RateChange:
-        return self.fallback.last_change
 
     @property
     def waited(self) -> tuple[float, float]:
