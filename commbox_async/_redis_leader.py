@@ -1,6 +1,7 @@
 """The pacing leader of a ``RedisLimiter`` key: one ``PacingModel`` fed with the sends and
 outcomes every process reported. A pure object on Redis's clock (no I/O, no redis import), so
-that it is tested like the model itself; ``RedisLimiter`` does the reporting and the lease.
+that it is tested like the model itself; ``LeaderLink`` (``_redis_link.py``) does the reporting
+and the lease.
 """
 
 from __future__ import annotations
