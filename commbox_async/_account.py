@@ -9,7 +9,8 @@ One call is one visible loop, driven by ``backoff``:
 1. ``_attempt`` takes a slot from the limiter, sends through the transport, and lets
    ``_protocol.parse_response`` turn the answer into a page or an error;
 2. on an error it asks ``decide_retry`` (``_retry``) how long to wait, or whether to stop;
-3. backoff waits exactly that (``backoff.runtime``) and calls ``_attempt`` again, or returns.
+3. after the first wait, backoff waits exactly what each failed attempt says
+   (``backoff.runtime``) and calls ``_attempt`` again, until one says stop or succeeds.
 
 The limiter hears how every attempt ended (a 429 pauses the account; an answer is evidence for
 the pacing model), so retries are paced like first attempts.
@@ -17,6 +18,7 @@ the pacing model), so retries are paced like first attempts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -97,7 +99,13 @@ class Account:
         url = request_url(self._base, identity_id, query_string)
         call = CallState(identity_id, url, now + deadline, now)
         self._budget.earn()
-        attempt: Attempt = await self._retrying(call)
+        attempt = await self._attempt(call)
+        if attempt.wait is not None:
+            # Only a call whose first attempt failed enters backoff's loop: its set-up on
+            # every call cost 5% of a small page's CPU (benchmarks/RESULTS.md, "retry loop").
+            self.stats.retries += 1
+            await asyncio.sleep(attempt.wait)
+            attempt = await self._retrying(call)
         if attempt.page is not None:
             return attempt.page
         error = attempt.error

@@ -12,8 +12,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ._errors import InvalidArgumentError
 from ._models import UserObjectsPage
+from ._validate import check_callable, check_int, check_number
 
 __all__ = ["Cache"]
 
@@ -36,14 +36,9 @@ class Cache:
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < 1e9:
-            raise InvalidArgumentError("ttl must be a positive number of seconds")
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise InvalidArgumentError("max_entries must be a positive int")
-        if not callable(clock):
-            raise InvalidArgumentError("clock must be callable")
-        self.ttl = float(ttl)
-        self.max_entries = max_entries
+        self.ttl = check_number("ttl", ttl, allow_low=False, high=1e9)
+        self.max_entries = check_int("max_entries", max_entries, low=1)
+        check_callable("clock", clock)
         self._clock = clock
         # Insertion order is recency order: a hit moves its entry to the end, eviction pops
         # from the front, both O(1).

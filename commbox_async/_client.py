@@ -67,6 +67,14 @@ from ._sharing import SharedCalls
 from ._stats import StatsSnapshot
 from ._throttle import Limiter, LocalLimiter
 from ._transport import Transport
+from ._validate import (
+    check_bool,
+    check_callable,
+    check_concurrency,
+    check_int,
+    check_number,
+    check_seconds,
+)
 from ._version import __version__
 from ._watch import Watch, WatchState, check_ids
 
@@ -133,7 +141,7 @@ class AsyncCommbox:
             raise InvalidArgumentError("no token: pass token= or set COMMBOX_TOKEN")
         check_token(token)
         base = base_url if base_url is not None else os.environ.get("COMMBOX_BASE_URL")
-        _check_bool("allow_insecure_http", allow_insecure_http)
+        check_bool("allow_insecure_http", allow_insecure_http)
         self._base_url = check_base_url(
             base or DEFAULT_BASE_URL, allow_insecure_http=allow_insecure_http
         )
@@ -143,10 +151,10 @@ class AsyncCommbox:
             raise InvalidArgumentError("pool must be a PoolConfig")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise InvalidArgumentError("session must be an aiohttp.ClientSession")
-        self._verify_tls = _check_bool("verify_tls", verify_tls)
+        self._verify_tls = check_bool("verify_tls", verify_tls)
         if cache is not None and not isinstance(cache, Cache):
             raise InvalidArgumentError("cache must be a Cache (or None: no cache)")
-        _check_bool("share_calls", share_calls)
+        check_bool("share_calls", share_calls)
         self._cache = cache
         self._transport = Transport(
             pool=pool or PoolConfig(),
@@ -282,8 +290,8 @@ class AsyncCommbox:
         """
         ident = check_identity_id(identity_id)
         query_string = _encode(Query.from_filters(filters))
-        limit = _check_deadline(deadline, self._retries.max_time)
-        _check_bool("cache", cache)
+        limit = check_seconds("deadline", deadline, self._retries.max_time)
+        check_bool("cache", cache)
         self._check_open()
         return await self._shared.get(ident, query_string, limit, cache)
 
@@ -309,9 +317,8 @@ class AsyncCommbox:
         if "page_number" in filters:
             raise InvalidArgumentError("iter_user_objects sets page_number; use first_page")
         Query.from_filters({**filters, "page_size": page_size, "page_number": first_page})
-        limit = _check_deadline(deadline, self._retries.max_time)
-        if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
-            raise InvalidArgumentError("max_pages must be a positive int")
+        limit = check_seconds("deadline", deadline, self._retries.max_time)
+        check_int("max_pages", max_pages, low=1)
         self._check_open()
         seen: set[int] = set()
         repeats = 0
@@ -333,7 +340,7 @@ class AsyncCommbox:
                     number,
                     len(page.invalid_items),
                 )
-            if len(page.data) + len(page.invalid_items) < page_size:
+            if not page.is_full(page_size):
                 return
             # One page of repeats is a server counting from 1 that read page 0 as page 1;
             # two in a row is a server that ignores pageNumber: then nothing new will come.
@@ -388,19 +395,14 @@ class AsyncCommbox:
         filters: Mapping[str, Any],
     ) -> AsyncGenerator[FetchResult, None]:
         query_string = _encode(Query.from_filters(filters))
-        limit = _check_deadline(deadline, self._retries.max_time)
-        if (
-            isinstance(concurrency, bool)
-            or not isinstance(concurrency, int)
-            or not (1 <= concurrency <= 10_000)
-        ):
-            raise InvalidArgumentError("concurrency must be an int between 1 and 10000")
+        limit = check_seconds("deadline", deadline, self._retries.max_time)
+        check_concurrency(concurrency)
         if isinstance(identity_ids, (str, bytes)) or not isinstance(
             identity_ids, (Iterable, AsyncIterable)
         ):
             raise InvalidArgumentError("identity_ids must be an iterable of ints")
-        if on_progress is not None and not callable(on_progress):
-            raise InvalidArgumentError("on_progress must be callable")
+        if on_progress is not None:
+            check_callable("on_progress", on_progress)
         self._check_open()
         # A partial, not a wrapper coroutine: one frame less on every resume of every request.
         # (A job's fan-out skips the cache and the shared calls: its ids are distinct.)
@@ -484,25 +486,13 @@ class AsyncCommbox:
         closing the client stops it too.
         """
         ids = check_ids(identity_ids)
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-            raise InvalidArgumentError("share must be a number in (0, 1]")
-        if (
-            isinstance(concurrency, bool)
-            or not isinstance(concurrency, int)
-            or not 1 <= concurrency <= 10_000
-        ):
-            raise InvalidArgumentError("concurrency must be an int between 1 and 10000")
-        if (
-            isinstance(hot_window, bool)
-            or not isinstance(hot_window, (int, float))
-            or not 0 <= hot_window < 1e9
-        ):
-            raise InvalidArgumentError("hot_window must be a number of seconds >= 0")
-        if not isinstance(baseline, bool):
-            raise InvalidArgumentError("baseline must be a bool")
-        if not callable(clock) or not callable(sleep):
-            raise InvalidArgumentError("clock and sleep must be callable")
-        limit = _check_deadline(deadline, self._retries.max_time)
+        check_number("share", share, allow_low=False, high=1.0)
+        check_concurrency(concurrency)
+        check_number("hot_window", hot_window, high=1e9)
+        check_bool("baseline", baseline)
+        check_callable("clock", clock)
+        check_callable("sleep", sleep)
+        limit = check_seconds("deadline", deadline, self._retries.max_time)
         query = Query.from_filters({"page_size": MAX_PAGE_SIZE, "include_childs": False, **filters})
         query_string = _encode(query)
         if isinstance(state, bytes):
@@ -538,19 +528,3 @@ class AsyncCommbox:
 def _encode(query: Query) -> str:
     return urlencode(query.params(), quote_via=quote, safe="")
 
-
-def _check_deadline(value: object, default: float) -> float:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidArgumentError("deadline must be a positive number of seconds")
-    if value != value or value == float("inf"):
-        raise InvalidArgumentError("deadline must be finite")
-    return float(value)
-
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidArgumentError(f"{name} must be a bool")
-    return value

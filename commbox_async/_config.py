@@ -7,10 +7,10 @@ accepts either one of these or a plain number where that reads naturally (``rate
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ._errors import InvalidArgumentError
+from ._validate import check_int, check_number
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -24,25 +24,6 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.commbox.io"
-
-
-def _number(name: str, value: object, *, low: float = 0.0, allow_zero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgumentError(f"{name} must be a number, got {type(value).__name__}")
-    if math.isnan(value) or math.isinf(value):
-        raise InvalidArgumentError(f"{name} must be finite, got {value!r}")
-    if value < low or (not allow_zero and value == 0):
-        bound = f"> {low}" if not allow_zero else f">= {low}"
-        raise InvalidArgumentError(f"{name} must be {bound}, got {value!r}")
-    return float(value)
-
-
-def _whole(name: str, value: object, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise InvalidArgumentError(f"{name} must be >= {low}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,9 +42,9 @@ class RateLimit:
     min_rate: float = 0.5
 
     def __post_init__(self) -> None:
-        _number("rate_limit.max_rate", self.max_rate, allow_zero=False)
-        _whole("rate_limit.burst", self.burst, low=1)
-        _number("rate_limit.min_rate", self.min_rate, allow_zero=False)
+        check_number("rate_limit.max_rate", self.max_rate, allow_low=False)
+        check_int("rate_limit.burst", self.burst, low=1)
+        check_number("rate_limit.min_rate", self.min_rate, allow_low=False)
         if self.min_rate > self.max_rate:
             raise InvalidArgumentError("rate_limit.min_rate must not exceed rate_limit.max_rate")
 
@@ -100,15 +81,15 @@ class Retries:
     budget_reserve: float = 100.0
 
     def __post_init__(self) -> None:
-        _whole("retries.tries", self.tries, low=1)
-        _whole("retries.throttled_tries", self.throttled_tries, low=1)
-        _number("retries.max_time", self.max_time, allow_zero=False)
-        _number("retries.base_delay", self.base_delay)
-        _number("retries.max_delay", self.max_delay)
-        _number("retries.max_retry_after", self.max_retry_after)
-        _number("retries.default_retry_after", self.default_retry_after)
-        _number("retries.budget_ratio", self.budget_ratio)
-        _number("retries.budget_reserve", self.budget_reserve)
+        check_int("retries.tries", self.tries, low=1)
+        check_int("retries.throttled_tries", self.throttled_tries, low=1)
+        check_number("retries.max_time", self.max_time, allow_low=False)
+        check_number("retries.base_delay", self.base_delay)
+        check_number("retries.max_delay", self.max_delay)
+        check_number("retries.max_retry_after", self.max_retry_after)
+        check_number("retries.default_retry_after", self.default_retry_after)
+        check_number("retries.budget_ratio", self.budget_ratio)
+        check_number("retries.budget_reserve", self.budget_reserve)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,10 +107,10 @@ class Timeout:
     sock_read: float | None = None
 
     def __post_init__(self) -> None:
-        _number("timeout.total", self.total, allow_zero=False)
-        _number("timeout.connect", self.connect, allow_zero=False)
+        check_number("timeout.total", self.total, allow_low=False)
+        check_number("timeout.connect", self.connect, allow_low=False)
         if self.sock_read is not None:
-            _number("timeout.sock_read", self.sock_read, allow_zero=False)
+            check_number("timeout.sock_read", self.sock_read, allow_low=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,10 +127,10 @@ class PoolConfig:
     max_body_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        _whole("pool.limit", self.limit, low=1)
-        _whole("pool.limit_per_host", self.limit_per_host, low=0)
-        _number("pool.keepalive_timeout", self.keepalive_timeout)
-        _whole("pool.max_body_bytes", self.max_body_bytes, low=1024)
+        check_int("pool.limit", self.limit, low=1)
+        check_int("pool.limit_per_host", self.limit_per_host, low=0)
+        check_number("pool.keepalive_timeout", self.keepalive_timeout)
+        check_int("pool.max_body_bytes", self.max_body_bytes, low=1024)
 
 
 DEFAULT_RATE_LIMIT = RateLimit()
@@ -163,7 +144,7 @@ def as_rate_limit(value: RateLimit | float | int | None) -> RateLimit:
         return DEFAULT_RATE_LIMIT
     if isinstance(value, RateLimit):
         return value
-    rate = _number("rate_limit", value, allow_zero=False)
+    rate = check_number("rate_limit", value, allow_low=False)
     return RateLimit(max_rate=rate, min_rate=min(DEFAULT_RATE_LIMIT.min_rate, rate))
 
 
@@ -173,7 +154,7 @@ def as_retries(value: Retries | int | None) -> Retries:
         return DEFAULT_RETRIES
     if isinstance(value, Retries):
         return value
-    return Retries(tries=_whole("retries", value, low=1))
+    return Retries(tries=check_int("retries", value, low=1))
 
 
 def as_timeout(value: Timeout | float | int | object | None) -> Timeout:
@@ -192,7 +173,7 @@ def as_timeout(value: Timeout | float | int | object | None) -> Timeout:
             connect=connect if connect is not None else DEFAULT_TIMEOUT.connect,
             sock_read=sock_read,
         )
-    seconds = _number("timeout", value, allow_zero=False)
+    seconds = check_number("timeout", value, allow_low=False)
     return Timeout(
         total=seconds,
         connect=min(seconds, DEFAULT_TIMEOUT.connect),

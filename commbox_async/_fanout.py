@@ -23,6 +23,7 @@ import msgspec
 from ._errors import AuthenticationError, ClientClosedError, CommboxError, drop_tracebacks
 from ._models import UserObjectsPage
 from ._protocol import check_identity_id
+from ._validate import describe
 
 __all__ = ["FanOutError", "FanOutProgress", "FetchResult", "fan_out"]
 
@@ -124,7 +125,7 @@ class _IdSource:
     def _admit(self, raw: Any) -> bool:
         """Count ``raw`` as taken, unless it was taken before (with ``dedupe``)."""
         if self._seen is not None:
-            key = raw if isinstance(raw, int) else _safe_repr(raw)
+            key = raw if isinstance(raw, int) else describe(raw, None)
             if key in self._seen:
                 return False
             self._seen.add(key)
@@ -226,14 +227,6 @@ class _Slots:
         self._room.set()
 
 
-def _safe_repr(value: Any) -> str:
-    """repr() of a caller's id, which must not fail the fan-out even if its __repr__ does."""
-    try:
-        return repr(value)
-    except Exception:
-        return f"<{type(value).__name__} object>"
-
-
 def _refused(ident: int, first: AuthenticationError) -> FetchResult:
     """The result for an id not sent because the token was refused earlier in the fan-out."""
     error = AuthenticationError(
@@ -254,7 +247,9 @@ def _failure(raw: Any, exc: Exception) -> FetchResult:
     # A bug must cost one identity, never the whole fan-out.
     error = CommboxError(f"unexpected {type(exc).__name__}", identity_id=raw)
     error.__cause__ = exc
-    logger.error("identity %s: unexpected %s", _safe_repr(raw), type(exc).__name__, exc_info=exc)
+    logger.error(
+        "identity %s: unexpected %s", describe(raw, None), type(exc).__name__, exc_info=exc
+    )
     drop_tracebacks(error)  # logged above; the kept value need not pin the call's frames
     return FetchResult(identity_id=raw, error=error)
 

@@ -26,6 +26,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct, field
 
+from ._validate import describe
+
 __all__ = [
     "ActivityLog",
     "Child",
@@ -278,12 +280,17 @@ class InvalidItem(Struct, frozen=True):
     raw: bytes
 
 
-class UserObjectsPage(Struct, rename="camel", dict=True):
-    """A page of the response: the identity's conversations and its unread totals."""
+class _Envelope(Struct, rename="camel", gc=False):
+    """The fields every v2 body opens with, a page's or an error's."""
 
     status: int | None = None
     description: str | None = None
     response_time: Timestamp | None = field(name="response_time", default=None)
+
+
+class UserObjectsPage(_Envelope, dict=True, gc=True):
+    """A page of the response: the identity's conversations and its unread totals."""
+
     total_unread_chat_messages: int | None = None
     data: list[UserObject] = []
 
@@ -305,13 +312,15 @@ class UserObjectsPage(Struct, rename="camel", dict=True):
             return self.total_unread_chat_messages
         return sum(o.unread_messages for o in self.data)
 
+    def is_full(self, page_size: int) -> bool:
+        """Whether the page holds ``page_size`` conversations (read or set aside): there may be
+        another page after it; a shorter page is the last."""
+        return len(self.data) + len(self.invalid_items) >= page_size
 
-class ErrorBody(Struct, rename="camel", gc=False):
+
+class ErrorBody(_Envelope, gc=False):
     """The body of an error response: ``status``, ``description``, ``response_time``."""
 
-    status: int | None = None
-    description: str | None = None
-    response_time: Timestamp | None = field(name="response_time", default=None)
     data: Any = None
 
 
@@ -360,15 +369,9 @@ def decode_page(body: bytes) -> UserObjectsPage:
         envelope = _envelope_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ModelDecodeError(f"the body is not a v2 page: {exc}") from exc
-    head = _repair_value(
-        {
-            "status": envelope.status,
-            "description": envelope.description,
-            "response_time": envelope.response_time,
-            "totalUnreadChatMessages": envelope.totalUnreadChatMessages,
-        },
-        _PAGE_INFO,
-    )
+    head = msgspec.structs.asdict(envelope)
+    del head["data"]  # the items are read one by one below
+    head = _repair_value(head, _PAGE_INFO)
     try:
         page = msgspec.convert(head, UserObjectsPage, strict=False)
     except msgspec.ValidationError:
@@ -462,7 +465,7 @@ def _repair_value(value: Any, info: msgspec.inspect.Type) -> Any:
                 continue
         if info.includes_none:
             return None  # an unreadable optional value is dropped, not fatal
-        raise _Unrepairable(f"cannot read {_clip(value)}")
+        raise _Unrepairable(f"cannot read {describe(value, 60)}")
     return _repair_scalar_strict(value, info)
 
 
@@ -537,12 +540,7 @@ def _as_int(value: Any) -> int:
                 return int(match.group(1))
             except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
                 pass
-    raise _Unrepairable(f"expected an int, got {_clip(value)}")
-
-
-def _clip(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    raise _Unrepairable(f"expected an int, got {describe(value, 60)}")
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -559,7 +557,7 @@ def _as_datetime(value: Any) -> datetime:
         raise _Unrepairable("expected a timestamp")
     match = _TIME.match(value.strip())
     if not match:
-        raise _Unrepairable(f"unreadable timestamp {_clip(value)}")
+        raise _Unrepairable(f"unreadable timestamp {describe(value, 60)}")
     day, clock, fraction, zone = match.groups()
     digits = fraction or "0"
     # Round on the 7th digit, half up, as msgspec's own parser does on the fast path: the
@@ -568,7 +566,7 @@ def _as_datetime(value: Any) -> datetime:
     try:
         stamp = datetime.fromisoformat(f"{day}T{clock}") + timedelta(microseconds=micro)
     except (ValueError, OverflowError) as exc:
-        raise _Unrepairable(f"unreadable timestamp {_clip(value)}") from exc
+        raise _Unrepairable(f"unreadable timestamp {describe(value, 60)}") from exc
     if zone is None or zone == "Z":
         return stamp.replace(tzinfo=timezone.utc)
     sign = 1 if zone[0] == "+" else -1
@@ -577,4 +575,4 @@ def _as_datetime(value: Any) -> datetime:
     try:
         return stamp.replace(tzinfo=timezone(sign * offset))
     except ValueError as exc:  # an offset of a day or more
-        raise _Unrepairable(f"unreadable timestamp {_clip(value)}") from exc
+        raise _Unrepairable(f"unreadable timestamp {describe(value, 60)}") from exc

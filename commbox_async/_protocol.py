@@ -32,9 +32,11 @@ from ._errors import (
     ServerError,
 )
 from ._models import ModelDecodeError, UserObjectsPage, decode_error_body, decode_page
+from ._validate import INT64_MAX, check_bool, check_int, describe
 
 __all__ = [
     "FILTER_NAMES",
+    "INT64_MAX",
     "MAX_PAGE_SIZE",
     "Filters",
     "PagingFilters",
@@ -50,7 +52,6 @@ __all__ = [
     "user_objects_path",
 ]
 
-INT64_MAX = 2**63 - 1
 MAX_STATUSES = 64
 #: The vendor caps a page at 100 objects; a larger request would come back short and end
 #: paging early, silently dropping objects, so it is refused instead.
@@ -66,33 +67,11 @@ def check_identity_id(value: object, name: str = "identity_id") -> int:
     """A positive int64; bools, floats, strings and everything else are refused."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgumentError(
-            f"{name} must be a positive int, got {type(value).__name__} {_short(value)}"
+            f"{name} must be a positive int, got {type(value).__name__} {describe(value)}"
         )
     if not 0 < value <= INT64_MAX:
         raise InvalidArgumentError(f"{name} must be between 1 and 2**63-1, got {value}")
     return int(value)
-
-
-def _short(value: object) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # a caller's object whose __repr__ fails still gets a clear error
-        return f"<{type(value).__name__} object>"
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _check_int(name: str, value: object, low: int, high: int = INT64_MAX) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} must be an int, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise InvalidArgumentError(f"{name} must be between {low} and {high}, got {value}")
-    return int(value)
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidArgumentError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
 
 
 def _wire(name: str) -> Any:
@@ -131,7 +110,7 @@ class Query:
             if len(self.stream_provider_id) > 255:
                 raise InvalidArgumentError("stream_provider_id is longer than 255 characters")
         if self.stream_provider_type is not None:
-            _check_int("stream_provider_type", self.stream_provider_type, 0, 2**31 - 1)
+            check_int("stream_provider_type", self.stream_provider_type, low=0, high=2**31 - 1)
         if (self.stream_provider_id is None) != (self.stream_provider_type is None):
             raise InvalidArgumentError(
                 "stream_provider_id and stream_provider_type go together: give both or neither"
@@ -139,18 +118,18 @@ class Query:
         for name in ("stream_id", "sub_stream_id", "object_id", "module_id"):
             value = getattr(self, name)
             if value is not None:
-                _check_int(name, value, 0)
+                check_int(name, value, low=0)
         if self.page_number is not None:
-            _check_int("page_number", self.page_number, 0, 2**31 - 1)
+            check_int("page_number", self.page_number, low=0, high=2**31 - 1)
         if self.page_size is not None:
-            _check_int("page_size", self.page_size, 1, MAX_PAGE_SIZE)
+            check_int("page_size", self.page_size, low=1, high=MAX_PAGE_SIZE)
         if self.statuses is not None:
             if isinstance(self.statuses, (str, bytes)) or not isinstance(self.statuses, tuple):
                 raise InvalidArgumentError("statuses must be an iterable of ints")
             if not self.statuses:
                 raise InvalidArgumentError("statuses must not be empty (None means all)")
             for value in self.statuses:
-                _check_int("statuses item", value, 0, 2**31 - 1)
+                check_int("statuses item", value, low=0, high=2**31 - 1)
         if self.order is not None and (
             not isinstance(self.order, str) or not _ORDER_OK.fullmatch(self.order)
         ):
@@ -158,7 +137,7 @@ class Query:
         for name in ("include_childs", "include_activity_log"):
             value = getattr(self, name)
             if value is not None:
-                _check_bool(name, value)
+                check_bool(name, value)
 
     @classmethod
     def from_filters(cls, filters: Mapping[str, Any]) -> Query:

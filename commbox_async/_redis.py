@@ -100,6 +100,7 @@ from ._redis_scripts import (
     throttle_args,
 )
 from ._throttle import LocalLimiter
+from ._validate import check_int, check_number
 
 # LAG stays importable from here, where the design is described (the tests read it).
 __all__ = ["LAG", "PacingLeader", "RedisLimiter"]
@@ -123,18 +124,12 @@ def _check(
     """Validate the arguments; return the rate limit and the fallback rate."""
     if not isinstance(key, str) or not key:
         raise InvalidArgumentError("key must be a non-empty string")
-    if isinstance(expected_workers, bool) or not isinstance(expected_workers, int):
-        raise InvalidArgumentError("expected_workers must be an int")
-    if expected_workers < 1:
-        raise InvalidArgumentError("expected_workers must be >= 1")
+    workers = check_int("expected_workers", expected_workers, low=1)
     for name, value in seconds.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise InvalidArgumentError(f"{name} must be a number >= 0")
-        if name in ("reconnect_interval", "op_timeout") and value == 0:
-            raise InvalidArgumentError(f"{name} must be > 0")
+        check_number(name, value, allow_low=name not in ("reconnect_interval", "op_timeout"))
     config = as_rate_limit(rate_limit)
     if fallback_rate is None:
-        return config, config.max_rate / expected_workers
+        return config, config.max_rate / workers
     return config, as_rate_limit(fallback_rate).max_rate
 
 

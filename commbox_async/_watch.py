@@ -328,7 +328,7 @@ class Tracker:
         # A conversation missing from a page that is not full is gone from what the filters
         # select; from a full page it may just have moved to a later page, so it is dropped
         # from the snapshot without a word.
-        if before and len(page.data) + len(page.invalid_items) < self.page_size:
+        if before and not page.is_full(self.page_size):
             for oid, previous in before.items():
                 changes.append(
                     ConversationClosed(

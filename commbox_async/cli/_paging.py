@@ -26,8 +26,7 @@ def check_filters(filters: dict[str, Any]) -> None:
 
 def is_full(page: UserObjectsPage, filters: dict[str, Any]) -> bool:
     """Whether the page holds as many conversations as a page can: there may be more."""
-    size: int = filters.get("page_size", MAX_PAGE_SIZE)
-    return len(page.data) + len(page.invalid_items) >= size
+    return page.is_full(filters.get("page_size", MAX_PAGE_SIZE))
 
 
 async def every_page(
