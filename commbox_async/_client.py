@@ -76,7 +76,7 @@ from ._validate import (
     check_seconds,
 )
 from ._version import __version__
-from ._watch import Watch, WatchState, check_ids
+from ._watch import Watch, WatchState, check_ids, restore_state
 
 if TYPE_CHECKING:
     # Unpack is in typing from Python 3.11; only type checkers read it here, so the package
@@ -404,10 +404,24 @@ class AsyncCommbox:
         if on_progress is not None:
             check_callable("on_progress", on_progress)
         self._check_open()
-        # A partial, not a wrapper coroutine: one frame less on every resume of every request.
-        # (A job's fan-out skips the cache and the shared calls: its ids are distinct.)
+        # A job's fan-out skips the cache and the shared calls: its ids are distinct.
         method = self._shared.get if shared else self._account.request
         request = functools.partial(method, query_string=query_string, deadline=limit)
+        return self._fan_out(identity_ids, request, concurrency, dedupe, on_progress)
+
+    def _fan_out(
+        self,
+        identity_ids: Iterable[Any] | AsyncIterable[Any],
+        request: Callable[[int], Awaitable[UserObjectsPage]],
+        concurrency: int,
+        dedupe: bool = False,
+        on_progress: Callable[[FanOutProgress], None] | None = None,
+    ) -> AsyncGenerator[FetchResult, None]:
+        """The fan-out engine over any one-identity call (the command line's ``--all-pages``
+        reads every page of each), its workers in this client's registry, so that closing
+        the client stops them."""
+        check_concurrency(concurrency)
+        self._check_open()
         return fan_out(
             identity_ids,
             request,
@@ -495,15 +509,7 @@ class AsyncCommbox:
         limit = check_seconds("deadline", deadline, self._retries.max_time)
         query = Query.from_filters({"page_size": MAX_PAGE_SIZE, "include_childs": False, **filters})
         query_string = _encode(query)
-        if isinstance(state, bytes):
-            state = WatchState.decode(state)
-        if state is not None:
-            if not isinstance(state, WatchState):
-                raise InvalidArgumentError("state must be a WatchState or its encoded bytes")
-            if state.query != query_string:
-                raise InvalidArgumentError(
-                    "state was saved by a watch with other filters; it cannot be reused here"
-                )
+        restored = restore_state(state, query_string)
         self._check_open()
         limiter = self._account.limiter
         assert limiter is not None
@@ -516,7 +522,7 @@ class AsyncCommbox:
             query=query_string,
             page_size=query.page_size or MAX_PAGE_SIZE,
             hot_window=float(hot_window),
-            state=state,
+            state=restored,
             baseline=baseline,
             tasks=self._tasks,
             closed=lambda: self.closed,

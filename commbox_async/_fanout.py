@@ -2,10 +2,9 @@
 
 ``AsyncCommbox.fetch_many`` checks its arguments and hands this module a ``request`` callable
 (one identity's call, retries included); everything about workers, back-pressure and stopping
-lives here. It is on the hot path of every fan-out, so it avoids per-request machinery that a
-plain loop would not pay for: ids from a plain iterable are read without a coroutine, the
-hand-off between workers and the consumer is a deque and one future, and no worker waits for
-the consumer unless the consumer falls behind.
+lives here. Ids from a plain iterable are read without a coroutine, the hand-off between
+workers and the consumer is a deque and one future, and no worker waits for the consumer
+unless the consumer falls behind (what each saves: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -108,7 +107,7 @@ class _IdSource:
     """The caller's ids, read one at a time as workers free up, each id once with ``dedupe``.
 
     A plain iterable cannot suspend between two ids, so ``take`` reads it with no lock and no
-    coroutine (about 1 us an id); an async iterable needs both (``take_async``).
+    coroutine; an async iterable needs both (``take_async``).
     """
 
     def __init__(self, ids: Iterable[Any] | AsyncIterable[Any], dedupe: bool) -> None:
@@ -254,6 +253,58 @@ def _failure(raw: Any, exc: Exception) -> FetchResult:
     return FetchResult(identity_id=raw, error=error)
 
 
+class _Workers:
+    """The workers of one fan-out: each takes a slot, reads an id, calls, posts one result."""
+
+    def __init__(self, source: _IdSource, request: Request, concurrency: int) -> None:
+        self.source = source
+        self.request = request
+        # A worker takes a slot before it reads an id and the consumer gives it back when it
+        # takes the result, so at most 2 x `concurrency` results exist at once. Twice, not
+        # once: with one slot per worker, every worker that posts a result would wait for the
+        # consumer to take it; the second set lets the consumer lag by `concurrency` results
+        # before anyone waits (benchmarks/RESULTS.md, "fan-out hand-off").
+        self.slots = _Slots(2 * concurrency)
+        self.mailbox = _Mailbox()
+        # The first 401: the token is refused, so every later id would be refused too. Those
+        # ids get the same error without a request (one result per id still); calls already
+        # in flight finish as they will.
+        self.refused: AuthenticationError | None = None
+
+    async def run(self) -> None:
+        """One worker: until the ids run out; its end marker is posted however it ends."""
+        source, slots, mailbox = self.source, self.slots, self.mailbox
+        try:
+            while True:
+                if not slots.take_now():
+                    await slots.take()
+                raw = source.take() if source.sync else await source.take_async()
+                if raw is _END:
+                    break
+                if isinstance(raw, _SourceFailed):
+                    mailbox.post(raw)
+                    break
+                mailbox.post(await self._one(raw))
+        finally:
+            mailbox.post(_END)
+
+    async def _one(self, raw: Any) -> FetchResult:
+        """The result for one id as given: checked, refused without a request, or fetched."""
+        try:
+            ident = check_identity_id(raw)
+        except Exception as exc:  # InvalidArgumentError, or an id whose repr fails
+            return _failure(raw, exc)
+        if self.refused is not None:
+            return _refused(ident, self.refused)
+        try:
+            page = await self.request(ident)
+        except Exception as exc:
+            if self.refused is None and isinstance(exc, AuthenticationError):
+                self.refused = exc
+            return _failure(ident, exc)
+        return FetchResult(identity_id=ident, response=page)
+
+
 async def fan_out(
     ids: Iterable[Any] | AsyncIterable[Any],
     request: Request,
@@ -275,62 +326,20 @@ async def fan_out(
     source = _IdSource(ids, dedupe)
     total = len(ids) if hasattr(ids, "__len__") else None  # type: ignore[arg-type]
     progress = FanOutProgress(total=total)
-    # A worker takes a slot before it reads an id and the consumer gives it back when it takes
-    # the result, so at most 2 x `concurrency` results exist at once. Twice, not once: with one
-    # slot per worker, every worker that posts a result would wait for the consumer to take it
-    # (a future and a loop turn per request, and garbage-collector runs: 5 us a request at
-    # 8 KiB); the second set lets the consumer lag by `concurrency` results before anyone waits.
-    slots = _Slots(2 * concurrency)
-    mailbox = _Mailbox()
-    # The first 401: the token is refused, so every later id would be refused too. Those ids
-    # get the same error without a request (one result per id still); calls already in flight
-    # finish as they will.
-    refused: AuthenticationError | None = None
-
-    async def worker() -> None:
-        nonlocal refused
-        try:
-            while True:
-                if not slots.take_now():
-                    await slots.take()
-                raw = source.take() if source.sync else await source.take_async()
-                if raw is _END:
-                    break
-                if isinstance(raw, _SourceFailed):
-                    mailbox.post(raw)
-                    break
-                try:
-                    ident = check_identity_id(raw)
-                except Exception as exc:  # InvalidArgumentError, or an id whose repr fails
-                    mailbox.post(_failure(raw, exc))
-                    continue
-                if refused is not None:
-                    mailbox.post(_refused(ident, refused))
-                    continue
-                try:
-                    page = await request(ident)
-                except Exception as exc:
-                    if refused is None and isinstance(exc, AuthenticationError):
-                        refused = exc
-                    mailbox.post(_failure(ident, exc))
-                else:
-                    mailbox.post(FetchResult(identity_id=ident, response=page))
-        finally:
-            mailbox.post(_END)
-
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    job = _Workers(source, request, concurrency)
+    workers = [asyncio.create_task(job.run()) for _ in range(concurrency)]
     tasks.update(workers)
     finished = 0
-    items = mailbox.items
+    items = job.mailbox.items
     try:
         while finished < len(workers):
-            item = items.popleft() if items else await mailbox.take()
+            item = items.popleft() if items else await job.mailbox.take()
             if item is _END:
                 finished += 1
                 continue
             if isinstance(item, _SourceFailed):
                 raise item.exc
-            slots.give_back()
+            job.slots.give_back()
             progress.done += 1
             if item.error is None:
                 progress.succeeded += 1
@@ -339,19 +348,26 @@ async def fan_out(
             if on_progress is not None:
                 on_progress(progress)
             yield item
-        if progress.done < source.taken or not source.exhausted:
-            # Ids were left unread, or taken without a result: never end as if all were done.
-            if stopped_from_outside():
-                raise ClientClosedError(
-                    f"the client was closed during a fan-out, after {progress.done} results"
-                )
-            raise CommboxError(
-                f"the fan-out's workers stopped after {progress.done} results "
-                f"({source.taken - progress.done} ids without one)"
-            )
+        _check_all_answered(progress, source, stopped_from_outside)
     finally:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         tasks.difference_update(workers)
         await source.aclose()
+
+
+def _check_all_answered(
+    progress: FanOutProgress, source: _IdSource, stopped_from_outside: Callable[[], bool]
+) -> None:
+    """Never end as if all were done while ids were left unread, or taken without a result."""
+    if progress.done >= source.taken and source.exhausted:
+        return
+    if stopped_from_outside():
+        raise ClientClosedError(
+            f"the client was closed during a fan-out, after {progress.done} results"
+        )
+    raise CommboxError(
+        f"the fan-out's workers stopped after {progress.done} results "
+        f"({source.taken - progress.done} ids without one)"
+    )

@@ -23,7 +23,7 @@ import math
 import time
 from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -271,75 +271,33 @@ class Tracker:
         if old is not None:
             before = {old[i]: old[i + 1] for i in range(0, len(old), 2)}
         changes: list[WatchChange] = []
-        fresh: list[int] = []
+        fresh: list[int] = []  # the new snapshot: the open conversations, packed
         total = page.unread_total
-        seen: set[int] = set()
-        for conversation in page.data:
+        for conversation in _distinct(page.data):
             oid = conversation.object_id
-            if oid is None or oid in seen:
-                continue
-            seen.add(oid)
-            status = conversation.status_id
-            closed = status in CLOSED_STATUSES
-            unread = conversation.unread_messages
+            assert oid is not None
+            if conversation.status_id not in CLOSED_STATUSES:
+                fresh += (oid, _pack(conversation.unread_messages, conversation.status_id))
             previous = before.pop(oid, None)
-            if old is None:
-                if not closed:
-                    fresh += (oid, _pack(unread, status))
-                continue
-            if previous is None:
-                if not closed:
-                    fresh += (oid, _pack(unread, status))
-                    changes.append(
-                        NewConversation(
-                            identity_id=ident,
-                            object_id=oid,
-                            after=unread,
-                            conversation=conversation,
-                            identity_unread=total,
-                        )
-                    )
-            elif closed:
-                changes.append(
-                    ConversationClosed(
-                        identity_id=ident,
-                        object_id=oid,
-                        before=_unpack_status(previous),
-                        after=int(status) if status is not None else None,
-                        conversation=conversation,
-                        identity_unread=total,
-                    )
-                )
-            else:
-                fresh += (oid, _pack(unread, status))
-                was = previous >> 16
-                if unread != was:
-                    kind = UnreadUp if unread > was else UnreadDown
-                    changes.append(
-                        kind(
-                            identity_id=ident,
-                            object_id=oid,
-                            before=was,
-                            after=unread,
-                            conversation=conversation,
-                            identity_unread=total,
-                        )
-                    )
+            if old is not None:
+                change = _change(ident, conversation, previous, total)
+                if change is not None:
+                    changes.append(change)
         # A conversation missing from a page that is not full is gone from what the filters
         # select; from a full page it may just have moved to a later page, so it is dropped
         # from the snapshot without a word.
         if before and not page.is_full(self.page_size):
-            for oid, previous in before.items():
-                changes.append(
-                    ConversationClosed(
-                        identity_id=ident,
-                        object_id=oid,
-                        before=_unpack_status(previous),
-                        after=None,
-                        conversation=None,
-                        identity_unread=total,
-                    )
+            changes += [
+                ConversationClosed(
+                    identity_id=ident,
+                    object_id=oid,
+                    before=_unpack_status(previous),
+                    after=None,
+                    conversation=None,
+                    identity_unread=total,
                 )
+                for oid, previous in before.items()
+            ]
         self.snapshots[index] = array("q", fresh)
         if old is None:
             if self.baseline:
@@ -351,6 +309,71 @@ class Tracker:
                 del hot[min(hot, key=hot.__getitem__)]  # the one that changed longest ago
             hot[index] = now
         return changes
+
+
+def _distinct(conversations: list[UserObject]) -> Iterator[UserObject]:
+    """The conversations that have an id, each id once (the first one on the page)."""
+    seen: set[int] = set()
+    for conversation in conversations:
+        oid = conversation.object_id
+        if oid is not None and oid not in seen:
+            seen.add(oid)
+            yield conversation
+
+
+def _change(
+    ident: int, conversation: UserObject, previous: int | None, total: int
+) -> WatchChange | None:
+    """What changed in one conversation since its packed ``previous`` state (None: unseen)."""
+    oid = conversation.object_id
+    assert oid is not None
+    status = conversation.status_id
+    unread = conversation.unread_messages
+    if previous is None:
+        if status in CLOSED_STATUSES:
+            return None
+        return NewConversation(
+            identity_id=ident,
+            object_id=oid,
+            after=unread,
+            conversation=conversation,
+            identity_unread=total,
+        )
+    if status in CLOSED_STATUSES:
+        return ConversationClosed(
+            identity_id=ident,
+            object_id=oid,
+            before=_unpack_status(previous),
+            after=int(status) if status is not None else None,
+            conversation=conversation,
+            identity_unread=total,
+        )
+    was = previous >> 16
+    if unread == was:
+        return None
+    kind = UnreadUp if unread > was else UnreadDown
+    return kind(
+        identity_id=ident,
+        object_id=oid,
+        before=was,
+        after=unread,
+        conversation=conversation,
+        identity_unread=total,
+    )
+
+def restore_state(state: WatchState | bytes | None, query: str) -> WatchState | None:
+    """A saved state (or its encoded bytes), checked to come from a watch with these filters."""
+    if isinstance(state, bytes):
+        state = WatchState.decode(state)
+    if state is None:
+        return None
+    if not isinstance(state, WatchState):
+        raise InvalidArgumentError("state must be a WatchState or its encoded bytes")
+    if state.query != query:
+        raise InvalidArgumentError(
+            "state was saved by a watch with other filters; it cannot be reused here"
+        )
+    return state
 
 
 def check_ids(identity_ids: Iterable[Any]) -> list[int]:

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
 from .._client import AsyncCommbox
-from .._fanout import FetchResult, fan_out
+from .._fanout import FetchResult
 from .._models import UserObjectsPage
 from .._protocol import MAX_PAGE_SIZE, Query
 
@@ -55,12 +55,4 @@ def fetch_every_page(
     filters: dict[str, Any],
 ) -> AsyncGenerator[FetchResult, None]:
     """``fetch_many`` with every page of each identity: the same engine, another request."""
-    return fan_out(
-        ids,
-        functools.partial(every_page, client, filters=filters),
-        concurrency=concurrency,
-        dedupe=False,
-        on_progress=None,
-        tasks=set(),
-        stopped_from_outside=lambda: client.closed,
-    )
+    return client._fan_out(ids, functools.partial(every_page, client, filters=filters), concurrency)
