@@ -7,7 +7,7 @@ not ask which kind it faces. What it believes:
 
 - **A 429 that asks for no pause costs only itself** ("free": ``Retry-After: 0``, a cap on
   requests in flight). A low share of them is noise, tolerated; overshooting is cheap, so such
-  a limit is found by bisection. A 429 with a real pause (``CHEAP_PAUSE`` or more) stops the
+  a limit is found by bisection. A 429 with a real pause (a tenth of a second or more) stops the
   whole client, so such a limit is read and held under.
 - **What the server sustains can be read from the log of attempts** (``_pacing_readings``): the
   accepted throughput of an overloaded server (*saturated*); what it took in the pause-length
@@ -19,7 +19,7 @@ not ask which kind it faces. What it believes:
 - **Slowing down must cure the 429s.** A step down for free 429s is on trial: if the share of
   429s does not fall, they were noise; the rate goes back and that share is tolerated.
 - **Pausing alone at full pace is the bar.** When adapting gets no more than
-  ``PAUSE_ONLY_MARGIN`` times what pausing alone got, the model goes back to full pace.
+  1.1 times what pausing alone got, the model goes back to full pace.
 - **A limit can move up.** After ``QUIET`` seconds without a 429 the rate rises: quickly back
   toward a rate that ran quietly before, slowly beyond it (each probe that drains the server
   costs a pause).
@@ -30,8 +30,8 @@ rules in order, the first that applies decides; a 429 sent before the last decis
 ended belongs to a drain already read) and as time passes (``rate_at``); "=" is no change:
 
   #  in        at a 429 ...                                          to      reason: new rate
-  1  any       free, within RISE_WINDOW of a rise from a rate that   BISECT* rise-failed: that
-               ran quietly; 429s beyond RISE_STRAYS and noise                quiet rate
+  1  any       free, within a WINDOW of a rise from a rate that ran  BISECT* rise-failed: that
+               quietly; 429s beyond RISE_STRAYS and noise                    quiet rate
   2  any       the same, a stray 429 or two                          =       tolerated: =
   3  any       free, FLOOD_SHARE of 10+ attempts at this rate        HOLD    saturated: HOLD x
                refused, enough answers to read a throughput                  accepted/s, no rise
@@ -40,22 +40,22 @@ ended belongs to a drain already read) and as time passes (``rate_at``); "=" is 
   5  any       within DECISION_GAP of the last decision              =       not read
                (within FLOOD_GAP for a flood)
   6  any       a step down on trial 2 WINDOWs ago: its share of      HOLD    not-cured: the rate
-               429s fell by less than 30% and is NOISE_MAX or less           before it
+               429s fell by less than 30%, under SATURATED_SHARE             before it
   7  any       free, < MIN_EVIDENCE answered in the last WINDOW      =       not read
                or < MIN_SPAN into the job
   8  any       free, a step down on trial                            =       =
-  9  any       free, under a ceiling found within GOOD_MEMORY,       HOLD    step-down: x HOLD,
+  9  any       free, under a ceiling found within LOG_SPAN,          HOLD    step-down: x HOLD,
                429s at this rate beyond RISE_STRAYS and noise                on trial
  10  any       free, no more than NOISE_SHARE (or the share          =       tolerated: =
                tolerated) explains, with two standard deviations
  11  any       a share within 1.5x of one that slowing did not cure  =       tolerated: =
                ... then the readings:
- 12  FULL      within FULL_STAY of going back to full pace           FULL    pause-only: =
- 13  not FULL  the floor < PAUSE_ONLY_MARGIN x pausing alone's rate  FULL    pause-only: max
+ 12  FULL      within LOG_SPAN of going back to full pace            FULL    pause-only: =
+ 13  not FULL  the floor < 1.1 x pausing alone's rate                 FULL    pause-only: max
  14  any       a plausible estimate                                  HOLD    its reading: HOLD x
                                                                              the highest
  15  any       a floor only, below 0.98 of the pace                  SEARCH  searching: the floor
- 16  any       nothing to read, free                                 HOLD    blind: x BLIND_STEP,
+ 16  any       nothing to read, free                                 HOLD    blind: x STEP_DOWN,
                                                                              on trial
  17  any       nothing to read, a real pause (the pause paces)       =       tolerated: =
      ... as time passes:
@@ -65,19 +65,18 @@ ended belongs to a drain already read) and as time passes (``rate_at``); "=" is 
  20  SEARCH    every SEARCH_STEP                                     SEARCH  searching: floor x
                                                                              the climbs so far
  21  HOLD,     QUIET s without a 429, below a rate that ran          PROBE   quiet: toward it,
-     PROBE     quietly within GOOD_MEMORY                                    every RECOVER_STEP
+     PROBE     quietly within LOG_SPAN                                       every RECOVER_STEP
  22  HOLD,     QUIET s without a 429, beyond any such rate: every    PROBE   quiet: + PROBE_FIRST,
      PROBE     QUIET s (free limit), else PROBE_INTERVAL x 1, 3, 7...        doubling; at most
                s (6, 18, 42...)                                              halfway to a ceiling
  23  PROBE     row 22 reaching max_rate                              FULL    recovered: max
 
 *HOLD when the failed rate is within ``BISECT_GAP`` of the quiet one. Row 20's climbs: the
-first ``SEARCH_FIRST``, each doubling the last (at most x2), and each at least the
+first ``PROBE_FIRST``, each doubling the last (at most x2), and each at least the
 ``SEARCH_SPAN``-th root of the way from the floor to the pace that drained. A *ceiling* is a
 rate whose rise failed (row 1, or the rate a flood cut from, row 4); it is trusted
-``CEILING_GROWTH`` less each second. The *noise* share is ``RISE_NOISE``, or the share
-tolerated (``NOISE_SHARE`` once any 429 was tolerated as noise). 429s tolerated as noise do not
-break a quiet spell.
+1% less each second. The *noise* share is ``NOISE_SHARE``, or the share shown not to fall
+when slowing down. 429s tolerated as noise do not break a quiet spell.
 
 ``PacingModel`` is fed by a limiter (in-process or shared) and is driven in the tests by a
 discrete-event simulator of every limiter kind (tests/pacing_sim.py). The pause rules (what a
@@ -221,12 +220,19 @@ class _At429:
     drained: float
     now: float
     pause: float  # what the server asked for
-    free: bool  # a pause too short to slow down for (under CHEAP_PAUSE)
+    free: bool  # a pause too short to slow down for (see ``_free``)
     start: float  # when the job started
     throttled: int  # among the attempts of the last WINDOW up to this one (at least this one)
     answered: int
     share: float
     gap: float  # seconds since the last decision
+
+
+def _free(pause: float) -> bool:
+    """A pause too short to slow down for: it costs only itself. (Under 0.1 s: a server asks
+    for none, ``Retry-After: 0``, or for whole seconds; a tenth tells them apart with room
+    for a server that asks for a few hundred milliseconds.)"""
+    return pause < 0.1
 
 
 _Rule = Callable[["PacingModel", _At429], "bool | None"]
@@ -239,41 +245,31 @@ class PacingModel:
     started) and read ``rate_at(now)``. See the module docstring for the reasoning.
     """
 
+    # Each changes an outcome in the simulator at half or double its value: the table is in
+    # docs/pacing.md, by tests/pacing_sensitivity.py.
     HOLD = 0.97  # fraction of the estimate to hold at: a little room for jitter and alignment
     QUIET = 2.0  # seconds without a 429 before the rate rises
     RECOVER_STEP = 0.5  # seconds between rises toward a rate that ran quietly before
     PROBE_INTERVAL = 6.0  # quiet seconds between rises beyond any rate known to run quietly
-    PROBE_FIRST = 0.02  # the first such rise; doubles each PROBE_INTERVAL
-    RISE_NOISE = 0.02  # a share of 429s since a rise above this failed it...
-    RISE_STRAYS = 2  # ...once there are more of them than this
-    RISE_WINDOW = 1.0  # seconds after a rise in which its 429s are the rise's
-    BISECT_GAP = 0.02  # bisect down to this gap between the quiet rate and the failed one
+    PROBE_FIRST = 0.02  # the first such rise, and the first climb of a search; each doubles
+    RISE_STRAYS = 2  # 429s after a rise (beyond noise) that are strays, not the rise's
+    BISECT_GAP = 0.02  # a failed rate this close above the rate is close enough: no nearer
     FLOOD_CUT = 0.1  # a flood of free 429s cuts the rate to at least this fraction
-    CEILING_GROWTH = 0.01  # a failed rise's rate is trusted less by this fraction per second
-    PROBE_MIN = 0.003  # a rise smaller than this, below a failed one, is not worth a 429
     QUIET_RUN = 0.15  # seconds a rate must run with no 429 to be taken back to after a rise
     SEARCH_STEP = 0.2  # seconds between two climbs while searching
-    SEARCH_FIRST = 0.05  # first climb while searching; doubles each step, at most x2
     SEARCH_SPAN = 4  # climbs that would cover the whole way from the floor to the draining pace
-    NOISE_SHARE = 0.03  # a share of 429s at or below this, with no real pause, is tolerated
-    NOISE_MAX = 0.10  # a share of 429s above this is never taken for noise
-    STEP_DOWN = 0.9  # after a pace that ran STEP_AFTER seconds drained the server
-    STEP_AFTER = 1.0
-    FULL_STAY = 30.0  # seconds at full pace after adapting did worse than pausing alone
-    PAUSE_ONLY_MARGIN = 1.1  # adapting must beat pausing alone by this much to be kept
-    BLIND_STEP = 0.9  # with no reading at all, try this much slower (and check it helped)
-    CHEAP_PAUSE = 0.1  # seconds: a pause this short costs too little to slow down for
-    SATURATED_SHARE = 0.25  # above this share of 429s the accepted throughput is the rate
-    WINDOW = 1.0  # seconds of recent attempts read for shares and throughput
+    NOISE_SHARE = 0.03  # a share of free 429s that is noise (beyond it, a rise failed)
+    STEP_DOWN = 0.9  # after a pace that ran a WINDOW drained the server; or blind, on trial
+    SATURATED_SHARE = 0.25  # from this share of 429s on, a real limit: accepted/s is its rate
+    WINDOW = 1.0  # seconds of recent attempts read for shares and throughput (and for a rise)
     CURE_EVIDENCE = 50  # answered attempts in a window needed to compare shares of 429s
     MIN_EVIDENCE = 20  # answered attempts needed before the first reading
-    MIN_SPAN = 0.1  # seconds of a job needed before the first reading
-    MIN_FIT_SPAN = 0.1  # seconds since the restart needed for a bucket fit
+    MIN_SPAN = 0.1  # seconds of a job (or since a restart, for a bucket fit) before a reading
     DECISION_GAP = 0.25  # seconds between two decisions (429s without pauses come in floods)
-    FLOOD_SHARE = 0.5  # a share of 429s this high, with no pause, halves the rate at once
-    FLOOD_GAP = 0.015  # seconds between two such halvings
-    GOOD_MEMORY = 60.0  # seconds a rate that ran quietly is remembered for recovery
-    LOG_SPAN = 30.0  # seconds of attempts kept
+    FLOOD_SHARE = 0.5  # a share of 429s this high, with no pause, cuts the rate at once
+    FLOOD_GAP = 0.015  # seconds between two such cuts
+    LOG_SPAN = 30.0  # seconds of attempts kept; all the model remembers (a quiet rate, a
+    # ceiling) it forgets after this, and it pauses alone this long when that did better
 
     def __init__(self, max_rate: float, min_rate: float = 0.5, *, adaptive: bool = True) -> None:
         self.max_rate = max_rate
@@ -305,7 +301,6 @@ class PacingModel:
         self._below: float | None = None  # the rate before the last rise, if it ran quietly
         self._rise_at = math.inf  # when that rise happened
         self._ceiling: tuple[float, float] | None = None  # (a rise that failed, when)
-        self._noise_seen = False  # some 429s were tolerated as noise
         self._full_rate = 0.0  # throughput of the last cycle at full pace, pause included
         self._pause_only_until = -math.inf  # until then, 429s only pause (adapting did worse)
         self._started: float | None = None
@@ -357,7 +352,7 @@ class PacingModel:
         if decided:
             self._last_decision = now
             self._resume = end
-        if pause < self.CHEAP_PAUSE and (
+        if _free(pause) and (
             (decided and self.last_change.reason is Reason.TOLERATED and self.last_change.at == now)
             or (not decided and noise_lately)
         ):
@@ -408,7 +403,7 @@ class PacingModel:
         steps = int((now - self._search_start) / self.SEARCH_STEP)
         if steps > self._step:
             self._step = steps
-            factor = search_factor(steps, self._search_stride, self.SEARCH_FIRST)
+            factor = search_factor(steps, self._search_stride, self.PROBE_FIRST)
             self._set(
                 now,
                 min(self.max_rate, self._search_from * factor),
@@ -423,11 +418,11 @@ class PacingModel:
         if quiet < self.QUIET:
             return
         if now - max(self._quiet_since, self._rate_since) >= self.QUIET and (
-            self._good is None or self.rate >= self._good or now - self._good_at >= self.GOOD_MEMORY
+            self._good is None or self.rate >= self._good or now - self._good_at >= self.LOG_SPAN
         ):
             self._good, self._good_at = self.rate, now  # this rate ran quietly
         good = self._good
-        if good is not None and self.rate < good and now - self._good_at < self.GOOD_MEMORY:
+        if good is not None and self.rate < good and now - self._good_at < self.LOG_SPAN:
             self._recover(now, quiet, good)
         else:
             self._probe(now, quiet)
@@ -465,11 +460,13 @@ class PacingModel:
         if self._ceiling is not None:
             # A rise to the ceiling drew 429s: halve the gap instead. The ceiling rises with
             # time (a limit may go up; and a server that stalls for a moment fails a rise that
-            # was fine), so the probes go on, ever more slowly.
+            # was fine), so the probes go on, ever more slowly: by 1% a second, which leaves it
+            # a third higher before LOG_SPAN forgets it (the simulator shows no outcome move
+            # between 0.5% and 2%).
             failed, at = self._ceiling
-            ceiling = failed * (1.0 + self.CEILING_GROWTH * (now - at))
+            ceiling = failed * (1.0 + 0.01 * (now - at))
             new = min(new, math.sqrt(self.rate * ceiling))
-            if new < self.rate * (1.0 + self.PROBE_MIN):
+            if new < self.rate * (1.0 + self.BISECT_GAP):
                 return  # as close to the ceiling as is worth going for now
         self.phase = Phase.PROBE
         reason = Reason.RECOVERED if new >= self.max_rate else Reason.QUIET
@@ -488,7 +485,7 @@ class PacingModel:
             drained=drained,
             now=now,
             pause=pause,
-            free=pause < self.CHEAP_PAUSE,
+            free=_free(pause),
             start=start,
             throttled=throttled,
             answered=accepted + throttled,
@@ -511,7 +508,7 @@ class PacingModel:
             at.free
             and below is not None
             and self.rate > below
-            and self._rise_at <= at.drained <= self._rise_at + self.RISE_WINDOW
+            and self._rise_at <= at.drained <= self._rise_at + self.WINDOW
         ):
             return None
         accepted, throttled = window_counts(self._log, self._rise_at, at.drained + 1e-9)
@@ -590,14 +587,14 @@ class PacingModel:
         share of them beyond noise is this limit: a little slower, on trial (if the share of
         429s does not fall, they were noise: ``not-cured``)."""
         ceiling = self._ceiling
-        if not at.free or ceiling is None or at.now - ceiling[1] >= self.GOOD_MEMORY:
+        if not at.free or ceiling is None or at.now - ceiling[1] >= self.LOG_SPAN:
             return None
         accepted, throttled = self._counts_at_this_rate(at.drained)
         answered = accepted + throttled
         if not beyond_noise(throttled, answered, self._noise_share(), self.RISE_STRAYS):
             return None
-        # The ceiling keeps its time: it is forgotten GOOD_MEMORY after the rise that found
-        # it, whatever happened since.
+        # The ceiling keeps its time: it is forgotten LOG_SPAN after the rise that found it,
+        # whatever happened since.
         self._ceiling = (min(self.rate, ceiling[0]), ceiling[1])
         self._hold(cure=(self.rate, throttled / answered, at.now))
         self._set(
@@ -611,9 +608,7 @@ class PacingModel:
     def _tolerate(self, at: _At429) -> bool | None:
         """Rows 10-11: what noise alone explains (free 429s within the noise share, with two
         standard deviations of slack), or a share no higher than one slowing did not cure."""
-        noise = max(self.NOISE_SHARE, self._tolerated_share)
-        if at.free and at.throttled <= noise_allowance(at.answered, noise):
-            self._noise_seen = True
+        if at.free and at.throttled <= noise_allowance(at.answered, self._noise_share()):
             self._note(at.now, Reason.TOLERATED, f"{at.share:.1%} of 429s with no pause")
             return True
         if self._tolerated_share and at.share <= 1.5 * self._tolerated_share:
@@ -652,7 +647,7 @@ class PacingModel:
             # Nothing to read, and more 429s than noise: try slower, and check it helped.
             self._hold(cure=(pace, at.share, at.now) if testable else None)
             evidence = f"{at.share:.1%} of 429s, no pause"
-            self._set(at.now, pace * self.BLIND_STEP, Reason.BLIND, evidence)
+            self._set(at.now, pace * self.STEP_DOWN, Reason.BLIND, evidence)
         else:
             # Every reading says the server took what we sent: the pause is what paces us.
             evidence = f"{at.share:.1%} of 429s; the server accepted the pace"
@@ -693,7 +688,7 @@ class PacingModel:
         floor = self._floor(at)
         if floor is not None:
             readings.append(floor)
-        if not at.free and drained - self._rate_since >= self.STEP_AFTER:
+        if not at.free and drained - self._rate_since >= self.WINDOW:
             # The pace ran a while before this 429: the limit is a little below it, whatever
             # the floors say (a window's edge, a bucket slowly drained).
             evidence = f"{pace:.4g}/s ran {drained - self._rate_since:.1f} s before a 429"
@@ -730,7 +725,8 @@ class PacingModel:
         """Rows 12-13: at full pace, note what pausing alone gets from this server (the bar to
         beat). Adapting that got no more between two 429s (a window's limit comes back whole
         after each pause; adapting only spreads it, and loses at the job's end) goes back to
-        pausing alone for FULL_STAY seconds."""
+        pausing alone for LOG_SPAN seconds. "No more" is within 10%, the most adapting may cost
+        over pausing alone (the bar tests/test_pacing.py holds it to)."""
         if self.phase is Phase.FULL:
             since = max(self._resume, at.start)
             seconds = max(at.drained - since + at.pause, 1e-3)
@@ -739,11 +735,11 @@ class PacingModel:
                 self._note(at.now, Reason.PAUSE_ONLY, "pausing alone did better here")
                 return True
             return False
-        if floor is None or floor.rate >= self.PAUSE_ONLY_MARGIN * self._full_rate:
+        if floor is None or floor.rate >= 1.1 * self._full_rate:
             return False
         self._cure = None
         self.phase = Phase.FULL
-        self._pause_only_until = at.now + self.FULL_STAY
+        self._pause_only_until = at.now + self.LOG_SPAN
         self._set(
             at.now,
             self.max_rate,
@@ -759,7 +755,7 @@ class PacingModel:
         if self._burst is None:
             return None
         origin = self._last_drain if self._last_drain is not None else self._started
-        if origin is None or drained - max(origin, self._resume) < self.MIN_FIT_SPAN:
+        if origin is None or drained - max(origin, self._resume) < self.MIN_SPAN:
             return None
         sent = [
             t.sent for t in self._log if origin <= t.sent < drained and t.state is Outcome.ACCEPTED
@@ -793,7 +789,7 @@ class PacingModel:
         if accepted + throttled < self.CURE_EVIDENCE:
             return False
         share = throttled / (accepted + throttled)
-        if self.rate >= before_rate or not not_cured(before_share, share, self.NOISE_MAX):
+        if self.rate >= before_rate or not not_cured(before_share, share, self.SATURATED_SHARE):
             return False
         self._tolerated_share = max(self._tolerated_share, share)
         self.phase = Phase.HOLD
@@ -810,15 +806,11 @@ class PacingModel:
         return counts_at_this_rate(self._log, drained, self.WINDOW, self._rate_since)
 
     def _noise_share(self) -> float:
-        """The share of 429s that noise explains: RISE_NOISE, or the share of random 429s
-        already tolerated (or NOISE_SHARE once any was). Random 429s on top of a real limit
-        must not be read as that limit (they would drag the rate down step by step); a step
-        down they cause is put on trial and undone (``not-cured``), and their share is
-        tolerated from then on."""
-        noise = max(self.RISE_NOISE, self._tolerated_share)
-        if self._noise_seen:
-            noise = max(noise, self.NOISE_SHARE)
-        return noise
+        """The share of 429s that noise explains: NOISE_SHARE, or the share of random 429s
+        shown not to fall when slowing down. Random 429s on top of a real limit must not be
+        read as that limit (they would drag the rate down step by step); a step down they cause
+        is put on trial and undone (``not-cured``), and their share is tolerated from then on."""
+        return max(self.NOISE_SHARE, self._tolerated_share)
 
     def _hold(self, cure: tuple[float, float, float] | None) -> None:
         """Into HOLD, with a step down on trial (or none)."""

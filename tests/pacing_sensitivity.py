@@ -31,9 +31,7 @@ SHARE_STEP = 0.001  # of the attempts
 
 def constants() -> list[str]:
     """The model's class constants, in the order of the class."""
-    return [
-        name for name, value in vars(PacingModel).items() if name.isupper() and not callable(value)
-    ]
+    return [name for name, value in vars(PacingModel).items() if name.isupper() and name[0] != "_"]
 
 
 def varied(name: str, scale: float) -> float:
