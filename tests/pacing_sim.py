@@ -159,6 +159,27 @@ class RandomThrottle(ServerLimit):
         return True, None
 
 
+class WithNoise(ServerLimit):
+    """``limit``, and a share ``p`` of the requests it accepts answered 429 at random
+    (Retry-After 0) instead: random 429s on top of a real limit."""
+
+    def __init__(self, limit: ServerLimit, p: float, seed: int = 7) -> None:
+        self.limit, self.noise = limit, RandomThrottle(p, 0.0, seed)
+        self.hold = limit.hold
+
+    def decide(self, now: float) -> tuple[bool, float | None]:
+        ok, retry_after = self.limit.decide(now)
+        if not ok:
+            return ok, retry_after
+        ok, retry_after = self.noise.decide(now)
+        if not ok:
+            self.limit.release()
+        return ok, retry_after
+
+    def release(self) -> None:
+        self.limit.release()
+
+
 # --- the client ------------------------------------------------------------------------------
 
 
@@ -399,3 +420,36 @@ if __name__ == "__main__":  # pragma: no cover - a table for people
 RANDOM_WITH_PAUSE = Scenario(
     "random_pause", lambda s: RandomThrottle(0.01, 0.2, seed=s), 200, 1000, 5.0, 9.9, 1.0
 )
+
+#: Beyond the goals, so that the traces (tests/test_pacing_trace.py) reach every phase and reason:
+#: a limit that goes away (``recovered``), one that drops under 429s with no pause
+#: (``saturated``), and random 429s behind a cap (``not-cured``). Their goals are not goals.
+EXTRA_SCENARIOS = [
+    Scenario(
+        "limit_lifted",
+        lambda s: TokenBucket(100, 10, 0.0, schedule=[(0.0, 100.0), (3.0, 10000.0)]),
+        300,
+        3000,
+        3000 / 300,
+        9.9,
+        1.0,
+    ),
+    Scenario(
+        "drop_no_pause",
+        lambda s: TokenBucket(100, 10, 0.0, schedule=[(0.0, 100.0), (5.0, 20.0)]),
+        1000,
+        1000,
+        TokenBucket(100, 10, schedule=[(0.0, 100.0), (5.0, 20.0)]).ideal(1000),
+        9.9,
+        1.0,
+    ),
+    Scenario(
+        "noisy_in_flight",
+        lambda s: WithNoise(InFlightCap(6, 0.040), 0.03, seed=s),
+        1000,
+        1500,
+        1500 / 147.0,
+        9.9,
+        1.0,
+    ),
+]
