@@ -282,7 +282,6 @@ class PacingModel:
         self._log: deque[Ticket] = deque()
         self._resume = -math.inf  # when the last pause ended (the server refilled during it)
         self._pause_end = -math.inf
-        self._pause_len = 0.0
         self._last_drain: float | None = None  # send time of the last 429 that was read
         self._burst: float | None = None  # accepted from a full start to the first 429
         self._first_span = 0.0  # how long that took
@@ -337,9 +336,7 @@ class PacingModel:
             return
         self._throttled_sent = max(self._throttled_sent, ticket.sent)
         end = now + pause
-        if end > self._pause_end:
-            self._pause_end = end
-            self._pause_len = pause
+        self._pause_end = max(self._pause_end, end)
         if not self.adaptive:
             return
         quiet_since = self._quiet_since
