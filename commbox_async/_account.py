@@ -30,7 +30,13 @@ import backoff
 from yarl import URL
 
 from ._config import Retries
-from ._errors import ClientClosedError, CommboxDecodeError, CommboxError, RateLimitError
+from ._errors import (
+    ClientClosedError,
+    CommboxDecodeError,
+    CommboxError,
+    CommboxTimeoutError,
+    RateLimitError,
+)
 from ._models import UserObjectsPage
 from ._pacing import Outcome
 from ._protocol import parse_response, request_url
@@ -133,6 +139,7 @@ class Account:
         limiter = self.limiter
         if limiter is None or self._transport.closed:
             raise ClientClosedError("this AsyncCommbox is closed")
+        _check_pause(limiter.pause_remaining(), call)
         ticket = await limiter.acquire()
         call.attempts += 1
         stats = self.stats
@@ -203,6 +210,20 @@ class Account:
 
     def _on_backoff(self, details: Any) -> None:
         self.stats.retries += 1
+
+
+def _check_pause(pause: float, call: CallState) -> None:
+    """A call may not wait out a pause that outlasts its deadline: it fails at once, as a
+    timeout that no retry can cure (a page view with ``deadline=3`` during a 20 s pause)."""
+    if pause <= 0.0 or call.deadline - time.monotonic() > pause:
+        return
+    error = CommboxTimeoutError(
+        f"the client is paused for {pause:.1f} s more (the server asked to wait), "
+        "past this call's deadline"
+    )
+    error.reason = "paused past the deadline"
+    error.retryable = False
+    raise error
 
 
 def _reason(exc: CommboxError) -> str:

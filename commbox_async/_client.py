@@ -116,6 +116,8 @@ class AsyncCommbox:
     ``base_url`` may carry a path prefix (``https://gateway.example.com/commbox``, for an API
     gateway); plain ``http`` is refused off loopback unless ``allow_insecure_http=True`` (a
     fake server in another container), which logs a warning when the client opens.
+    ``default_headers`` are sent with every request (a tenant or tracing header); they may
+    not set ``Authorization``, which comes from the token.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class AsyncCommbox:
         rng: random.Random | None = None,
         cache: Cache | None = None,
         share_calls: bool = True,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         token = token if token is not None else os.environ.get("COMMBOX_TOKEN")
         if token is None:
@@ -165,7 +168,9 @@ class AsyncCommbox:
         self._account = Account(
             self._transport,
             base_url=self._base_url,
-            headers=build_headers(token, user_agent or f"commbox-async/{__version__}"),
+            headers=build_headers(
+                token, user_agent or f"commbox-async/{__version__}", default_headers
+            ),
             retries=self._retries,
             rng=rng or random.Random(),
         )
@@ -263,7 +268,10 @@ class AsyncCommbox:
 
     def _check_open(self) -> None:
         if self._state is ClientState.NEW:
-            raise ClientClosedError("use the client inside 'async with AsyncCommbox(...)'")
+            raise ClientClosedError(
+                "this AsyncCommbox is not open: use it inside 'async with AsyncCommbox(...)', "
+                "or call 'await commbox.open()' first"
+            )
         if self._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed")
 
@@ -359,6 +367,7 @@ class AsyncCommbox:
         dedupe: bool = False,
         on_progress: Callable[[FanOutProgress], None] | None = None,
         deadline: float | None = None,
+        unreachable_after: int | None = 8,
         **filters: Unpack[Filters],
     ) -> AsyncGenerator[FetchResult, None]:
         """Fetch one page for each identity, yielding results as they complete.
@@ -367,12 +376,17 @@ class AsyncCommbox:
         by ``concurrency`` (at most twice that many results exist), not by the number of ids.
         Every id yields exactly one ``FetchResult``; a failure is a value in ``result.error``,
         never an exception that ends the loop. After a 401 (the token is refused) the ids not
-        yet sent get the same ``AuthenticationError`` without a request. ``dedupe=True``
-        fetches a repeated id once (and
-        remembers every id seen). Leaving the loop early, or cancelling it, stops the workers
-        and releases their connections; use ``contextlib.aclosing`` to make that happen at the
-        ``break``. Arguments are checked here, when it is called, before any request.
+        yet sent get the same ``AuthenticationError`` without a request. Likewise, when
+        ``unreachable_after`` calls in a row could not connect at all (refused, a name that
+        does not resolve, TLS, a connect timeout) before the server answered anything, the
+        ids not yet sent get that error without a request (``None``: never stop).
+        ``dedupe=True`` fetches a repeated id once (and remembers every id seen). Leaving the
+        loop early, or cancelling it, stops the workers and releases their connections; use
+        ``contextlib.aclosing`` to make that happen at the ``break``. Arguments are checked
+        here, when it is called, before any request.
         """
+        if unreachable_after is not None:
+            check_int("unreachable_after", unreachable_after, low=1)
         return self._fetch_many(
             identity_ids,
             concurrency=concurrency,
@@ -381,6 +395,7 @@ class AsyncCommbox:
             deadline=deadline,
             shared=False,
             filters=filters,
+            unreachable_after=unreachable_after,
         )
 
     def _fetch_many(
@@ -393,6 +408,7 @@ class AsyncCommbox:
         deadline: float | None,
         shared: bool,
         filters: Mapping[str, Any],
+        unreachable_after: int | None = None,
     ) -> AsyncGenerator[FetchResult, None]:
         query_string = _encode(Query.from_filters(filters))
         limit = check_seconds("deadline", deadline, self._retries.max_time)
@@ -407,7 +423,9 @@ class AsyncCommbox:
         # A job's fan-out skips the cache and the shared calls: its ids are distinct.
         method = self._shared.get if shared else self._account.request
         request = functools.partial(method, query_string=query_string, deadline=limit)
-        return self._fan_out(identity_ids, request, concurrency, dedupe, on_progress)
+        return self._fan_out(
+            identity_ids, request, concurrency, dedupe, on_progress, unreachable_after
+        )
 
     def _fan_out(
         self,
@@ -416,6 +434,7 @@ class AsyncCommbox:
         concurrency: int,
         dedupe: bool = False,
         on_progress: Callable[[FanOutProgress], None] | None = None,
+        unreachable_after: int | None = None,
     ) -> AsyncGenerator[FetchResult, None]:
         """The fan-out engine over any one-identity call (the command line's ``--all-pages``
         reads every page of each), its workers in this client's registry, so that closing
@@ -430,6 +449,7 @@ class AsyncCommbox:
             on_progress=on_progress,
             tasks=self._tasks,
             stopped_from_outside=lambda: self.closed,
+            unreachable_after=unreachable_after,
         )
 
     async def unread_counts(
@@ -438,6 +458,7 @@ class AsyncCommbox:
         *,
         concurrency: int = 32,
         raise_on_error: bool = True,
+        deadline: float | None = None,
         **filters: Unpack[Filters],
     ) -> dict[int, int]:
         """Total unread chat messages per identity.
@@ -446,7 +467,8 @@ class AsyncCommbox:
         counts that did arrive and the errors by identity; otherwise failed identities are left
         out of the dict, so a failure never reads as zero unread. Unlike ``fetch_many`` it goes
         through the client's cache and shares in-flight calls, as ``get_user_objects`` does: a
-        web app asks for the same badges again and again.
+        web app asks for the same badges again and again. ``deadline`` bounds each identity's
+        call in seconds (a page view wants a few, not the default ``retries.max_time``).
         """
         counts: dict[int, int] = {}
         errors: dict[Any, CommboxError] = {}
@@ -455,7 +477,7 @@ class AsyncCommbox:
             concurrency=concurrency,
             dedupe=False,
             on_progress=None,
-            deadline=None,
+            deadline=deadline,
             shared=True,
             filters=filters,
         )

@@ -44,10 +44,26 @@ __all__ = [
 ]
 
 
+#: Headers a request id may come in, most common first.
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-correlation-id", "x-amzn-requestid")
+
+
 class CommboxError(Exception):
-    """Base class of every error this library raises."""
+    """Base class of every error this library raises.
+
+    An error made from a response also carries the response's ``headers`` (without any that
+    could hold a credential) and the first bytes of its ``body``, so that a support ticket can
+    quote the server's ``request_id``.
+    """
 
     retryable: bool = False
+    #: True when no connection could be made at all (refused, name not resolved, TLS, a
+    #: connect timeout): the server was never reached.
+    could_not_connect: bool = False
+    #: The response's headers, or None when the error did not come from a response.
+    headers: dict[str, str] | None = None
+    #: The first bytes of the response's body (b"" when there was none).
+    body: bytes = b""
     kind: str = "error"
     #: Why, in a few words, where the message says more ("connection refused"); for logs.
     reason: str | None = None
@@ -56,6 +72,16 @@ class CommboxError(Exception):
         super().__init__(message)
         self.message = message
         self.identity_id = identity_id
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's id for the request, from the response headers, if it sent one."""
+        if not self.headers:
+            return None
+        for name in REQUEST_ID_HEADERS:
+            if name in self.headers:
+                return self.headers[name]
+        return None
 
     def __str__(self) -> str:
         if self.identity_id is None:

@@ -10,6 +10,7 @@ unless the consumer falls behind (what each saves: benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import logging
 from collections import Counter, deque
@@ -238,6 +239,18 @@ def _refused(ident: int, first: AuthenticationError) -> FetchResult:
     return FetchResult(identity_id=ident, error=error)
 
 
+def _unreachable(ident: int, first: CommboxError, count: int) -> FetchResult:
+    """The result for an id not sent because no call of the fan-out could connect."""
+    error = copy.copy(first)
+    error.message = (
+        f"{first.message} (not sent: {count} identities in a row could not connect, and none "
+        "was answered)"
+    )
+    error.identity_id = ident
+    error.__cause__ = error.__context__ = error.__traceback__ = None
+    return FetchResult(identity_id=ident, error=error)
+
+
 def _failure(raw: Any, exc: Exception) -> FetchResult:
     """The result for an identity whose call raised ``exc``."""
     if isinstance(exc, CommboxError):
@@ -256,7 +269,13 @@ def _failure(raw: Any, exc: Exception) -> FetchResult:
 class _Workers:
     """The workers of one fan-out: each takes a slot, reads an id, calls, posts one result."""
 
-    def __init__(self, source: _IdSource, request: Request, concurrency: int) -> None:
+    def __init__(
+        self,
+        source: _IdSource,
+        request: Request,
+        concurrency: int,
+        unreachable_after: int | None = None,
+    ) -> None:
         self.source = source
         self.request = request
         # A worker takes a slot before it reads an id and the consumer gives it back when it
@@ -270,6 +289,13 @@ class _Workers:
         # ids get the same error without a request (one result per id still); calls already
         # in flight finish as they will.
         self.refused: AuthenticationError | None = None
+        # Until the server answers once, calls that could not connect at all are counted;
+        # after `unreachable_after` of them the rest are not sent (a wrong base URL, a server
+        # down): they get the error at once instead of minutes of retries each.
+        self.unreachable_after = unreachable_after
+        self.answered = False
+        self.unreachable_count = 0
+        self.unreachable: CommboxError | None = None
 
     async def run(self) -> None:
         """One worker: until the ids run out; its end marker is posted however it ends."""
@@ -296,13 +322,27 @@ class _Workers:
             return _failure(raw, exc)
         if self.refused is not None:
             return _refused(ident, self.refused)
+        if self.unreachable is not None:
+            return _unreachable(ident, self.unreachable, self.unreachable_count)
         try:
             page = await self.request(ident)
         except Exception as exc:
-            if self.refused is None and isinstance(exc, AuthenticationError):
-                self.refused = exc
+            self._learn(exc)
             return _failure(ident, exc)
+        self.answered = True
         return FetchResult(identity_id=ident, response=page)
+
+    def _learn(self, exc: Exception) -> None:
+        """What a failed call says of the calls not sent yet: a refused token, no server."""
+        if self.refused is None and isinstance(exc, AuthenticationError):
+            self.refused = exc
+        if not isinstance(exc, CommboxError) or not exc.could_not_connect:
+            self.answered = True  # the server (or something in between) did answer
+            return
+        self.unreachable_count += 1
+        limit = self.unreachable_after
+        if not self.answered and limit is not None and self.unreachable_count >= limit:
+            self.unreachable = self.unreachable or exc
 
 
 async def fan_out(
@@ -314,6 +354,7 @@ async def fan_out(
     on_progress: Callable[[FanOutProgress], None] | None,
     tasks: set[asyncio.Task[None]],
     stopped_from_outside: Callable[[], bool],
+    unreachable_after: int | None = None,
 ) -> AsyncGenerator[FetchResult, None]:
     """Run ``request`` for every id with ``concurrency`` workers; yield results as they come.
 
@@ -326,7 +367,7 @@ async def fan_out(
     source = _IdSource(ids, dedupe)
     total = len(ids) if hasattr(ids, "__len__") else None  # type: ignore[arg-type]
     progress = FanOutProgress(total=total)
-    job = _Workers(source, request, concurrency)
+    job = _Workers(source, request, concurrency, unreachable_after)
     workers = [asyncio.create_task(job.run()) for _ in range(concurrency)]
     tasks.update(workers)
     finished = 0

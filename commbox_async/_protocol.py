@@ -25,13 +25,20 @@ from ._errors import (
     BadRequestError,
     CommboxAPIError,
     CommboxDecodeError,
+    CommboxError,
     InvalidArgumentError,
     NotFoundError,
     NotImplementedByServerError,
     RateLimitError,
     ServerError,
 )
-from ._models import ModelDecodeError, UserObjectsPage, decode_error_body, decode_page
+from ._models import (
+    ModelDecodeError,
+    ObjectStatus,
+    UserObjectsPage,
+    decode_error_body,
+    decode_page,
+)
 from ._validate import INT64_MAX, check_bool, check_int, describe
 
 __all__ = [
@@ -74,6 +81,18 @@ def check_identity_id(value: object, name: str = "identity_id") -> int:
     return int(value)
 
 
+def _status_by_name(value: object) -> object:
+    """A status given by its name ("open", "in_process", any case) as its number; any other
+    value as it is, for the checks of ``Query`` to judge."""
+    if not isinstance(value, str):
+        return value
+    name = value.strip().upper().replace("-", "_")
+    if name in ObjectStatus.__members__:
+        return int(ObjectStatus[name])
+    names = ", ".join(member.lower() for member in ObjectStatus.__members__)
+    raise InvalidArgumentError(f"statuses item {describe(value)} is not a status name ({names})")
+
+
 def _wire(name: str) -> Any:
     """A filter of ``Query``: not sent by default, sent under ``name``."""
     return field(default=None, metadata={"wire": name})
@@ -84,7 +103,8 @@ class Query:
     """The filters of "Get User Objects", with Python names and types, checked on creation.
 
     None means "not sent" (the server's default applies). ``statuses`` is any iterable of
-    ``ObjectStatus`` values or ints, sent as the comma-separated ``status`` list.
+    ``ObjectStatus`` values, ints or status names (``"open"``), sent as the comma-separated
+    ``status`` list.
     """
 
     # The one list of the filters: each field's metadata holds its wire name, and the
@@ -157,6 +177,7 @@ class Query:
                 statuses = tuple(itertools.islice(statuses, MAX_STATUSES + 1))
                 if len(statuses) > MAX_STATUSES:
                     raise InvalidArgumentError(f"statuses has more than {MAX_STATUSES} items")
+                statuses = tuple(_status_by_name(value) for value in statuses)
             values["statuses"] = statuses
         return cls(**values)
 
@@ -249,13 +270,37 @@ class _Secret(str):
         return "'<redacted>'"
 
 
-def build_headers(token: str, user_agent: str) -> dict[str, str]:
-    """Headers of every request; the token lives here and nowhere else."""
-    return {
-        "Authorization": _Secret(f"Bearer {token}"),
-        "Accept": "application/json",
-        "User-Agent": user_agent,
-    }
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+def build_headers(
+    token: str, user_agent: str, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Headers of every request; the token lives here and nowhere else. ``extra`` (the
+    client's ``default_headers``) adds or replaces any header but ``Authorization``."""
+    if extra is not None and not isinstance(extra, Mapping):
+        raise InvalidArgumentError("default_headers must be a mapping of header names to str")
+    headers = {"Accept": "application/json", "User-Agent": user_agent}
+    for name, value in (extra or {}).items():
+        headers[_check_header(name, value)] = value
+    headers["Authorization"] = _Secret(f"Bearer {token}")
+    return headers
+
+
+def _check_header(name: object, value: object) -> str:
+    """A header a caller adds: a valid name, a value with no line break, never the token's."""
+    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        raise InvalidArgumentError(f"default_headers: {describe(name)} is not a header name")
+    if name.lower() in ("authorization", "proxy-authorization"):
+        raise InvalidArgumentError(
+            f"default_headers: {name} is set from token=; pass the token there"
+        )
+    if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+        raise InvalidArgumentError(
+            f"default_headers: the value of {name} must be a str without line breaks"
+        )
+    return name
 
 
 def _is_loopback(host: str) -> bool:
@@ -421,13 +466,42 @@ def api_error(
     )
 
 
+#: Response headers never kept on an error: they may hold a credential.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+#: How much of a response's body an error keeps.
+BODY_HEAD = 1024
+
+
+def with_response(error: CommboxError, headers: Mapping[str, str], body: bytes) -> CommboxError:
+    """``error`` with the response's headers (lower-cased, credentials left out) and the first
+    ``BODY_HEAD`` bytes of its body, for logs and support tickets."""
+    error.headers = {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower() not in _SECRET_HEADERS
+    }
+    error.body = bytes(body[:BODY_HEAD])
+    return error
+
+
 def parse_response(
     status: int,
     headers: Mapping[str, str],
     body: bytes,
     identity_id: int | None = None,
 ) -> UserObjectsPage:
-    """Turn one HTTP response into a page, or raise the specific ``CommboxError``."""
+    """Turn one HTTP response into a page, or raise the specific ``CommboxError`` (which
+    carries the response's headers and the first bytes of its body)."""
+    try:
+        return _parse(status, headers, body, identity_id)
+    except CommboxError as error:
+        with_response(error, headers, body)
+        raise
+
+
+def _parse(
+    status: int, headers: Mapping[str, str], body: bytes, identity_id: int | None
+) -> UserObjectsPage:
     if status != 200:
         raise api_error(status, headers, body, identity_id)
     try:

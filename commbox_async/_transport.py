@@ -207,9 +207,11 @@ def translate(exc: BaseException, url: URL | None = None) -> CommboxError:
         # A firewall that drops packets: name the host, as a refused connection does.
         timed_out = CommboxTimeoutError(f"timed out connecting to {url.host}:{url.port}")
         timed_out.reason = "connection timed out"
+        timed_out.could_not_connect = True
         return timed_out
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return CommboxTimeoutError(f"timed out: {type(exc).__name__}")
+        where = f" waiting for {url.host}:{url.port}" if url is not None else ""
+        return CommboxTimeoutError(f"timed out{where}: {type(exc).__name__}")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return CommboxConnectionError("the response body was cut short or malformed")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -218,6 +220,7 @@ def translate(exc: BaseException, url: URL | None = None) -> CommboxError:
         reason = _connect_reason(exc)
         error = CommboxConnectionError(f"cannot connect to {exc.host}:{exc.port}: {reason}")
         error.reason = reason
+        error.could_not_connect = True
         return error
     if isinstance(exc, aiohttp.ClientResponseError):
         # A response aiohttp could not parse (bad status line, bad headers).
