@@ -116,10 +116,11 @@ class JobReport:
             self.failed += 1
             kind = result.error.kind
             self.failed_kinds[kind] = self.failed_kinds.get(kind, 0) + 1
+            ident = result.identity_id  # an int: the command line checks its input
             if len(self._failed_heap) < MAX_FAILED_IDS:
-                heapq.heappush(self._failed_heap, -result.identity_id)
-            elif -result.identity_id > self._failed_heap[0]:
-                heapq.heapreplace(self._failed_heap, -result.identity_id)
+                heapq.heappush(self._failed_heap, -ident)
+            elif -ident > self._failed_heap[0]:
+                heapq.heapreplace(self._failed_heap, -ident)
         elif result.response is not None:
             self.ok += 1
             self.conversations += len(result.response.data)

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from .._client import AsyncCommbox
 from .._errors import ClientClosedError
 from .._pacing import RateChange
+from .._throttle import Limiter
 
 __all__ = [
     "Pacing",
+    "pacing_of",
     "pause_text",
     "per_second",
     "read_pacing",
@@ -66,6 +68,11 @@ def read_pacing(client: AsyncCommbox, ceiling: float) -> Pacing | None:
         limiter = client.limiter
     except ClientClosedError:
         return None
+    return pacing_of(limiter, ceiling)
+
+
+def pacing_of(limiter: Limiter, ceiling: float) -> Pacing:
+    """The pacing of a limiter; what it does not count is None."""
     pauses = getattr(limiter, "pauses", None)
     paused = getattr(limiter, "paused", None)
     # The in-process limiter's model keeps its recent changes; another limiter may not.
