@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from cli_process import start_cli
 
+from commbox_async._stats import ClientStats
 from commbox_async.cli._input import parse_identity
 from commbox_async.cli._output import JobReport, summary_rows
 from commbox_async.testing import FakeCommbox
@@ -275,6 +276,12 @@ async def test_one_conversation_is_singular() -> None:
         )
         assert code == 0, err
         assert "the page is full (1 conversation), there may be more" in err
+
+
+def test_one_retry_is_singular() -> None:
+    """The summary's requests row says "1 retry", not "1 retries"."""
+    report = JobReport(stats=ClientStats(requests=2, retries=1).snapshot())
+    assert dict(summary_rows(report))["requests"] == "2 (1 retry, 0 answered 429)"
 
 
 @pytest.mark.parametrize(

@@ -166,7 +166,8 @@ def summary_rows(report: JobReport) -> list[tuple[str, str]]:
         rows.append(
             (
                 "requests",
-                f"{stats.requests:,} ({stats.retries:,} retries, {stats.throttled:,} answered 429)",
+                f"{stats.requests:,} ({_count(stats.retries, 'retry', 'retries')}, "
+                f"{stats.throttled:,} answered 429)",
             )
         )
     rows += pacing_rows(report.pacing)

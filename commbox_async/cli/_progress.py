@@ -217,7 +217,8 @@ class JobView:
         parts = [f"{self._label}: {done} done", f"{self._failed:,} failed"]
         parts.append(f"{per_second(self._done / elapsed)} identities/s")
         if stats is not None:
-            parts.append(f"{stats.retries:,} retries, {stats.throttled:,} answered 429")
+            retries = f"{stats.retries:,} retr{'y' if stats.retries == 1 else 'ies'}"
+            parts.append(f"{retries}, {stats.throttled:,} answered 429")
         line = ", ".join(parts)
         status = status_text(pacing)
         return f"{line}; {status}" if status else line
