@@ -113,6 +113,21 @@ async def test_a_refused_flag_token_says_check_the_flag(fake: FakeCommbox, comma
     assert code == 2 and "check COMMBOX_TOKEN" in err
 
 
+async def test_the_summary_json_says_why_a_job_stopped(fake: FakeCommbox, tmp_path: Path) -> None:
+    """A job stopped by a refused token still writes --summary-json: outcome "error" and the
+    message, never the token."""
+    summary = tmp_path / "summary.json"
+    code, _, err = await _cli(
+        "fetch", "-", "--base-url", fake.url, "--summary-json", str(summary),
+        env=_env(COMMBOX_TOKEN="wrong-token-z"), stdin=b"1\n2\n",
+    )  # fmt: skip
+    assert code == 2, err
+    report = json.loads(summary.read_text())
+    assert report["outcome"] == "error"
+    assert report["error"].startswith("the server refused the token")
+    assert "wrong-token-z" not in summary.read_text()
+
+
 # --- a timeout names the host and the flag ----------------------------------------------------
 
 
