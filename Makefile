@@ -25,7 +25,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory docs
 
-$(DOCS_STAMP): $(STAMP)
+# The docs site needs mkdocs and its plugins only: not the dev and bench groups (matplotlib,
+# fastapi...). mkdocstrings reads the docstrings from the source (mkdocs.yml: paths: [.]),
+# so the package itself is not installed either.
+$(DOCS_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --group docs
 	touch $(DOCS_STAMP)
 

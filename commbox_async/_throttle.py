@@ -117,6 +117,13 @@ class LocalLimiter:
         self._waited_pause = 0.0
         self._logged_change = self.model.last_change
         self._logged_rate = rate_limit.max_rate
+        # The pauses, for a caller to show (the command line's summary): how many began, the
+        # wall-clock seconds of those that ended, and the one in progress (or the last one).
+        self._pauses = 0
+        self._paused_before = 0.0
+        self._pause_from = 0.0
+        self._pause_to = 0.0
+        self._pause_asked: float | None = None
 
     @property
     def current_rate(self) -> float:
@@ -136,6 +143,24 @@ class LocalLimiter:
     def pause_remaining(self) -> float:
         """Seconds until the whole-client pause ends (0 when not paused)."""
         return self.model.pause_remaining(self._clock())
+
+    @property
+    def pauses(self) -> int:
+        """Whole-client pauses begun so far (a 429 during a pause extends it: not one more)."""
+        return self._pauses
+
+    @property
+    def paused(self) -> float:
+        """Wall-clock seconds the client has spent paused so far (not task-seconds: one pause
+        of 120 s is 120 s, however many tasks waited it out)."""
+        current = max(0.0, min(self._clock(), self._pause_to) - self._pause_from)
+        return self._paused_before + current
+
+    @property
+    def pause_asked(self) -> float | None:
+        """The Retry-After, in seconds, that the server sent with the 429 that set the end of
+        the current (or last) pause; None when it sent none (the default pause applied)."""
+        return self._pause_asked
 
     def _make_limiter(self, rate: float) -> AsyncLimiter:
         # A burst only where it is small against the rate: the slack below costs a slot.
@@ -205,10 +230,25 @@ class LocalLimiter:
             policy = self.pause_policy
             pause = policy.pause_for(retry_after, self._rng)
             asked = policy.asked(retry_after)
-            self.model.on_answer(ticket, self._clock(), outcome, pause=pause, asked=asked)
+            now = self._clock()
+            was_paused = self.model.pause_remaining(now) > 0
+            self.model.on_answer(ticket, now, outcome, pause=pause, asked=asked)
+            self._count_pause(now, was_paused, retry_after)
             self._note_change()
         else:
             self.model.on_answer(ticket, self._clock(), outcome)
+
+    def _count_pause(self, now: float, was_paused: bool, retry_after: float | None) -> None:
+        """Count a pause that a 429 began, or follow one that it extended."""
+        end = now + self.model.pause_remaining(now)
+        if end <= max(now, self._pause_to):
+            return  # no pause (Retry-After: 0), or within the one in progress
+        if not was_paused:
+            self._paused_before += max(0.0, self._pause_to - self._pause_from)
+            self._pauses += 1
+            self._pause_from = now
+        self._pause_to = end
+        self._pause_asked = retry_after
 
     def _note_change(self) -> None:
         change = self.model.last_change

@@ -4,8 +4,9 @@
 
 Every ``interval`` seconds the bot pages through the identity's open conversations (one client,
 kept open for the life of the bot) and reacts to each conversation whose unread count went up
-since the last look; here, reacting is printing a line. Transient failures are retried inside
-the client; an error that outlasts the retries is logged and the bot tries again next time.
+since the last look; here, reacting is printing a line. It remembers the open conversations
+only, so its memory stays bounded. Transient failures are retried inside the client; an error
+that outlasts the retries is logged and the bot tries again next time.
 ``--rounds`` stops it after that many looks (Ctrl-C stops it too).
 """
 
@@ -21,19 +22,29 @@ from commbox_async import AsyncCommbox, CommboxError, ObjectStatus
 
 
 async def look(commbox: AsyncCommbox, identity_id: int, seen: dict[int, int]) -> int:
-    """One look at the identity; returns how many conversations the bot reacted to."""
+    """One look at the identity; returns how many conversations the bot reacted to.
+
+    ``seen`` holds the last unread count of each open conversation. After a whole look it
+    holds only the conversations that are still open (one closed or gone is forgotten), so it
+    never grows beyond the identity's open conversations, however long the bot runs.
+    """
     reacted = 0
+    still_open: set[int] = set()
     async for conversation in commbox.iter_user_objects(
         identity_id, statuses=[ObjectStatus.OPEN], include_childs=False
     ):
         if conversation.object_id is None:
             continue
+        still_open.add(conversation.object_id)
         unread = conversation.unread_messages
         before = seen.get(conversation.object_id, 0)
         seen[conversation.object_id] = unread
         if unread > before:
             reacted += 1
             print(f"conversation {conversation.object_id}: {unread - before} new unread message(s)")
+    # Only after a whole look: a look that failed half-way saw only some of them.
+    for gone in seen.keys() - still_open:
+        del seen[gone]
     return reacted
 
 

@@ -13,6 +13,10 @@ request each. For the live page the app runs ONE ``watch`` over the identities i
 every open browser gets the changes from it as server-sent events: a thousand open tabs cost
 no more CommBox requests than one. A failed identity is reported as unavailable, never shown
 as zero unread.
+
+A page view waits for CommBox at most ``PAGE_DEADLINE`` seconds, retries and pauses included
+(the library's default, 300 s, is a batch job's): past it a badge is listed as unavailable
+(the page shows "?") and the inbox answers 503 with a Retry-After when the server gave one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import html
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,13 +37,20 @@ from commbox_async import (
     AsyncCommbox,
     Cache,
     CommboxError,
+    CommboxTimeoutError,
     InvalidArgumentError,
     NotFoundError,
     PollFailed,
+    RateLimitError,
+    Retries,
 )
 
 COMMBOX = web.AppKey("commbox", AsyncCommbox)
 MAX_IDS = 100
+#: Seconds a page view waits for CommBox, retries and pauses included. Without it a call may
+#: take the library's default of 300 s: retries while CommBox is down, a 429's whole pause.
+PAGE_DEADLINE = 3.0
+DEADLINE = web.AppKey("deadline", float)
 #: Not the fake server's default port (``commbox-async mock`` listens on 8765).
 DEFAULT_PORT = 8090
 
@@ -90,6 +102,8 @@ async def badges(request: web.Request) -> web.Response:
     """GET /badges?ids=1,2,3 -> total unread chat messages per identity."""
     ids = _ids(request.query.get("ids", ""))
     commbox = request.app[COMMBOX]
+    # Bounded by the client's Retries(max_time=deadline): an identity that takes longer is
+    # left out of the counts and listed as unavailable.
     counts = await commbox.unread_counts(ids, raise_on_error=False, include_childs=False)
     return web.json_response(
         {
@@ -107,11 +121,20 @@ async def inbox(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="identity_id must be an integer") from None
     commbox = request.app[COMMBOX]
     try:
-        page = await commbox.get_user_objects(identity_id, include_childs=False)
+        page = await commbox.get_user_objects(
+            identity_id, include_childs=False, deadline=request.app[DEADLINE]
+        )
     except InvalidArgumentError:  # not an id CommBox could have (0, negative, too large)
         raise web.HTTPBadRequest(text="identity_id is not a valid identity id") from None
     except NotFoundError:
         raise web.HTTPNotFound(text="no such identity") from None
+    except (RateLimitError, CommboxTimeoutError) as exc:
+        # Busy or slow past the page's deadline: say when to come back, if CommBox said.
+        wait = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(math.ceil(wait))} if wait else None
+        raise web.HTTPServiceUnavailable(
+            text="CommBox is busy, try again shortly", headers=headers
+        ) from None
     except CommboxError:
         raise web.HTTPBadGateway(text="CommBox is unavailable, try again") from None
     rows = "".join(
@@ -206,17 +229,25 @@ def _report_end(task: asyncio.Future[None]) -> None:
 
 
 def create_app(
-    watch_ids: list[int] | None = None, *, share: float = 0.5, **client_options: Any
+    watch_ids: list[int] | None = None,
+    *,
+    share: float = 0.5,
+    deadline: float = PAGE_DEADLINE,
+    **client_options: Any,
 ) -> web.Application:
     """The app; ``client_options`` go to ``AsyncCommbox`` (token and URL default to the env).
 
     ``watch_ids`` are the identities of the live page (one watch for the whole app, using at
-    most ``share`` of the client's rate limit).
+    most ``share`` of the client's rate limit). ``deadline`` bounds each call a page view
+    makes, retries and waits included: the client's ``Retries.max_time`` (for the badges and
+    the watch's polls), and each inbox call's ``deadline=``.
     """
     app = web.Application()
     app[WATCHED] = list(watch_ids or [])
     app[HUB] = Hub()
+    app[DEADLINE] = deadline
     client_options.setdefault("cache", Cache(ttl=2.0, max_entries=10_000))
+    client_options.setdefault("retries", Retries(max_time=deadline))
 
     async def commbox_context(app: web.Application) -> AsyncIterator[None]:
         async with AsyncCommbox(**client_options) as commbox:

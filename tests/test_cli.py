@@ -589,12 +589,13 @@ async def test_resume_without_the_job_record_is_refused(fake: FakeCommbox, tmp_p
 
 
 async def test_first_failure_of_each_kind_is_shown_at_once(fake: FakeCommbox) -> None:
-    """Without a terminal, the first failure of a kind is a line on stderr, not only the summary."""
+    """Without a terminal, the first failure of a kind is a line on stderr, not only the
+    summary, and it names the identity once."""
     run = await cli("fetch", "-", "--base-url", fake.url, stdin=f"{MISSING}\n1\n".encode())
     assert run.code == 1
     first = run.err.splitlines()[0]
     assert first == (
-        f"identity {MISSING} failed: HTTP 404: Not found (identity {MISSING}) (not_found); "
+        f"identity {MISSING} failed: HTTP 404: Not found (not_found); "
         "further not_found failures are counted"
     )
 
@@ -691,11 +692,16 @@ async def test_a_note_after_an_id_is_allowed(fake: FakeCommbox) -> None:
 
 
 async def test_messages_name_the_flags(fake: FakeCommbox) -> None:
-    """The library's keywords come out as flags: --base-url and --token, not base_url=/token=."""
+    """The library's keywords come out as flags: --base-url and --token, not base_url=/token=;
+    a URL's credentials are never shown."""
     run = await cli("get", "12", "--base-url", "http://user:pw@127.0.0.1:1")
-    assert run.err.strip() == "commbox-async: --base-url must not carry credentials; use --token"
+    assert run.err.strip() == (
+        "commbox-async: --base-url is 'http://***@127.0.0.1:1': it must not carry credentials; "
+        "use --token"
+    )
     run = await cli("get", "12", "--base-url", "http://example.com")
-    assert "commbox-async: --base-url must use https" in run.err
+    assert "commbox-async: --base-url is 'http://example.com': it must use https" in run.err
+    assert "--allow-insecure-http" in run.err
 
 
 async def test_get_output_refuses_to_overwrite(fake: FakeCommbox, tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ async def test_a_base_url_with_a_query_is_a_usage_error() -> None:
     """A query in --base-url is still refused, as a usage error, before any request."""
     code, _, err = await _cli("get", "1", "--base-url", "https://gw.example.com/commbox?x=1")
     assert code == 2
-    assert "--base-url must not have a query or fragment" in err
+    assert "--base-url is 'https://gw.example.com/commbox?x=1': it must not have a query" in err
 
 
 # --- item 4: plain http to another host ------------------------------------------------------

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 from example_loading import EXAMPLES, load_example
 
+from commbox_async import AsyncCommbox
 from commbox_async.testing import FakeCommbox, unread_of
+from commbox_async.testing._data import error_body
+
+ROOT = EXAMPLES.parent
 
 TOKEN = "examples-token-5b1e"
 
@@ -119,3 +127,78 @@ async def test_bot_loop_reacts_once_to_new_unread_messages() -> None:
     assert f"look 1: reacted to {len(open_with_unread)} conversation(s)" in out
     assert "look 2: reacted to 0 conversation(s)" in out
     assert polled == 2
+
+
+async def test_bot_loop_forgets_conversations_that_are_no_longer_open() -> None:
+    """The bot's memory holds the open conversations only: one it saw before that is closed
+    now (or never was open) is dropped after a look, so the memory never grows."""
+    bot = load_example("bot_loop")
+    async with FakeCommbox(token=TOKEN, conversations=10) as server:
+        async with AsyncCommbox(TOKEN, base_url=server.url, rate_limit=1000) as commbox:
+            seen = {1: 5}  # a conversation the identity no longer has open
+            with contextlib.redirect_stdout(io.StringIO()):
+                await bot.look(commbox, 558355, seen)
+                open_now = {558355000 + i for i in range(0, 10, 3)}  # statusId 1 = open
+                assert set(seen) == open_now
+                closed = min(open_now)
+                server.close_conversation(558355, closed)
+                await bot.look(commbox, 558355, seen)
+    assert set(seen) == open_now - {closed}
+
+
+def _script_429(server: FakeCommbox, identity_id: int, retry_after: str) -> None:
+    server.script(identity_id, (429, {"Retry-After": retry_after}, error_body(429)))
+
+
+async def test_web_app_badges_answer_within_the_deadline() -> None:
+    """A 429 asking for 20 s: /badges answers at once with the identity unavailable (without
+    the page deadline it waited 20 s and showed the count)."""
+    web_badges = load_example("web_badges")
+    assert web_badges.PAGE_DEADLINE < 20
+    async with FakeCommbox(token=TOKEN) as server:
+        _script_429(server, 7, "20")
+        app = web_badges.create_app(token=TOKEN, base_url=server.url, rate_limit=1000)
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/badges", params={"ids": "7"})
+            assert await response.json() == {"badges": {}, "unavailable": [7]}
+
+
+async def test_web_app_inbox_answers_503_with_the_retry_after() -> None:
+    """A 429 asking for 20 s: /inbox answers 503 at once, passing the Retry-After on."""
+    web_badges = load_example("web_badges")
+    async with FakeCommbox(token=TOKEN) as server:
+        _script_429(server, 7, "20")
+        app = web_badges.create_app(token=TOKEN, base_url=server.url, rate_limit=1000)
+        async with TestClient(TestServer(app)) as client:
+            page = await client.get("/inbox/7")
+            assert page.status == 503
+            assert page.headers["Retry-After"] == "20"
+            assert "try again" in await page.text()
+
+
+def _quickstart(path: Path) -> str:
+    """The first Python block after the "Quickstart" heading of a Markdown file (or the top)."""
+    text = path.read_text()
+    start = text.find("## Quickstart")
+    block = re.search(r"```python\n(.*?)```", text[max(start, 0) :], re.DOTALL)
+    assert block is not None
+    return block.group(1)
+
+
+async def test_the_quickstart_runs_and_prints_the_unread_total(tmp_path: Path) -> None:
+    """The README's Quickstart (the same code as the docs' home page) prints the page's unread
+    total, never None: `unread_total`, as the guides use."""
+    readme = _quickstart(ROOT / "README.md")
+    assert readme == _quickstart(ROOT / "docs" / "index.md")
+    assert "unread_total" in readme and "total_unread_chat_messages" not in readme
+    script = tmp_path / "quickstart.py"
+    script.write_text(readme)
+    async with FakeCommbox(token=TOKEN, conversations=2, childs=0) as server:
+        env = {**os.environ, "COMMBOX_TOKEN": TOKEN, "COMMBOX_BASE_URL": server.url}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines()[0] == str(unread_of(558355, 2))

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 
 from commbox_async import AsyncCommbox
 from commbox_async.testing import FakeCommbox, unread_of
+from commbox_async.testing._data import error_body
 
 TOKEN = "fastapi-token-3c9d"
 
@@ -98,3 +99,28 @@ async def test_fastapi_app_answers_502_when_commbox_fails() -> None:
             assert (await http.get("/identities/9/unread")).status_code == 502
             badges = await http.get("/badges", params={"ids": "9,8"})
             assert badges.json() == {"badges": {"8": unread_of(8, 10)}, "unavailable": [9]}
+
+
+async def test_fastapi_app_answers_within_its_deadline_when_commbox_asks_to_wait() -> None:
+    """A 429 asking for 20 s: one identity's total answers 503 at once with the Retry-After
+    (without the deadline it waited 20 s and answered 200)."""
+    module = load_example("fastapi_app")
+    assert module.PAGE_DEADLINE < 20
+    async with FakeCommbox(token=TOKEN) as fake:
+        fake.script(7, (429, {"Retry-After": "20"}, error_body(429)))
+        app = module.create_app(token=TOKEN, base_url=fake.url, rate_limit=1000)
+        async with _served(app) as url, httpx.AsyncClient(base_url=url) as http:
+            one = await http.get("/identities/7/unread")
+            assert one.status_code == 503
+            assert one.headers["Retry-After"] == "20"
+
+
+async def test_fastapi_app_badges_answer_within_the_deadline() -> None:
+    """A 429 asking for 20 s: /badges answers at once with the identity unavailable."""
+    module = load_example("fastapi_app")
+    async with FakeCommbox(token=TOKEN) as fake:
+        fake.script(7, (429, {"Retry-After": "20"}, error_body(429)))
+        app = module.create_app(token=TOKEN, base_url=fake.url, rate_limit=1000)
+        async with _served(app) as url, httpx.AsyncClient(base_url=url) as http:
+            badges = await http.get("/badges", params={"ids": "7"})
+            assert badges.json() == {"badges": {}, "unavailable": [7]}

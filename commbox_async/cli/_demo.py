@@ -34,21 +34,14 @@ def pacing_rows(report: JobReport, args: argparse.Namespace) -> list[tuple[str, 
     """
     ideal = max(0, report.fetched - args.server_burst) / args.server_rate
     share = f" ({ideal / report.elapsed:.0%} of the ideal speed)" if report.elapsed > 0 else ""
-    rows = [
+    # The rate the client found, and why, is a row of every job's summary ("client rate").
+    return [
         (
             "time",
             f"{report.elapsed:.1f} s; ideal {ideal:.1f} s at the server's limit of "
             f"{args.server_rate:g} req/s{share}",
         )
     ]
-    if report.stats is not None:
-        rows.append(
-            (
-                "client rate",
-                f"{report.stats.current_rate:,.0f} req/s found, from a ceiling of {args.rate:g}",
-            )
-        )
-    return rows
 
 
 def _open_lines(path: str) -> BinaryIO:
@@ -100,6 +93,7 @@ async def demo_command(args: argparse.Namespace) -> int:
                         writer=writer,
                         view=view,
                         report=report,
+                        ceiling=args.rate,
                     )
         except OSError as exc:
             raise CliExit(f"cannot write {args.output}: {exc.strerror or exc}") from None

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import re
 
+from .._errors import CommboxError, CommboxTimeoutError
+
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_HUNG_UP",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
     "CliExit",
     "InputError",
+    "explain",
     "in_cli_terms",
 ]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_HUNG_UP = 129  # 128 + SIGHUP: the terminal or the session closed
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM: docker stop, Kubernetes, timeout
 
@@ -71,3 +76,19 @@ _KEYWORD = re.compile(r"(?<![\w-])(token=|" + "|".join(_FLAGS) + r")=?(?!\w)")
 def in_cli_terms(message: str) -> str:
     """A library message with its keywords (``page_size``, ``token=``) named as flags."""
     return _KEYWORD.sub(lambda m: _FLAGS[m.group(1)], message)
+
+
+def explain(error: CommboxError, *, host: str, timeout: float, identity: bool = True) -> str:
+    """An error's message in the command line's terms: a timeout names the host and the flag
+    that gives it longer. ``identity=False`` leaves out the "(identity N)" that a line which
+    names the identity already says."""
+    text = str(error) if identity else error.message
+    if isinstance(error, CommboxTimeoutError):
+        if host in text:  # "timed out connecting to host:port"
+            text += f"; check that it is reachable, or raise --timeout (now {timeout:g} s)"
+        else:
+            text += (
+                f": no answer from {host} within {timeout:g} s per attempt; raise --timeout "
+                "if the server is slow"
+            )
+    return text

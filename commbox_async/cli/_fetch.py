@@ -1,8 +1,9 @@
 """``commbox-async fetch``: ids in, one NDJSON line per identity out, a progress bar, a summary.
 
-Output lines are written whole and flushed as results arrive, so Ctrl-C or SIGTERM (either
-cancels the job) leaves only complete lines, and ``--resume`` continues from them. The job loop
-is ``_job``'s, shared with ``demo``.
+Output lines are written whole and flushed as results arrive, so Ctrl-C, SIGTERM or SIGHUP
+(each cancels the job) leaves only complete lines, and ``--resume`` continues from them. The
+job loop is ``_job``'s, shared with ``demo``. An input with no id at all is an error (unless
+``--allow-empty``): a cron job fed a failed export must not look healthy.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 from .._client import AsyncCommbox
-from ._args import client_options, filters_from_args, require_token
-from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliExit
+from .._config import DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT
+from ._args import filters_from_args
+from ._connection import Connection, client_options, connection
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliExit, explain
 from ._input import IdSource, iter_records
 from ._job import run_job
-from ._output import JobReport, LineWriter, summary_rows
+from ._output import JobReport, LineWriter, summary_json, summary_rows, write_summary_json
 from ._paging import check_filters
 from ._progress import MAX_WARNINGS, JobView, print_summary
 from ._resume import Previous, check_job, record_job, scan_output
-from ._retries import show_retries
+from ._retries import show_log, verbosity
 from ._sources import in_thread, open_input
 
 __all__ = ["fetch_command"]
@@ -71,17 +75,57 @@ def _check_options(args: argparse.Namespace) -> dict[str, Any]:
 
 async def fetch_command(args: argparse.Namespace) -> int:
     filters = _check_options(args)
-    client = AsyncCommbox(require_token(args), **client_options(args))
+    conn = connection(args)
+    client = AsyncCommbox(conn.token, **client_options(args, conn.base_url))
     report = JobReport()
+    try:
+        return await _fetch(args, filters, conn, client, report)
+    except CliExit as exc:
+        if args.summary_json:
+            outcome = "interrupted" if exc.status == EXIT_INTERRUPTED else "error"
+            if isinstance(exc, _NoIds):
+                outcome = "empty"
+            data = summary_json(report, outcome=outcome, error=exc.message)
+            write_summary_json(args.summary_json, data)
+        raise
+
+
+class _NoIds(CliExit):
+    """The input held no identity id: a failed export must not look like a job done."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(
+            f"{where} held no identity id ({why}): nothing was fetched; --allow-empty "
+            "accepts an empty input",
+            EXIT_FAILED,
+        )
+
+
+async def _fetch(
+    args: argparse.Namespace,
+    filters: dict[str, Any],
+    conn: Connection,
+    client: AsyncCommbox,
+    report: JobReport,
+) -> int:
+    loud = verbosity(args)
     interrupted = False
+    ceiling = args.rate if args.rate is not None else DEFAULT_RATE_LIMIT.max_rate
+    timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT.total
+    host = urlsplit(conn.base_url).netloc
     with contextlib.ExitStack() as files:
         lines, total, blocking = open_input(args)
         if isinstance(lines, io.TextIOBase):
             files.callback(lines.close)  # a pipe's descriptor is closed by its reader thread
+        if total == 0 and not args.allow_empty:
+            # Before the output is created: a cron job fed a failed export leaves no file.
+            raise _NoIds(args.ids_file, "an empty file, or a CSV header with no rows")
         out, previous = _open_output(args, filters)
         if out is not sys.stdout.buffer:
             files.callback(out.close)
-        view = JobView(total=total, label="fetch")
+        view = JobView(
+            total=total, label="fetch", quiet=loud < 0, progress_every=args.progress_every
+        )
         _announce(view, args.output, previous)
         records = iter_records(lines, column=args.column, delimiter=args.delimiter)
         source = IdSource(records, done=previous.done, on_bad=view.bad_line, on_skip=view.skip)
@@ -89,9 +133,10 @@ async def fetch_command(args: argparse.Namespace) -> int:
         # input error then ends the job from inside fetch_many, which re-raises it here.
         ids: Iterable[int] | AsyncIterator[int] = in_thread(source) if blocking else source
         writer = LineWriter(out)
+        log = show_log(view.note, stream=sys.stderr, verbosity=loud, limit=MAX_WARNINGS)
         try:
             async with client:
-                with view, show_retries(view.warn, stream=sys.stderr, limit=MAX_WARNINGS):
+                with view, log:
                     await run_job(
                         client,
                         ids,
@@ -100,7 +145,12 @@ async def fetch_command(args: argparse.Namespace) -> int:
                         writer=writer,
                         view=view,
                         report=report,
+                        ceiling=ceiling,
                         all_pages=args.all_pages,
+                        token_from=conn.token_from,
+                        explain=lambda error: explain(
+                            error, host=host, timeout=timeout, identity=False
+                        ),
                     )
         except asyncio.CancelledError:
             interrupted = True
@@ -108,24 +158,38 @@ async def fetch_command(args: argparse.Namespace) -> int:
             report.bad_lines, report.duplicates = source.bad, source.duplicates
             report.empty = source.empty
             report.resumed = source.resumed
-    title = "fetch interrupted" if interrupted else "fetch done"
-    print_summary(summary_rows(report), title=title, stream=sys.stderr)
+    no_ids = not report.fetched and not source.resumed and not source.duplicates
+    if loud >= 0:
+        title = "fetch interrupted" if interrupted else "fetch done"
+        print_summary(summary_rows(report), title=title, stream=sys.stderr)
     if interrupted:
         where = f" to {args.output}" if args.output else ""
         hint = "; run the same command with --resume to continue" if args.output else ""
         raise CliExit(
             f"interrupted: {writer.lines:,} complete lines written{where}{hint}", EXIT_INTERRUPTED
         )
-    return EXIT_FAILED if report.failed or report.bad_lines else EXIT_OK
+    if no_ids and not args.allow_empty:
+        where = "stdin" if args.ids_file == "-" else args.ids_file
+        why = f"{_count(source.bad, 'bad line')}" if source.bad else "no line held one"
+        raise _NoIds(where, why)
+    failed = bool(report.failed or report.bad_lines)
+    if args.summary_json:
+        outcome = "failed" if failed else "ok"
+        write_summary_json(args.summary_json, summary_json(report, outcome=outcome))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _announce(view: JobView, path: str | None, previous: Previous) -> None:
     if previous.dropped_bytes:
-        view.warn(
+        view.note(
             f"{path}: dropped an incomplete last line ({previous.dropped_bytes} bytes) left by an "
             "interrupted run; that identity is fetched again"
         )
     if previous.removed_failed:
-        view.warn(f"{path}: removed {previous.removed_failed:,} failed results to fetch again")
+        view.note(f"{path}: removed {previous.removed_failed:,} failed results to fetch again")
     if previous.lines:
-        view.warn(f"resuming: {previous.lines:,} identities already in {path} are skipped")
+        view.note(f"resuming: {previous.lines:,} identities already in {path} are skipped")

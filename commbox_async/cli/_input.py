@@ -18,16 +18,17 @@ from ._errors import InputError
 
 __all__ = ["IdSource", "iter_records", "parse_identity"]
 
-# 19 digits hold every int64; longer strings are refused before int() sees them.
-_DIGITS = re.compile(r"\+?[0-9]{1,19}")
+# 19 digits hold every int64; longer strings are refused before int() sees them. A ".0"
+# after them is a spreadsheet's number format (558358.0): the same id.
+_DIGITS = re.compile(r"\+?([0-9]{1,19})(?:\.0+)?")
 
 
 def parse_identity(text: str) -> int | None:
     """The identity id written in ``text``, or None when it is not a positive int64."""
-    text = text.strip()
-    if not _DIGITS.fullmatch(text):
+    found = _DIGITS.fullmatch(text.strip())
+    if not found:
         return None
-    value = int(text)
+    value = int(found.group(1))
     return value if 0 < value <= INT64_MAX else None
 
 
@@ -35,13 +36,31 @@ def parse_identity(text: str) -> int | None:
 _HEADER = re.compile(r"[A-Za-z_]")
 
 
+#: Delimiters that spreadsheets write instead of a comma (a semicolon where the comma is the
+#: decimal mark), looked for in a header that the given delimiter does not split.
+_OTHER_DELIMITERS = (";", "\t", "|")
+
+
+def _other_delimiter(header: str, delimiter: str) -> str | None:
+    """The delimiter a header line seems to use, when it is not the one given."""
+    if delimiter in header:
+        return None
+    return next((other for other in _OTHER_DELIMITERS if other in header), None)
+
+
+def _delimiter_flag(delimiter: str) -> str:
+    return "--delimiter $'\\t'" if delimiter == "\t" else f"--delimiter {delimiter!r}"
+
+
 def _header_hint(number: int, text: str, delimiter: str) -> str:
-    names = [name.strip() for name in text.split(delimiter)]
+    other = _other_delimiter(text, delimiter)
+    names = [name.strip() for name in text.split(other or delimiter)]
     named = [name for name in names if "id" in name.lower()] or names
     shown = text if len(text) <= 60 else text[:57] + "..."
+    flags = f"--column {named[0]!r}" + (f" {_delimiter_flag(other)}" if other else "")
     return (
         f"line {number} ({shown!r}) looks like a header: use --column to name the column of "
-        f"ids, e.g. --column {named[0]!r}"
+        f"ids, e.g. {flags}"
     )
 
 
@@ -75,7 +94,11 @@ def iter_records(
         return  # an empty file: nothing to do
     if column not in header:
         shown = ", ".join(repr(name) for name in header[:20])
-        raise InputError(f"column {column!r} is not in the CSV header ({shown})")
+        hint = ""
+        other = _other_delimiter(delimiter.join(header), delimiter) if len(header) == 1 else None
+        if other is not None:
+            hint = f"; the header looks {other!r}-separated: add {_delimiter_flag(other)}"
+        raise InputError(f"column {column!r} is not in the CSV header ({shown}){hint}")
     while True:
         try:
             row = next(reader)

@@ -1,9 +1,10 @@
 """The guard around every command: ``main``, the entry point of the ``commbox-async`` command.
 
 It parses the arguments, checks that the extra a command needs is installed, runs the command's
-coroutine with Ctrl-C and SIGTERM turned into a clean cancellation, and turns every way a
-command can end into a one-line message and an exit status: 0 all ok, 1 some identities
-failed, 2 usage or configuration error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+coroutine with Ctrl-C, SIGTERM and SIGHUP turned into a clean cancellation, and turns every way
+a command can end into a one-line message and an exit status: 0 all ok, 1 some identities
+failed, 2 usage or configuration error, 129 hung up (SIGHUP), 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM).
 No traceback is ever printed (a traceback could show the token), and the token is masked in
 every message.
 """
@@ -22,6 +23,7 @@ from typing import Any, NoReturn
 from .._errors import AuthenticationError, CommboxError, InvalidArgumentError
 from ._errors import (
     EXIT_FAILED,
+    EXIT_HUNG_UP,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EXIT_USAGE,
@@ -65,10 +67,22 @@ def _redacting_parser(secrets: Sequence[str]) -> type[argparse.ArgumentParser]:
     return Parser
 
 
-#: The signals that end a command cleanly: Ctrl-C, and SIGTERM (docker stop, Kubernetes,
-#: ``timeout``). Each cancels the command, so it ends the same way: whole lines, the summary,
-#: the resume hint.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The signals that end a command cleanly: Ctrl-C, SIGTERM (docker stop, Kubernetes,
+#: ``timeout``) and SIGHUP (the terminal or the ssh session closed; nohup-less cron wrappers).
+#: Each cancels the command, so it ends the same way: whole lines, the summary, the resume
+#: hint. SIGHUP does not exist on Windows.
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+#: How a command stopped by a signal other than Ctrl-C says so, and its exit status.
+_STOPPED_BY = {
+    getattr(signal, name): (word, status)
+    for name, word, status in (
+        ("SIGTERM", "terminated", EXIT_TERMINATED),
+        ("SIGHUP", "hung up (SIGHUP)", EXIT_HUNG_UP),
+    )
+    if hasattr(signal, name)
+}
 
 
 async def _interruptible(command: Coroutine[Any, Any, int], stopped_by: list[int]) -> int:
@@ -149,9 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(_interruptible(command(args), stopped_by))
     except CliExit as exc:
-        if exc.status == EXIT_INTERRUPTED and signal.SIGTERM in stopped_by:
-            _say(exc.message.replace("interrupted", "terminated", 1), secrets)
-            return EXIT_TERMINATED
+        if exc.status == EXIT_INTERRUPTED and stopped_by and stopped_by[0] in _STOPPED_BY:
+            word, status = _STOPPED_BY[stopped_by[0]]
+            _say(exc.message.replace("interrupted", word, 1), secrets)
+            return status
         _say(exc.message, secrets)
         return exc.status
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -7,6 +7,8 @@ with msgspec, whose Structs carry the wire names, so ``content`` is the server's
 
 from __future__ import annotations
 
+import heapq
+import os
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -16,8 +18,18 @@ from .._client import FetchResult
 from .._errors import CommboxError
 from .._stats import StatsSnapshot
 from ._errors import EXIT_FAILED, CliExit
+from ._pace import Pacing
+from ._pace import summary_rows as pacing_rows
 
-__all__ = ["JobReport", "LineWriter", "error_fields", "result_line", "summary_rows"]
+__all__ = [
+    "JobReport",
+    "LineWriter",
+    "error_fields",
+    "result_line",
+    "summary_json",
+    "summary_rows",
+    "write_summary_json",
+]
 
 _encoder = msgspec.json.Encoder()
 #: Failed ids kept for the summary; the output file holds every one of them.
@@ -81,7 +93,9 @@ class JobReport:
 
     ok: int = 0
     failed: int = 0
-    failed_ids: list[Any] = field(default_factory=list)
+    #: The smallest failed ids (up to MAX_FAILED_IDS), as a heap of their negatives: the
+    #: summary lists them in order, whatever order they failed in.
+    _failed_heap: list[int] = field(default_factory=list)
     failed_kinds: dict[str, int] = field(default_factory=dict)
     conversations: int = 0
     unread: int = 0
@@ -94,14 +108,19 @@ class JobReport:
     #: Identities whose page was full, so that more pages may exist (without --all-pages).
     full_pages: int = 0
     stats: StatsSnapshot | None = None
+    #: The client's pacing at the end: the rate found and why, the pauses.
+    pacing: Pacing | None = None
 
     def add(self, result: FetchResult) -> None:
         if result.error is not None:
             self.failed += 1
             kind = result.error.kind
             self.failed_kinds[kind] = self.failed_kinds.get(kind, 0) + 1
-            if len(self.failed_ids) < MAX_FAILED_IDS:
-                self.failed_ids.append(result.identity_id)
+            ident = result.identity_id  # an int: the command line checks its input
+            if len(self._failed_heap) < MAX_FAILED_IDS:
+                heapq.heappush(self._failed_heap, -ident)
+            elif -ident > self._failed_heap[0]:
+                heapq.heapreplace(self._failed_heap, -ident)
         elif result.response is not None:
             self.ok += 1
             self.conversations += len(result.response.data)
@@ -110,6 +129,11 @@ class JobReport:
     @property
     def fetched(self) -> int:
         return self.ok + self.failed
+
+    @property
+    def failed_ids(self) -> list[int]:
+        """The smallest failed ids, in order (up to MAX_FAILED_IDS; the output has them all)."""
+        return sorted(-negative for negative in self._failed_heap)
 
 
 def _count(n: int, noun: str, plural: str | None = None) -> str:
@@ -142,9 +166,11 @@ def summary_rows(report: JobReport) -> list[tuple[str, str]]:
         rows.append(
             (
                 "requests",
-                f"{stats.requests:,} ({stats.retries:,} retries, {stats.throttled:,} answered 429)",
+                f"{stats.requests:,} ({_count(stats.retries, 'retry', 'retries')}, "
+                f"{stats.throttled:,} answered 429)",
             )
         )
+    rows += pacing_rows(report.pacing)
     if report.full_pages:
         many = _count(report.full_pages, "identity", "identities")
         rows.append(("full pages", f"{many} may have more conversations: add --all-pages"))
@@ -160,3 +186,55 @@ def summary_rows(report: JobReport) -> list[tuple[str, str]]:
     if skipped:
         rows.append(("skipped", ", ".join(skipped)))
     return rows
+
+
+def summary_json(report: JobReport, *, outcome: str, error: str | None = None) -> bytes:
+    """The summary as one JSON document, for monitoring (``--summary-json``).
+
+    ``outcome`` is how the job ended: "ok", "failed" (some identities or input lines),
+    "empty" (no id in the input), "interrupted", or "error" (it stopped early: ``error``
+    says why). Nothing in it can hold the token: counts, ids, and the command line's messages.
+    """
+    stats = report.stats
+    body: dict[str, Any] = {
+        "outcome": outcome,
+        "error": error,
+        "ok": report.ok,
+        "failed": report.failed,
+        "failed_ids": report.failed_ids,
+        "failed_by_kind": dict(sorted(report.failed_kinds.items())),
+        "conversations": report.conversations,
+        "unread": report.unread,
+        "elapsed_s": round(report.elapsed, 3),
+        "identities_per_s": round(report.fetched / report.elapsed, 3) if report.elapsed else 0.0,
+        "skipped": {
+            "empty_cells": report.empty,
+            "already_in_output": report.resumed,
+            "repeated": report.duplicates,
+            "bad_lines": report.bad_lines,
+        },
+        "full_pages": report.full_pages,
+        "requests": None,
+        "pacing": report.pacing.as_dict() if report.pacing is not None else None,
+    }
+    if stats is not None:
+        body["requests"] = {
+            "sent": stats.requests,
+            "retries": stats.retries,
+            "throttled": stats.throttled,
+            "latency_p50_ms": stats.latency_p50_ms,
+            "latency_p95_ms": stats.latency_p95_ms,
+            "latency_p99_ms": stats.latency_p99_ms,
+        }
+    return msgspec.json.format(msgspec.json.encode(body), indent=2) + b"\n"
+
+
+def write_summary_json(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` at once (a monitor never reads half a summary)."""
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise CliExit(f"cannot write {path}: {exc.strerror or exc}", EXIT_FAILED) from None

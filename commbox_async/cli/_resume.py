@@ -11,6 +11,7 @@ A job's filters are recorded next to its output (``FILE.job.json``, by ``record_
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,16 +41,21 @@ def _job(filters: dict[str, Any], all_pages: bool) -> _Job:
 
 
 def _flags(job: _Job) -> str:
-    parts = [f"--{name.replace('_', '-')} {_value(value)}" for name, value in job.filters.items()]
+    """The job's filters as the flags that ask for them, ready to paste."""
+    parts = [_flag(name, value) for name, value in sorted(job.filters.items())]
     if job.all_pages:
         parts.append("--all-pages")
     return " ".join(parts) or "no filters"
 
 
-def _value(value: Any) -> str:
+def _flag(name: str, value: Any) -> str:
+    flag = "--status" if name == "statuses" else "--" + name.replace("_", "-")
+    if isinstance(value, bool):  # --include-childs / --no-include-childs take no value
+        return flag if value else "--no-" + flag[2:]
     if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
+        return f"{flag} {','.join(str(v) for v in value)}"
+    text = str(value)
+    return f"{flag} {shlex.quote(text)}"
 
 
 def record_job(output: str, filters: dict[str, Any], *, all_pages: bool) -> None:
@@ -78,8 +84,7 @@ def check_job(output: str, filters: dict[str, Any], *, all_pages: bool) -> None:
     if recorded != wanted:
         raise InputError(
             f"--resume with other filters than the job in {output}: it ran with "
-            f"{_flags(recorded).replace('statuses', 'status')}, this run has "
-            f"{_flags(wanted).replace('statuses', 'status')}; "
+            f"{_flags(recorded)}, this run has {_flags(wanted)}; "
             "use the same filters, or write to a new file"
         )
 
