@@ -25,7 +25,7 @@ from ._models import UserObjectsPage
 from ._protocol import check_identity_id
 from ._validate import describe
 
-__all__ = ["FanOutError", "FanOutProgress", "FetchResult", "fan_out"]
+__all__ = ["UNREACHABLE", "FanOutError", "FanOutProgress", "FetchResult", "fan_out"]
 
 logger = logging.getLogger("commbox_async")
 
@@ -91,6 +91,8 @@ class FanOutError(CommboxError):
 
 
 Request = Callable[[int], Awaitable[UserObjectsPage]]
+#: The ``reason`` of the error given to an id not sent because nothing could connect.
+UNREACHABLE = "not sent: no connection could be made"
 
 _END = object()  # a worker has stopped; also "no more ids"
 
@@ -247,6 +249,7 @@ def _unreachable(ident: int, first: CommboxError, count: int) -> FetchResult:
         "was answered)"
     )
     error.identity_id = ident
+    error.reason = UNREACHABLE
     error.__cause__ = error.__context__ = error.__traceback__ = None
     return FetchResult(identity_id=ident, error=error)
 

@@ -12,6 +12,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_TERMINATED",
+    "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "CliExit",
     "InputError",
@@ -22,6 +23,8 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: Nothing could connect to the server, so the job stopped sending (the ids are in the output).
+EXIT_UNREACHABLE = 3
 EXIT_HUNG_UP = 129  # 128 + SIGHUP: the terminal or the session closed
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM: docker stop, Kubernetes, timeout

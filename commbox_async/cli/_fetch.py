@@ -22,7 +22,7 @@ from .._client import AsyncCommbox
 from .._config import DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT
 from ._args import filters_from_args
 from ._connection import Connection, client_options, connection
-from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliExit, explain
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, CliExit, explain
 from ._input import IdSource, iter_records
 from ._job import run_job
 from ._output import JobReport, LineWriter, summary_json, summary_rows, write_summary_json
@@ -174,8 +174,15 @@ async def _fetch(
         raise _NoIds(where, why)
     failed = bool(report.failed or report.bad_lines)
     if args.summary_json:
-        outcome = "failed" if failed else "ok"
+        outcome = "unreachable" if report.unsent else "failed" if failed else "ok"
         write_summary_json(args.summary_json, summary_json(report, outcome=outcome))
+    if report.unsent:
+        resume = " --resume --retry-failed" if args.output else ""
+        raise CliExit(
+            f"stopped sending: nothing could connect to {host} ({report.unsent:,} ids not "
+            f"sent); check --base-url, then run the same command{resume} again",
+            EXIT_UNREACHABLE,
+        )
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -16,6 +16,7 @@ import msgspec
 
 from .._client import FetchResult
 from .._errors import CommboxError
+from .._fanout import UNREACHABLE
 from .._stats import StatsSnapshot
 from ._errors import EXIT_FAILED, CliExit
 from ._pace import Pacing
@@ -110,10 +111,14 @@ class JobReport:
     stats: StatsSnapshot | None = None
     #: The client's pacing at the end: the rate found and why, the pauses.
     pacing: Pacing | None = None
+    #: Ids not sent because nothing could connect (``fetch_many``'s ``unreachable_after``).
+    unsent: int = 0
 
     def add(self, result: FetchResult) -> None:
         if result.error is not None:
             self.failed += 1
+            if result.error.reason == UNREACHABLE:
+                self.unsent += 1
             kind = result.error.kind
             self.failed_kinds[kind] = self.failed_kinds.get(kind, 0) + 1
             ident = result.identity_id  # an int: the command line checks its input
