@@ -38,12 +38,12 @@ from ._errors import (
     RateLimitError,
 )
 from ._models import UserObjectsPage
-from ._pacing import Outcome
+from ._pacing import Outcome, Ticket
 from ._protocol import parse_response, request_url
 from ._retry import CallState, RetryBudget, decide_retry
 from ._stats import ClientStats
 from ._throttle import Limiter
-from ._transport import Transport
+from ._transport import Response, Transport
 
 __all__ = ["Account"]
 
@@ -123,41 +123,44 @@ class Account:
         raise error
 
     async def _attempt(self, call: CallState) -> Attempt:
-        """One attempt; a failure comes back as a value with ``decide_retry``'s wait."""
+        """One attempt: a slot from the limiter, the exchange, the verdict. A failure comes
+        back as a value, with ``decide_retry``'s wait; the limiter hears how it ended."""
+        stats = self.stats
         try:
-            return Attempt(page=await self._send(call))
+            limiter = self.limiter
+            if limiter is None or self._transport.closed:
+                raise ClientClosedError("this AsyncCommbox is closed")
+            _check_pause(limiter.pause_remaining(), call)
+            ticket = await limiter.acquire()
+            call.attempts += 1
+            stats.requests += 1
+            stats.in_flight += 1
+            started = time.perf_counter()
+            try:
+                response = await self._transport.send(call.url, self._headers, call.deadline)
+            except CommboxDecodeError:  # a body over max_body_bytes: the server did answer
+                limiter.report(ticket, Outcome.ACCEPTED)
+                raise
+            except CommboxError:  # no answer: says nothing of the server's limit
+                limiter.report(ticket, Outcome.FAILED)
+                raise
+            finally:
+                stats.in_flight -= 1
+            return Attempt(page=self._verdict(call, limiter, ticket, response, started))
         except CommboxError as exc:
-            self.stats.errors_by_kind[exc.kind] += 1
+            stats.errors_by_kind[exc.kind] += 1
             if isinstance(exc, RateLimitError):
-                self.stats.throttled += 1
+                stats.throttled += 1
             if exc.identity_id is None:
                 exc.identity_id = call.identity_id
             return Attempt(error=exc, wait=self._decide(call, exc))
 
-    async def _send(self, call: CallState) -> UserObjectsPage:
-        """Take a slot, send, classify the answer; tell the limiter how it ended."""
-        limiter = self.limiter
-        if limiter is None or self._transport.closed:
-            raise ClientClosedError("this AsyncCommbox is closed")
-        _check_pause(limiter.pause_remaining(), call)
-        ticket = await limiter.acquire()
-        call.attempts += 1
-        stats = self.stats
-        stats.requests += 1
-        stats.in_flight += 1
-        started = time.perf_counter()
-        try:
-            response = await self._transport.send(call.url, self._headers, call.deadline)
-        except CommboxDecodeError:  # a body over max_body_bytes: the server did answer
-            limiter.report(ticket, Outcome.ACCEPTED)
-            raise
-        except CommboxError:  # no answer: says nothing of the server's limit
-            limiter.report(ticket, Outcome.FAILED)
-            raise
-        finally:
-            stats.in_flight -= 1
+    def _verdict(
+        self, call: CallState, limiter: Limiter, ticket: Ticket, response: Response, started: float
+    ) -> UserObjectsPage:
+        """The answer as a page or an error; the limiter hears which (a 429 is its evidence)."""
         elapsed = time.perf_counter() - started
-        stats.record_latency(elapsed)
+        self.stats.record_latency(elapsed)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "GET %s -> %d in %.1f ms (attempt %d)",
@@ -181,7 +184,7 @@ class Account:
             raise
         limiter.report(ticket, Outcome.ACCEPTED)
         self._answered += 1
-        stats.successes += 1
+        self.stats.successes += 1
         return page
 
     def _decide(self, call: CallState, exc: CommboxError) -> float | None:

@@ -313,12 +313,24 @@ class _Workers:
                 if isinstance(raw, _SourceFailed):
                     mailbox.post(raw)
                     break
-                mailbox.post(await self._one(raw))
+                ident = self._to_send(raw)
+                if isinstance(ident, FetchResult):  # no request for this one
+                    mailbox.post(ident)
+                    continue
+                try:
+                    page = await self.request(ident)
+                except Exception as exc:
+                    self._learn(exc)
+                    mailbox.post(_failure(ident, exc))
+                else:
+                    self.answered = True
+                    mailbox.post(FetchResult(identity_id=ident, response=page))
         finally:
             mailbox.post(_END)
 
-    async def _one(self, raw: Any) -> FetchResult:
-        """The result for one id as given: checked, refused without a request, or fetched."""
+    def _to_send(self, raw: Any) -> int | FetchResult:
+        """The id to send, or the result of one that gets no request (not a valid id, a
+        refused token, no server to connect to)."""
         try:
             ident = check_identity_id(raw)
         except Exception as exc:  # InvalidArgumentError, or an id whose repr fails
@@ -327,13 +339,7 @@ class _Workers:
             return _refused(ident, self.refused)
         if self.unreachable is not None:
             return _unreachable(ident, self.unreachable, self.unreachable_count)
-        try:
-            page = await self.request(ident)
-        except Exception as exc:
-            self._learn(exc)
-            return _failure(ident, exc)
-        self.answered = True
-        return FetchResult(identity_id=ident, response=page)
+        return ident
 
     def _learn(self, exc: Exception) -> None:
         """What a failed call says of the calls not sent yet: a refused token, no server."""

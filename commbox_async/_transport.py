@@ -123,7 +123,15 @@ class Transport:
             # Not `async with`: release() in the finally is all its exit adds (a body not read
             # to the end closes the connection instead of returning it to the pool).
             try:
-                body = await self._read_body(response)
+                length = response.content_length
+                if (
+                    length is not None
+                    and length <= self._pool.max_body_bytes
+                    and "Content-Encoding" not in response.headers
+                ):
+                    body = await response.read()  # a known length within the cap: read whole
+                else:
+                    body = await self._read_capped(response)
                 return Response(response.status, response.headers, body)
             finally:
                 response.release()
@@ -143,11 +151,9 @@ class Transport:
             sock_read=self._timeout.sock_read,
         )
 
-    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
-        """The whole body, refused past ``max_body_bytes``.
-
-        A body of known length within the cap is read at once. Otherwise (no length, or
-        compressed) it is counted as aiohttp hands it over, i.e. after decompression, since
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        """A body of unknown length, over the cap, or compressed: refused past
+        ``max_body_bytes``, counted as aiohttp hands it over, i.e. after decompression, since
         Content-Length counts compressed bytes and a small gzip body can unpack to gigabytes.
         """
         cap = self._pool.max_body_bytes
@@ -157,8 +163,6 @@ class Transport:
                 f"response body of {length} bytes exceeds max_body_bytes={cap}",
                 status=response.status,
             )
-        if length is not None and "Content-Encoding" not in response.headers:
-            return await response.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(65536):

@@ -87,7 +87,7 @@ def explain(error: CommboxError, *, host: str, timeout: float, identity: bool = 
     names the identity already says."""
     text = str(error) if identity else error.message
     if isinstance(error, CommboxTimeoutError):
-        if host in text:  # "timed out connecting to host:port"
+        if error.could_not_connect:  # "timed out connecting to host:port"
             text += f"; check that it is reachable, or raise --timeout (now {timeout:g} s)"
         else:
             text += (
