@@ -130,7 +130,9 @@ class Account:
             limiter = self.limiter
             if limiter is None or self._transport.closed:
                 raise ClientClosedError("this AsyncCommbox is closed")
-            _check_pause(limiter.pause_remaining(), call)
+            if call.deadline - call.started < self._retries.max_retry_after:
+                # Only a call shorter than the longest pause can be outwaited by one.
+                _check_pause(limiter.pause_remaining(), call)
             ticket = await limiter.acquire()
             call.attempts += 1
             stats.requests += 1

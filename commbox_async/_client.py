@@ -159,18 +159,19 @@ class AsyncCommbox:
             raise InvalidArgumentError("cache must be a Cache (or None: no cache)")
         check_bool("share_calls", share_calls)
         self._cache = cache
+        agent = user_agent or f"commbox-async/{__version__}"
+        headers = build_headers(token, agent, default_headers)
         self._transport = Transport(
             pool=pool or PoolConfig(),
             timeout=as_timeout(timeout),
             verify_tls=verify_tls,
             session=session,
+            default_headers=headers,
         )
         self._account = Account(
             self._transport,
             base_url=self._base_url,
-            headers=build_headers(
-                token, user_agent or f"commbox-async/{__version__}", default_headers
-            ),
+            headers=headers,
             retries=self._retries,
             rng=rng or random.Random(),
         )

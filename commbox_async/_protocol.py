@@ -492,18 +492,8 @@ def parse_response(
 ) -> UserObjectsPage:
     """Turn one HTTP response into a page, or raise the specific ``CommboxError`` (which
     carries the response's headers and the first bytes of its body)."""
-    try:
-        return _parse(status, headers, body, identity_id)
-    except CommboxError as error:
-        with_response(error, headers, body)
-        raise
-
-
-def _parse(
-    status: int, headers: Mapping[str, str], body: bytes, identity_id: int | None
-) -> UserObjectsPage:
     if status != 200:
-        raise api_error(status, headers, body, identity_id)
+        raise with_response(api_error(status, headers, body, identity_id), headers, body)
     try:
         page = decode_page(body)
     except ModelDecodeError as exc:
@@ -515,8 +505,8 @@ def _parse(
         # A 200 that is not JSON (an HTML error page from a proxy, an empty body) is a
         # passing fault of something in between, not the API's answer: worth another try.
         error.retryable = True
-        raise error from exc
+        raise with_response(error, headers, body) from exc
     if page.status is not None and page.status >= 400:
         # The envelope's own status wins: the vendor sometimes reports errors inside a 200.
-        raise api_error(page.status, headers, body, identity_id)
+        raise with_response(api_error(page.status, headers, body, identity_id), headers, body)
     return page

@@ -55,8 +55,13 @@ class Transport:
         timeout: Timeout,
         verify_tls: bool,
         session: aiohttp.ClientSession | None = None,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._pool = pool
+        # The headers most requests carry (the first account's), set once on a session of our
+        # own: aiohttp merges per-request headers into the defaults on every request, which
+        # cost 2% of a small page's throughput (benchmarks/RESULTS.md, section 5).
+        self._default_headers = default_headers if session is None else None
         self._timeout = timeout
         self._verify_tls = verify_tls
         self._given_session = session
@@ -90,6 +95,7 @@ class Transport:
         )
         session = aiohttp.ClientSession(
             connector=connector,
+            headers=self._default_headers,
             timeout=self._default_timeout,
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
@@ -116,9 +122,10 @@ class Transport:
         session = self._session
         if session is None or session.closed:
             raise ClientClosedError("this AsyncCommbox is closed")
+        extra = None if headers is self._default_headers else headers
         try:
             response = await session.get(
-                url, headers=headers, allow_redirects=False, timeout=self._attempt_timeout(deadline)
+                url, headers=extra, allow_redirects=False, timeout=self._attempt_timeout(deadline)
             )
             # Not `async with`: release() in the finally is all its exit adds (a body not read
             # to the end closes the connection instead of returning it to the pool).
