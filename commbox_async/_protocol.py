@@ -7,6 +7,7 @@ headers and body into a page or a specific exception, and reading Retry-After.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 import math
@@ -56,6 +57,7 @@ __all__ = [
     "parse_response",
     "parse_retry_after",
     "request_url",
+    "token_fingerprint",
     "user_objects_path",
 ]
 
@@ -246,6 +248,12 @@ def request_url(base: URL, identity_id: int, query_string: str) -> URL:
         query_string=query_string,
         encoded=True,
     )
+
+
+def token_fingerprint(token: str) -> str:
+    """A short, stable name for a token that does not reveal it (the first 16 hex digits of
+    its SHA-256): for Redis keys and saved state, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def check_token(token: object) -> str:

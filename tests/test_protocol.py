@@ -603,3 +603,12 @@ def test_check_base_url_rejects(url: Any) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         check_base_url(url)
     assert "pass" not in str(info.value)
+
+
+def test_token_fingerprint_is_stable_short_and_not_the_token() -> None:
+    """The fingerprint names a token for keys and files without revealing it."""
+    from commbox_async._protocol import token_fingerprint
+
+    fingerprint = token_fingerprint("secret-token-1")
+    assert fingerprint == token_fingerprint("secret-token-1") != token_fingerprint("secret-token-2")
+    assert len(fingerprint) == 16 and "secret" not in fingerprint
