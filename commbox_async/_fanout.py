@@ -106,7 +106,7 @@ class _SourceFailed:
         self.exc = exc
 
 
-class _IdSource:
+class _IdReader:
     """The caller's ids, read one at a time as workers free up, each id once with ``dedupe``.
 
     A plain iterable cannot suspend between two ids, so ``take`` reads it with no lock and no
@@ -274,7 +274,7 @@ class _Workers:
 
     def __init__(
         self,
-        source: _IdSource,
+        source: _IdReader,
         request: Request,
         concurrency: int,
         unreachable_after: int | None = None,
@@ -373,7 +373,7 @@ async def fan_out(
     """
     if stopped_from_outside():
         raise ClientClosedError("the client was closed before the fan-out started")
-    source = _IdSource(ids, dedupe)
+    source = _IdReader(ids, dedupe)
     total = len(ids) if hasattr(ids, "__len__") else None  # type: ignore[arg-type]
     progress = FanOutProgress(total=total)
     job = _Workers(source, request, concurrency, unreachable_after)
@@ -408,7 +408,7 @@ async def fan_out(
 
 
 def _check_all_answered(
-    progress: FanOutProgress, source: _IdSource, stopped_from_outside: Callable[[], bool]
+    progress: FanOutProgress, source: _IdReader, stopped_from_outside: Callable[[], bool]
 ) -> None:
     """Never end as if all were done while ids were left unread, or taken without a result."""
     if progress.done >= source.taken and source.exhausted:

@@ -23,7 +23,7 @@ from .._config import DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT
 from ._args import filters_from_args
 from ._connection import Connection, client_options, connection
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, CliExit, explain
-from ._input import IdSource, iter_records
+from ._input import InputIds, iter_records
 from ._job import run_job
 from ._output import JobReport, LineWriter, summary_json, summary_rows, write_summary_json
 from ._paging import check_filters
@@ -128,7 +128,7 @@ async def _fetch(
         )
         _announce(view, args.output, previous)
         records = iter_records(lines, column=args.column, delimiter=args.delimiter)
-        source = IdSource(records, done=previous.done, on_bad=view.bad_line, on_skip=view.skip)
+        source = InputIds(records, done=previous.done, on_bad=view.bad_line, on_skip=view.skip)
         # A pipe is read, and its records checked, in a thread; a bad --column or any other
         # input error then ends the job from inside fetch_many, which re-raises it here.
         ids: Iterable[int] | AsyncIterator[int] = in_thread(source) if blocking else source

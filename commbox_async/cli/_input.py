@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .._protocol import INT64_MAX
 from ._errors import InputError
 
-__all__ = ["IdSource", "iter_records", "parse_identity"]
+__all__ = ["InputIds", "iter_records", "parse_identity"]
 
 # 19 digits hold every int64; longer strings are refused before int() sees them. A ".0"
 # after them is a spreadsheet's number format (558358.0): the same id.
@@ -111,8 +111,10 @@ def iter_records(
 
 
 @dataclass
-class IdSource:
-    """The ids to fetch: bad records reported and skipped, done and repeated ids skipped.
+class InputIds:
+    """An input file's records as the ids to fetch: bad records reported and skipped, done and
+    repeated ids skipped, each counted for the summary. (The fan-out's own reader, in
+    ``_fanout``, only reads ids lazily; the rules of the input file live here.)
 
     ``on_bad(line, text)`` is called for a record that is not an id; ``on_skip()`` for every
     record that will not be fetched (bad, empty, already done, repeated), so a progress total
