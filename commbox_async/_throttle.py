@@ -112,6 +112,8 @@ class LocalLimiter:
         )
         self._limiter_rate = 0.0
         self._limiter: AsyncLimiter | None = None
+        #: Done when the limiter is replaced: wakes the attempts waiting in the old one.
+        self._swapped: asyncio.Future[None] | None = None
         self._fresh = False
         self._waited_rate = 0.0
         self._waited_pause = 0.0
@@ -194,9 +196,11 @@ class LocalLimiter:
                 self._fresh = False
                 await limiter.acquire(limiter.max_rate)
             started = self._clock()
-            await limiter.acquire()
+            got_slot = await self._slot(limiter)
             now = self._clock()
             self._waited_rate += now - started
+            if not got_slot:
+                continue  # the rate changed while this attempt waited: wait at the new one
             # A pause or a new rate may have come while this attempt waited for its slot. The
             # rate is read again here, not only before waiting: when every worker waits in
             # the old limiter, nobody else would notice a cut, and they would all go out at
@@ -204,15 +208,41 @@ class LocalLimiter:
             if self._current_limiter() is limiter and model.pause_remaining(now) <= 0:
                 return model.on_send(now)
 
+    async def _slot(self, limiter: AsyncLimiter) -> bool:
+        """A slot from ``limiter``, or False when the rate changed first.
+
+        Attempts queued in a slow limiter would otherwise keep its pace after the rate rose,
+        one slot at a time (measured: about 2 requests/s for 9 s after a rise to 20/s).
+        """
+        if limiter.has_capacity():
+            await limiter.acquire()
+            return True
+        if self._swapped is None or self._swapped.done():
+            self._swapped = asyncio.get_running_loop().create_future()
+        swapped = self._swapped
+        slot = asyncio.ensure_future(limiter.acquire())
+        try:
+            await asyncio.wait((slot, swapped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not slot.done():
+                slot.cancel()  # the rate changed, or this attempt was cancelled
+        if slot.cancelled() or not slot.done():
+            return False
+        slot.result()
+        return True
+
     def _current_limiter(self) -> AsyncLimiter:
         rate = self.model.rate_at(self._clock())
         self._note_change()
         limiter = self._limiter
         if limiter is None or rate != self._limiter_rate:
             # Every change takes effect at once: a pace above the model's would cost 429s
-            # that its statistics would not show.
+            # that its statistics would not show; attempts waiting in the old limiter are
+            # woken to wait at the new one.
             self._fresh = limiter is not None
             limiter = self._limiter = self._make_limiter(rate)
+            if self._swapped is not None and not self._swapped.done():
+                self._swapped.set_result(None)
         return limiter
 
     async def _wait_pause(self) -> None:

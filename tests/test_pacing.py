@@ -15,6 +15,7 @@ import math
 import random
 import re
 import statistics
+from typing import Any
 
 import pytest
 from pacing_sim import BY_NAME, SCENARIOS, InFlightCap, TokenBucket, run, simulate
@@ -395,3 +396,32 @@ async def test_stats_say_why_the_rate_last_changed() -> None:
     # The last word on the rate, with its reason in brackets and the evidence after the colon.
     assert re.fullmatch(r"[0-9.]+ -> [0-9.]+/s \([a-z-]+\): .+", stats.rate_change)
     assert stats.current_rate < 100
+
+
+async def test_attempts_waiting_at_a_slow_rate_take_a_rise_at_once() -> None:
+    """Attempts queued in a slow limiter move to the new one when the rate rises: the old
+    limiter grants at most the one slot that notices the rise, not one per waiting attempt."""
+    limiter = LocalLimiter(RateLimit(max_rate=1000.0, adaptive=False))
+    limiter.model.rate = 2.0  # as after a cut (adaptation off: the model makes no change)
+    granted_by: list[float] = []
+    make = limiter._make_limiter
+
+    def counting(rate: float) -> Any:
+        inner = make(rate)
+        acquire = inner.acquire
+
+        async def counted(amount: float = 1) -> None:
+            await acquire(amount)
+            granted_by.append(rate)
+
+        inner.acquire = counted  # type: ignore[method-assign]
+        return inner
+
+    limiter._make_limiter = counting  # type: ignore[method-assign]
+    await limiter.acquire()  # the slow limiter exists now, its one slot taken
+    waiting = [asyncio.create_task(limiter.acquire()) for _ in range(10)]
+    await asyncio.sleep(0)
+    limiter.model.rate = 500.0  # the model's rate rose (a quiet probe, say)
+    await asyncio.gather(*waiting)
+    slow_grants = [rate for rate in granted_by if rate < 100]
+    assert len(slow_grants) <= 2, granted_by  # the first slot, and the one that saw the rise
