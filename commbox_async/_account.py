@@ -108,7 +108,7 @@ class Account:
         attempt = await self._attempt(call)
         if attempt.wait is not None:
             # Only a call whose first attempt failed enters backoff's loop: its set-up on
-            # every call cost 5% of a small page's CPU (benchmarks/RESULTS.md, "retry loop").
+            # every call cost 5% of a small page's CPU (benchmarks/RESULTS.md, section 5).
             self.stats.retries += 1
             await asyncio.sleep(attempt.wait)
             attempt = await self._retrying(call)
@@ -117,7 +117,7 @@ class Account:
         error = attempt.error
         assert error is not None
         self.stats.failures += 1
-        if call.attempts > 1 or type(error).retryable:
+        if call.attempts > 1 or (call.attempts and type(error).retryable):
             _count_attempts(error, call)
         error.retryable = False  # the loop has decided: this error is final
         raise error
@@ -130,9 +130,7 @@ class Account:
             limiter = self.limiter
             if limiter is None or self._transport.closed:
                 raise ClientClosedError("this AsyncCommbox is closed")
-            if call.deadline - call.started < self._retries.max_retry_after:
-                # Only a call shorter than the longest pause can be outwaited by one.
-                _check_pause(limiter.pause_remaining(), call)
+            _check_pause(limiter.pause_remaining(), call)
             ticket = await limiter.acquire()
             call.attempts += 1
             stats.requests += 1
@@ -179,15 +177,31 @@ class Account:
             # One verdict: a 429 in the status or in the body's envelope is the same event
             # for the limiter (a pause, evidence for the rate) and for the retry decision.
             limiter.report(ticket, Outcome.THROTTLED, exc.retry_after)
+            self._scrub(exc)
             raise
-        except CommboxError:
+        except CommboxError as exc:
             limiter.report(ticket, Outcome.ACCEPTED)
             self._answered += 1
+            self._scrub(exc)
             raise
         limiter.report(ticket, Outcome.ACCEPTED)
         self._answered += 1
         self.stats.successes += 1
         return page
+
+    def _scrub(self, error: CommboxError) -> None:
+        """Blank this account's token wherever a response put it on ``error`` (a proxy that
+        echoes the request's headers into its answer): the token never reaches an error."""
+        token = str(self._headers.get("Authorization", "")).removeprefix("Bearer ")
+        if not token:
+            return
+        if error.headers:
+            error.headers = {k: v.replace(token, "***") for k, v in error.headers.items()}
+        error.body = error.body.replace(token.encode(), b"***")
+        error.message = error.message.replace(token, "***")
+        description = getattr(error, "description", None)
+        if isinstance(description, str):
+            error.description = description.replace(token, "***")  # type: ignore[attr-defined]
 
     def _decide(self, call: CallState, exc: CommboxError) -> float | None:
         """``decide_retry``'s answer for this failure: the wait, or None to end the call."""

@@ -51,7 +51,7 @@ from ._config import (
     as_timeout,
 )
 from ._errors import ClientClosedError, CommboxError, InvalidArgumentError
-from ._fanout import FanOutError, FanOutProgress, FetchResult, fan_out
+from ._fanout import UNREACHABLE_AFTER, FanOutError, FanOutProgress, FetchResult, fan_out
 from ._models import UserObject, UserObjectsPage
 from ._pacing import PausePolicy
 from ._protocol import (
@@ -368,7 +368,7 @@ class AsyncCommbox:
         dedupe: bool = False,
         on_progress: Callable[[FanOutProgress], None] | None = None,
         deadline: float | None = None,
-        unreachable_after: int | None = 8,
+        unreachable_after: int | None = UNREACHABLE_AFTER,
         **filters: Unpack[Filters],
     ) -> AsyncGenerator[FetchResult, None]:
         """Fetch one page for each identity, yielding results as they complete.
@@ -413,7 +413,6 @@ class AsyncCommbox:
     ) -> AsyncGenerator[FetchResult, None]:
         query_string = _encode(Query.from_filters(filters))
         limit = check_seconds("deadline", deadline, self._retries.max_time)
-        check_concurrency(concurrency)
         if isinstance(identity_ids, (str, bytes)) or not isinstance(
             identity_ids, (Iterable, AsyncIterable)
         ):
@@ -424,6 +423,7 @@ class AsyncCommbox:
         # A job's fan-out skips the cache and the shared calls: its ids are distinct.
         method = self._shared.get if shared else self._account.request
         request = functools.partial(method, query_string=query_string, deadline=limit)
+        check_concurrency(concurrency)
         return self._fan_out(
             identity_ids, request, concurrency, dedupe, on_progress, unreachable_after
         )
@@ -435,12 +435,11 @@ class AsyncCommbox:
         concurrency: int,
         dedupe: bool = False,
         on_progress: Callable[[FanOutProgress], None] | None = None,
-        unreachable_after: int | None = None,
+        unreachable_after: int | None = UNREACHABLE_AFTER,
     ) -> AsyncGenerator[FetchResult, None]:
         """The fan-out engine over any one-identity call (the command line's ``--all-pages``
         reads every page of each), its workers in this client's registry, so that closing
         the client stops them."""
-        check_concurrency(concurrency)
         self._check_open()
         return fan_out(
             identity_ids,

@@ -25,7 +25,14 @@ from ._models import UserObjectsPage
 from ._protocol import check_identity_id
 from ._validate import describe
 
-__all__ = ["UNREACHABLE", "FanOutError", "FanOutProgress", "FetchResult", "fan_out"]
+__all__ = [
+    "UNREACHABLE",
+    "UNREACHABLE_AFTER",
+    "FanOutError",
+    "FanOutProgress",
+    "FetchResult",
+    "fan_out",
+]
 
 logger = logging.getLogger("commbox_async")
 
@@ -91,6 +98,10 @@ class FanOutError(CommboxError):
 
 
 Request = Callable[[int], Awaitable[UserObjectsPage]]
+#: Calls in a row that could not connect, before any answer, after which a fan-out stops
+#: sending (``fetch_many``'s default): a wrong base URL or a server down costs seconds, and
+#: a blip is rarely that many calls long, each with its own retries.
+UNREACHABLE_AFTER = 8
 #: The ``reason`` of the error given to an id not sent because nothing could connect.
 UNREACHABLE = "not sent: no connection could be made"
 
@@ -285,7 +296,7 @@ class _Workers:
         # takes the result, so at most 2 x `concurrency` results exist at once. Twice, not
         # once: with one slot per worker, every worker that posts a result would wait for the
         # consumer to take it; the second set lets the consumer lag by `concurrency` results
-        # before anyone waits (benchmarks/RESULTS.md, "fan-out hand-off").
+        # before anyone waits (benchmarks/RESULTS.md, section 5).
         self.slots = _Slots(2 * concurrency)
         self.mailbox = _Mailbox()
         # The first 401: the token is refused, so every later id would be refused too. Those

@@ -57,6 +57,7 @@ __all__ = [
     "parse_response",
     "parse_retry_after",
     "request_url",
+    "status_by_name",
     "token_fingerprint",
     "user_objects_path",
 ]
@@ -83,7 +84,7 @@ def check_identity_id(value: object, name: str = "identity_id") -> int:
     return int(value)
 
 
-def _status_by_name(value: object) -> object:
+def status_by_name(value: object) -> object:
     """A status given by its name ("open", "in_process", any case) as its number; any other
     value as it is, for the checks of ``Query`` to judge."""
     if not isinstance(value, str):
@@ -179,7 +180,7 @@ class Query:
                 statuses = tuple(itertools.islice(statuses, MAX_STATUSES + 1))
                 if len(statuses) > MAX_STATUSES:
                     raise InvalidArgumentError(f"statuses has more than {MAX_STATUSES} items")
-                statuses = tuple(_status_by_name(value) for value in statuses)
+                statuses = tuple(status_by_name(value) for value in statuses)
             values["statuses"] = statuses
         return cls(**values)
 

@@ -261,19 +261,31 @@ def test_the_stdin_reader_thread_leaves_no_coroutine_behind() -> None:
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
 
 
-async def test_fetch_stops_sending_when_nothing_can_connect(tmp_path: Path) -> None:
-    """Nothing listening: fetch of 60 ids writes 60 error lines, most of them unsent, exits 3
-    (not 1) and says to check --base-url and resume."""
+@pytest.mark.parametrize("pages", [[], ["--all-pages"]])
+async def test_fetch_stops_sending_when_nothing_can_connect(
+    tmp_path: Path, pages: list[str]
+) -> None:
+    """Nothing listening: fetch of 60 ids (one page or all pages) writes 60 error lines, most
+    of them unsent, exits 3 (not 1) and says to check --base-url and resume."""
     port = unused_port()
     ids = tmp_path / "ids.txt"
     out = tmp_path / "out.ndjson"
     ids.write_text("".join(f"{558300 + n}\n" for n in range(60)))
     code, _, err = await _cli(
         "fetch", str(ids), "-o", str(out), "--base-url", f"http://127.0.0.1:{port}",
-        "--retries", "1", "--concurrency", "4",
+        "--retries", "1", "--concurrency", "4", *pages,
     )  # fmt: skip
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert code == 3
     assert len(lines) == 60 and all("error" in line for line in lines)
     assert sum("not sent" in line["error"]["description"] for line in lines) >= 60 - (8 + 4)
     assert "nothing could connect" in err and "--base-url" in err and "--resume" in err
+
+
+def test_the_command_line_reads_status_names_as_the_library_does() -> None:
+    """`--status in-process,Open,2` reads as the library reads those names; a typo is a usage
+    error naming it."""
+    args = build_parser().parse_args(["get", "1", "--status", "in-process,Open,2"])
+    assert filters_from_args(args)["statuses"] == (8, 1, 2)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["get", "1", "--status", "opn"])

@@ -4,6 +4,8 @@ errors that carry the response's headers and first bytes, default headers, statu
 
 from __future__ import annotations
 
+import asyncio
+import json
 import pickle
 from collections.abc import AsyncIterator
 
@@ -23,7 +25,9 @@ from commbox_async import (
 )
 from commbox_async._fanout import fan_out
 from commbox_async._models import UserObjectsPage
+from commbox_async._pacing import PausePolicy
 from commbox_async._protocol import Query, parse_response
+from commbox_async._throttle import LocalLimiter
 from commbox_async.testing import FakeCommbox, unused_port
 
 FIXED = RateLimit(max_rate=10_000, adaptive=False)
@@ -199,3 +203,57 @@ async def test_unread_counts_takes_a_deadline() -> None:
         counts = await commbox.unread_counts([1, 2], deadline=5)
     assert set(counts) == {1, 2}
 
+
+
+async def test_a_pause_longer_than_the_time_left_fails_at_once_whatever_the_policy() -> None:
+    """With a given limiter that allows longer pauses than the client's retries, a call whose
+    deadline ends before the pause does still fails at once (it would wait 150 s otherwise)."""
+    async with FakeCommbox(record=True) as server:
+        server.script(5, (429, {"Retry-After": "150"}, b'{"status": 429}'))
+        limiter = LocalLimiter(
+            RateLimit(max_rate=1000.0), pause_policy=PausePolicy(max_retry_after=200.0)
+        )
+        async with server.client(limiter=limiter) as commbox:
+            with pytest.raises(RateLimitError):
+                await commbox.get_user_objects(5, deadline=1)
+            assert limiter.pause_remaining() > 100
+            with pytest.raises(CommboxTimeoutError, match="paused"):
+                await asyncio.wait_for(commbox.get_user_objects(6, deadline=130), 10)
+        await limiter.aclose()
+        assert server.count(identity_id=6) == 0
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[str]:
+    """A server (a proxy gone wrong) that echoes the request's Authorization in its answer."""
+
+    async def handle(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        body = json.dumps({"status": 502, "description": f"bad gateway for {auth}"})
+        return web.Response(status=502, body=body, headers={"X-Echo": auth})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_a_token_echoed_by_the_server_never_reaches_the_error(echo_server: str) -> None:
+    """A 502 whose body and headers echo the token: the error's message, description, headers,
+    body, str, repr and pickle hold none of it."""
+    token = "echoed-secret-token-99"
+    async with AsyncCommbox(
+        token=token, base_url=echo_server, retries=ONE_TRY, rate_limit=FIXED
+    ) as commbox:
+        with pytest.raises(ServerError) as caught:
+            await commbox.get_user_objects(1)
+    error = caught.value
+    everything = [str(error), repr(error), error.description or "", str(error.headers)]
+    assert all(token not in text for text in everything)
+    assert token.encode() not in error.body and token.encode() not in pickle.dumps(error)
+    assert error.headers is not None and error.headers["x-echo"] == "Bearer ***"

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .._config import DEFAULT_RATE_LIMIT, DEFAULT_RETRIES, DEFAULT_TIMEOUT
-from .._models import ObjectStatus
-from .._protocol import FILTER_NAMES, MAX_PAGE_SIZE, Query
+from .._errors import InvalidArgumentError
+from .._protocol import FILTER_NAMES, MAX_PAGE_SIZE, Query, status_by_name
+from .._validate import MAX_CONCURRENCY
 from .._version import __version__
 from ._input import parse_identity
 
@@ -84,20 +85,22 @@ def _between(low: int, high: int) -> Callable[[str], int]:
 
 _port = _between(0, 65535)
 #: fetch_many's own bound on concurrency, checked here for --all-pages too.
-_concurrency = _between(1, 10_000)
+_concurrency = _between(1, MAX_CONCURRENCY)
 
 
 def _statuses(text: str) -> tuple[int, ...]:
-    """'open,resolved' or '1,2': names of ObjectStatus or numbers."""
+    """'open,resolved' or '1,2': names of ObjectStatus (as the library reads them) or numbers."""
     out: list[int] = []
     for part in (p.strip() for p in text.split(",")):
         if part.isdigit():
             out.append(int(part))
-        elif part.upper() in ObjectStatus.__members__:
-            out.append(int(ObjectStatus[part.upper()]))
-        else:
-            names = ", ".join(m.lower() for m in ObjectStatus.__members__)
-            raise argparse.ArgumentTypeError(f"{part!r} is not a status number or name ({names})")
+            continue
+        try:
+            number = status_by_name(part)
+        except InvalidArgumentError as exc:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a status number or name") from exc
+        assert isinstance(number, int)  # a str in, its number out
+        out.append(number)
     return tuple(out)
 
 

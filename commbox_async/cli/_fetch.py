@@ -158,15 +158,28 @@ async def _fetch(
             report.bad_lines, report.duplicates = source.bad, source.duplicates
             report.empty = source.empty
             report.resumed = source.resumed
+    return _finish(args, report, source, writer.lines, interrupted=interrupted, host=host)
+
+
+def _finish(
+    args: argparse.Namespace,
+    report: JobReport,
+    source: InputIds,
+    lines: int,
+    *,
+    interrupted: bool,
+    host: str,
+) -> int:
+    """The summary, then how the job ends: its exit status, or a CliExit that says why."""
     no_ids = not report.fetched and not source.resumed and not source.duplicates
-    if loud >= 0:
+    if verbosity(args) >= 0:
         title = "fetch interrupted" if interrupted else "fetch done"
         print_summary(summary_rows(report), title=title, stream=sys.stderr)
     if interrupted:
         where = f" to {args.output}" if args.output else ""
         hint = "; run the same command with --resume to continue" if args.output else ""
         raise CliExit(
-            f"interrupted: {writer.lines:,} complete lines written{where}{hint}", EXIT_INTERRUPTED
+            f"interrupted: {lines:,} complete lines written{where}{hint}", EXIT_INTERRUPTED
         )
     if no_ids and not args.allow_empty:
         where = "stdin" if args.ids_file == "-" else args.ids_file
