@@ -240,3 +240,72 @@ def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 20
 def python_module(*args: str) -> list[str]:
     """``python -m ARGS`` with this interpreter."""
     return [sys.executable, "-m", *args]
+
+
+#: What a Celery worker logs once it takes tasks, and an Arq worker once it started up.
+CELERY_READY = "ready."
+
+
+def celery_workers(count: int, concurrency: int) -> list[list[str]]:
+    """``count`` Celery workers of examples/celery_app.py, each a thread pool of ``concurrency``."""
+    return [
+        python_module(
+            "celery",
+            "-A",
+            "celery_app",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"w{number}@%h",
+            "--loglevel",
+            "INFO",
+            # No chatter between workers: each starts at once and needs none of it here.
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        )
+        for number in range(count)
+    ]
+
+
+@dataclass(frozen=True)
+class Round:
+    """One run of the example: what the tasks answered and what each account's server saw."""
+
+    answers: list[dict[str, Any]]
+    reports: dict[str, AccountReport]
+    ratios: dict[str, float]
+
+
+def run_round(
+    fleet: Fleet, send: Callable[[list[tuple[str, list[int]]]], list[dict[str, Any]]], tasks: int
+) -> Round:
+    """Send every account's ids in ``tasks`` tasks each, wait for the answers, read the logs.
+
+    An account's ratio is the time from sending to its server's last answer, over its ideal.
+    """
+    fleet.clear()
+    start = fleet.now()
+    answers = send(chunks(fleet.accounts, tasks))
+    reports = {a.name: fleet.report(a) for a in fleet.accounts}
+    ratios = {a.name: (reports[a.name].last_ok - start) / a.ideal for a in fleet.accounts}
+    return Round(answers, reports, ratios)
+
+
+def token_leaks(fleet: Fleet, redis_url: str, logs: Sequence[Path]) -> list[str]:
+    """Where an account's token shows in Redis (any key or value) or in a worker's log."""
+    import redis
+
+    tokens = [a.token.encode() for a in fleet.accounts]
+    found = []
+    with redis.Redis.from_url(redis_url) as client:
+        for key in client.scan_iter():
+            blob = key + (client.dump(key) or b"")
+            found += [f"redis {key!r}" for token in tokens if token in blob]
+    for path in logs:
+        text = path.read_bytes()
+        found += [str(path) for token in tokens if token in text]
+    return found
