@@ -309,3 +309,39 @@ def token_leaks(fleet: Fleet, redis_url: str, logs: Sequence[Path]) -> list[str]
         text = path.read_bytes()
         found += [str(path) for token in tokens if token in text]
     return found
+
+
+ARQ_READY = "redis_version="
+
+
+def arq_workers(count: int) -> list[list[str]]:
+    """``count`` Arq workers of examples/arq_worker.py."""
+    return [python_module("arq", "arq_worker.WorkerSettings") for _ in range(count)]
+
+
+def celery_sender(
+    example: Any, timeout: float
+) -> Callable[[list[tuple[str, list[int]]]], list[dict[str, Any]]]:
+    """Send tasks with examples/celery_app.py (loaded as ``example``) and wait for the answers."""
+
+    def send(tasks: list[tuple[str, list[int]]]) -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = example.enqueue(tasks).get(timeout=timeout)
+        return answers
+
+    return send
+
+
+def arq_sender(
+    example: Any, timeout: float
+) -> Callable[[list[tuple[str, list[int]]]], list[dict[str, Any]]]:
+    """Send jobs with examples/arq_worker.py (loaded as ``example``) and wait for the answers."""
+
+    async def send_all(tasks: list[tuple[str, list[int]]]) -> list[dict[str, Any]]:
+        pool = await example.create_pool(example.RedisSettings.from_dsn(example.BROKER_URL))
+        try:
+            answers: list[dict[str, Any]] = await example.enqueue(pool, tasks, timeout)
+            return answers
+        finally:
+            await pool.aclose()
+
+    return lambda tasks: asyncio.run(send_all(tasks))

@@ -18,6 +18,7 @@ from benchmarks.queues import (
     CELERY_READY,
     Fleet,
     ServerThread,
+    celery_sender,
     celery_workers,
     make_accounts,
     run_round,
@@ -49,7 +50,7 @@ def test_two_workers_fetch_four_accounts_once_each_within_its_limit(
         logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
         try:
             wait_for_lines(logs, CELERY_READY, workers, limit=60)
-            done = run_round(fleet, lambda tasks: example.enqueue(tasks).get(timeout=120), 4)
+            done = run_round(fleet, celery_sender(example, timeout=120), tasks=4)
         finally:
             stop_workers(workers)
             example.app.close()
