@@ -1,0 +1,153 @@
+"""Arq workers fetch many CommBox accounts' ids, each account within its limit on every machine.
+
+The Celery example (celery_app.py) in asyncio, with no blocking facade: an Arq worker is an
+event loop, so each worker process keeps one ``AsyncCommbox`` per account, made on the first
+job for it and closed at shutdown, its limiter a ``RedisLimiter`` keyed by the account's token
+fingerprint. A job is an account's name and some of its ids, never its token.
+
+Every worker's environment:
+
+    ARQ_REDIS_URL            redis://127.0.0.1:6379/0: the queue and the results
+    COMMBOX_REDIS_URL        where the limiters live (default: the queue's URL)
+    COMMBOX_ACCOUNTS         the accounts and their limits: acme=10,globex=20 (requests/s)
+    COMMBOX_TOKEN_<NAME>     each account's token, COMMBOX_TOKEN_ACME (read in the worker only)
+    COMMBOX_BASE_URL_<NAME>  an account's API, else COMMBOX_BASE_URL, else CommBox's
+    COMMBOX_WORKERS          worker processes in all (4): each one's share while Redis is down
+
+Run a worker on each machine (in this folder), then enqueue from anywhere:
+
+    arq arq_worker.WorkerSettings
+    python arq_worker.py acme ids.txt      # one id a line; prints id<TAB>unread per line
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any, ClassVar
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+
+from commbox_async import AsyncCommbox
+from commbox_async._protocol import token_fingerprint
+from commbox_async.redis import RedisLimiter
+
+BROKER_URL = os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("COMMBOX_REDIS_URL", BROKER_URL)
+
+
+def accounts() -> dict[str, float]:
+    """``COMMBOX_ACCOUNTS`` read: each account's name and requests per second."""
+    limits = {}
+    for item in os.environ.get("COMMBOX_ACCOUNTS", "").split(","):
+        name, _, rate = item.strip().partition("=")
+        if not re.fullmatch(r"[a-z0-9_]+", name) or not rate:
+            raise ValueError(f"COMMBOX_ACCOUNTS: {item!r} is not name=requests_per_second")
+        limits[name] = float(rate)
+    return limits
+
+
+async def open_client(stack: AsyncExitStack, account: str) -> AsyncCommbox:
+    """The account's client, closed with ``stack``: its token from the environment, its limit in
+    Redis."""
+    rate = accounts()[account]
+    suffix = account.upper()
+    token = os.environ[f"COMMBOX_TOKEN_{suffix}"]
+    limiter = await stack.enter_async_context(
+        RedisLimiter.from_url(
+            REDIS_URL,
+            key=f"commbox:{token_fingerprint(token)}",  # one key per token
+            rate_limit=rate,
+            expected_workers=int(os.environ.get("COMMBOX_WORKERS", "4")),
+        )
+    )
+    client = AsyncCommbox(
+        token=token,
+        base_url=os.environ.get(f"COMMBOX_BASE_URL_{suffix}") or os.environ.get("COMMBOX_BASE_URL"),
+        rate_limit=rate,
+        limiter=limiter,
+    )
+    return await stack.enter_async_context(client)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """The worker's clients, made on first use, and what closes them."""
+    ctx["commbox_stack"] = AsyncExitStack()
+    ctx["commbox_clients"] = {}
+    ctx["commbox_lock"] = asyncio.Lock()
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    """Close every client, then its limiter."""
+    await ctx["commbox_stack"].aclose()
+
+
+async def client_for(ctx: dict[str, Any], account: str) -> AsyncCommbox:
+    """This worker's client for ``account`` (one per account, shared by its jobs)."""
+    clients: dict[str, AsyncCommbox] = ctx["commbox_clients"]
+    async with ctx["commbox_lock"]:
+        if account not in clients:
+            clients[account] = await open_client(ctx["commbox_stack"], account)
+        return clients[account]
+
+
+async def fetch_account_ids(ctx: dict[str, Any], account: str, ids: list[int]) -> dict[str, Any]:
+    """Fetch ``ids`` with the account's client; unread totals and failures by id."""
+    commbox = await client_for(ctx, account)
+    unread: list[tuple[int, int]] = []
+    failed: list[tuple[int, str]] = []
+    async for result in commbox.fetch_many(ids, concurrency=8):
+        if result.response is not None:
+            unread.append((result.identity_id, result.response.unread_total))
+        else:
+            failed.append((result.identity_id, repr(result.error)))
+    return {"account": account, "unread": unread, "failed": failed}
+
+
+class WorkerSettings:
+    """``arq arq_worker.WorkerSettings``: four jobs at a time, the queue polled every 0.1 s."""
+
+    functions: ClassVar[list[Any]] = [fetch_account_ids]
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = RedisSettings.from_dsn(BROKER_URL)
+    max_jobs = 4
+    poll_delay = 0.1
+    job_timeout = 3600
+
+
+async def enqueue(
+    pool: ArqRedis, tasks: Iterable[tuple[str, Sequence[int]]], timeout: float
+) -> list[dict[str, Any]]:
+    """Send one job per (account, ids) and wait for every answer."""
+    jobs = [await pool.enqueue_job("fetch_account_ids", name, list(ids)) for name, ids in tasks]
+    return [await job.result(timeout=timeout) for job in jobs if job is not None]
+
+
+async def send(tasks: list[tuple[str, list[int]]]) -> None:
+    """Enqueue the tasks and print the results as they come."""
+    pool = await create_pool(RedisSettings.from_dsn(BROKER_URL))
+    try:
+        for answer in await enqueue(pool, tasks, timeout=3600):
+            for ident, unread in answer["unread"]:
+                print(f"{ident}\t{unread}")
+            for ident, error in answer["failed"]:
+                print(f"{ident}\terror: {error}", file=sys.stderr)
+    finally:
+        await pool.aclose()
+
+
+def main(account: str, path: str, per_task: int = 100) -> None:
+    """Enqueue a file's ids for one account in jobs of ``per_task``; print the results."""
+    with open(path) as lines:
+        ids = [int(line) for line in lines if line.strip()]
+    asyncio.run(send([(account, ids[i : i + per_task]) for i in range(0, len(ids), per_task)]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
