@@ -24,10 +24,12 @@ not ask which kind it faces. What it believes:
   toward a rate that ran quietly before, slowly beyond it (each probe that drains the server
   costs a pause).
 
-It never starts below the configured maximum (no slow start), never exceeds it, and never goes
-below ``min_rate``. Every phase and every move between them, at a 429 (``on_answer``: the
-rules in order, the first that applies decides; a 429 sent before the last decision's pause
-ended belongs to a drain already read) and as time passes (``rate_at``); "=" is no change:
+It starts at the configured maximum (no slow start), or holding a ``start_rate`` remembered
+from an earlier run (a starting point, not a ceiling: rows 21-23 raise it, a 429 lowers it); it
+never exceeds the maximum and never goes below ``min_rate``. Every phase and every move between
+them, at a 429 (``on_answer``: the rules in order, the first that applies decides; a 429 sent
+before the last decision's pause ended belongs to a drain already read) and as time passes
+(``rate_at``); "=" is no change:
 
   #  in        at a 429 ...                                          to      reason: new rate
   1  any       free, within a WINDOW of a rise from a rate that ran  BISECT* rise-failed: that
@@ -271,13 +273,26 @@ class PacingModel:
     LOG_SPAN = 30.0  # seconds of attempts kept; all the model remembers (a quiet rate, a
     # ceiling) it forgets after this, and it pauses alone this long when that did better
 
-    def __init__(self, max_rate: float, min_rate: float = 0.5, *, adaptive: bool = True) -> None:
+    def __init__(
+        self,
+        max_rate: float,
+        min_rate: float = 0.5,
+        *,
+        adaptive: bool = True,
+        start_rate: float | None = None,
+    ) -> None:
         self.max_rate = max_rate
         self.min_rate = min(min_rate, max_rate)
         self.adaptive = adaptive
         self.rate = max_rate
         self.phase = Phase.FULL
         self.last_change = RateChange(0.0, max_rate, max_rate, Reason.START, "configured")
+        if adaptive and start_rate is not None and start_rate < max_rate:
+            # A rate remembered from an earlier run: a starting point, not a ceiling. Held as
+            # if it had been read here: a 429 lowers it, quiet time probes above it.
+            self.rate = max(self.min_rate, start_rate)
+            self.phase = Phase.HOLD
+            self.last_change = RateChange(0.0, max_rate, self.rate, Reason.START, "remembered")
         self.changes: deque[RateChange] = deque(maxlen=64)
         self._log: deque[Ticket] = deque()
         self._resume = -math.inf  # when the last pause ended (the server refilled during it)
@@ -285,10 +300,12 @@ class PacingModel:
         self._last_drain: float | None = None  # send time of the last 429 that was read
         self._burst: float | None = None  # accepted from a full start to the first 429
         self._first_span = 0.0  # how long that took
+        self._from_full = self.phase is Phase.FULL  # started at full pace, not remembered
         self._last_decision = -math.inf
         self._quiet_since = 0.0
         self._step = 0  # rises (or climbs) since the last decision
         self._search_from = max_rate
+        self._search_to = max_rate  # a search stops just under the pace that drained
         self._search_start = 0.0
         self._search_stride = 1.0  # each climb at least this factor (far floors climb fast)
         self._good: float | None = None  # a rate that ran QUIET seconds without a 429
@@ -401,12 +418,17 @@ class PacingModel:
         if steps > self._step:
             self._step = steps
             factor = search_factor(steps, self._search_stride, self.PROBE_FIRST)
+            # No higher than just under the pace that drained: the search ends there, and
+            # quiet-time probes go on from it.
+            new = min(self._search_to, self._search_from * factor)
             self._set(
                 now,
-                min(self.max_rate, self._search_from * factor),
+                new,
                 Reason.SEARCHING,
                 f"quiet {now - self._search_start:.1f} s since the last 429",
             )
+            if new >= self._search_to:
+                self._hold(cure=None)
 
     def _rise_when_quiet(self, now: float) -> None:
         """Rows 21-23: after QUIET seconds without a 429, back toward a rate that ran quietly
@@ -635,7 +657,8 @@ class PacingModel:
             # A floor only: climb from it until the next 429 allows an estimate.
             self._cure = None
             self.phase = Phase.SEARCH
-            self._search_from = max(self.min_rate, min(floor.rate, pace * self.HOLD))
+            self._search_to = pace * self.HOLD
+            self._search_from = max(self.min_rate, min(floor.rate, self._search_to))
             self._search_start = at.now + at.pause
             self._search_stride = min(2.0, (pace / self._search_from) ** (1.0 / self.SEARCH_SPAN))
             self._step = 0
@@ -713,7 +736,10 @@ class PacingModel:
         span = at.drained - at.start
         seconds = at.drained - at.start + max(at.pause, 0.5)
         rate, accepted = accepted_rate(self._log, at.start, at.drained, seconds)
-        self._burst = float(max(accepted, 1))
+        if self._from_full:
+            # A burst only from a full start at full pace: after a remembered start the
+            # first 429 comes after a long stretch near the limit, which says nothing of it.
+            self._burst = float(max(accepted, 1))
         self._first_span = span
         evidence = f"{accepted} accepted before the first 429, then a {at.pause:.1f} s pause"
         return Reading(rate, Reason.DRAIN_TO_DRAIN, evidence)

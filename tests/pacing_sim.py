@@ -209,10 +209,15 @@ def simulate(
     seed: int = 1,
     deadline: float = 600.0,
     model_factory: Callable[[float, bool], PacingModel] | None = None,
+    start_rate: float | None = None,
 ) -> SimResult:
-    """Run one job of ``ids`` ids through ``server``; returns when every id was accepted."""
+    """Run one job of ``ids`` ids through ``server``; returns when every id was accepted.
+    ``start_rate`` starts the model there (``RateLimit.start_rate``), unless ``model_factory``
+    makes the model."""
     rng = random.Random(seed)
-    model = (model_factory or (lambda rate, on: PacingModel(rate, adaptive=on)))(max_rate, adaptive)
+    model = (
+        model_factory or (lambda rate, on: PacingModel(rate, adaptive=on, start_rate=start_rate))
+    )(max_rate, adaptive)
     policy = PausePolicy()
     events: list[tuple[float, int, Callable[[], None]]] = []
     seq = 0
