@@ -19,10 +19,10 @@ from commbox_async._pacing import PacingModel, Phase, Reason
 from commbox_async._throttle import LocalLimiter
 
 SEEDS = range(1, 6)
-#: The simulator's token-bucket kinds with a steady limit (a co-tenant included), and the
-#: goal of the second run. The limit that drops to 40/s and comes back is found no faster from a
-#: remembered rate (measured: 1.19x, 1.17x from a cold start): without a cold start there is no
-#: first burst to fit a bucket with, and the drop is read from floors and steps down.
+#: The simulator's token-bucket kinds (a co-tenant and a limit that drops to 40/s and comes back
+#: included), and the goal of the second run: 1.15x, and 1.20x for the drop (its ideal time
+#: includes the drop; a remembered rate has no cold start's first burst to fit a bucket with,
+#: so a 429 below it starts afresh, which costs a pause).
 BUCKET_KINDS = {
     "bucket": 1.15,
     "no_retry_after": 1.15,
@@ -90,11 +90,13 @@ def test_a_start_rate_below_a_limit_that_rose_is_raised_by_probes() -> None:
 
 
 def test_a_start_rate_above_a_limit_that_fell_is_lowered_by_the_usual_429() -> None:
-    """Remembered at 97/s, the bucket now refills 40/s: the first 429s bring the rate under
-    the new limit, and the job is within 1.25x of its ideal time."""
+    """Remembered at 97/s, the bucket now refills 40/s: a 429 below the remembered rate starts
+    afresh (full pace, a first burst, a search), the rate ends under the new limit, and the job
+    is within 1.30x of its ideal time."""
     model = PacingModel(1000.0, start_rate=97.0)
     result = simulate(
         TokenBucket(40, 10, 1.0), ids=800, max_rate=1000, model_factory=lambda r, on: model
     )
-    assert model.rate <= 40.0
-    assert result.time <= 1.25 * 800 / 40
+    assert any(c.reason is Reason.FORGOTTEN for c in model.changes)
+    assert 36.0 <= model.rate <= 40.0
+    assert result.time <= 1.30 * 800 / 40
