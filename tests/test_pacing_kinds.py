@@ -6,7 +6,14 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from pacing_sim import BY_NAME, SMALL_BURST_SCENARIOS, TokenBucket, floor_time, simulate
+from pacing_sim import (
+    BY_NAME,
+    RANDOM_MIX,
+    SMALL_BURST_SCENARIOS,
+    TokenBucket,
+    floor_time,
+    simulate,
+)
 
 from commbox_async._pacing import PacingModel, Reason
 
@@ -57,3 +64,19 @@ def test_a_small_burst_with_long_pauses_is_within_5pct_of_its_floor(name: str) -
     assert statistics.median(ratios) <= SHORT_OF_GOAL.get(name, 1.05), ratios
     assert max(ratios) <= 1.10, ratios
     assert all(r.done == sc.ids for r in runs)
+
+
+def test_random_429s_that_ask_for_a_pause_among_other_faults_cost_adapting() -> None:
+    """The soak's mix (2% random 429s asking for no pause or for 1 s, 2% 503s, 1% resets, 2%
+    slow answers), 3,000 ids at 400/s: nothing is lost either way. A known limit, measured, not
+    the goal: adapting takes 1.25x the median time of pausing alone (the goal is 1.10x; 1.23x
+    before this issue's changes), because the first random 429s that pause read as a limit."""
+    sc = RANDOM_MIX
+    on = [simulate(sc.make(s), ids=sc.ids, max_rate=sc.max_rate, seed=s) for s in SEEDS]
+    off = [
+        simulate(sc.make(s), ids=sc.ids, max_rate=sc.max_rate, seed=s, adaptive=False)
+        for s in SEEDS
+    ]
+    assert all(r.done == sc.ids for r in [*on, *off])
+    ratio = statistics.median(r.time for r in on) / statistics.median(r.time for r in off)
+    assert ratio <= 1.30, ratio

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pacing_sim import (
     EXTRA_SCENARIOS,
+    RANDOM_MIX,
     RANDOM_WITH_PAUSE,
     SCENARIOS,
     SMALL_BURST_SCENARIOS,
@@ -112,7 +113,7 @@ class Run:
 
 
 def _scenarios() -> list[Scenario]:
-    return [*SCENARIOS, RANDOM_WITH_PAUSE, *SMALL_BURST_SCENARIOS, *EXTRA_SCENARIOS]
+    return [*SCENARIOS, RANDOM_WITH_PAUSE, RANDOM_MIX, *SMALL_BURST_SCENARIOS, *EXTRA_SCENARIOS]
 
 
 def runs() -> Iterator[Run]:
