@@ -43,7 +43,8 @@ change:
   5  any       within DECISION_GAP of the last decision              =       not read
                (within FLOOD_GAP for a flood)
   6  any       a step down on trial 2 WINDOWs ago: its share of      HOLD    not-cured: the rate
-               429s fell by less than 30%, under SATURATED_SHARE             before it
+               429s fell by less than 30%, under SATURATED_SHARE             before it (paused:
+               (paused 429s: a step down for them, no rise since)            before the first)
   7  any       free, < MIN_EVIDENCE answered in the last WINDOW      =       not read
                or < MIN_SPAN into the job
   8  any       free, a step down on trial                            =       =
@@ -92,7 +93,11 @@ during it, and at each 429 the bucket is taken to hold, on average, what a pace 
 refill r leaves of the last token, (1 + r/p) / 2). A *ceiling* is a
 rate whose rise failed (row 1, or the rate a flood cut from, row 4); it is trusted
 1% less each second. The *noise* share is ``NOISE_SHARE``, or the share shown not to fall
-when slowing down. 429s tolerated as noise do not break a quiet spell.
+when slowing down. 429s tolerated as noise do not break a quiet spell. Row 6 for paused 429s:
+each step down they cause (after a cold start's) goes on trial with the share of 429s at the
+pace that drained (over CURE_EVIDENCE attempts at least); the steps that follow with no rise
+between keep the pace before the first; a share since the step under a tenth of NOISE_SHARE
+ends the trial (a real limit, held right); row 11 reads a paused 429's share over LOG_SPAN.
 
 ``PacingModel`` is fed by a limiter (in-process or shared) and is driven in the tests by a
 discrete-event simulator of every limiter kind (tests/pacing_sim.py). The pause rules (what a
@@ -330,6 +335,10 @@ class PacingModel:
         self._good_at = -math.inf
         self._cure: tuple[float, float, float] | None = None  # (rate before, share before, at)
         self._tolerated_share = 0.0  # share of 429s shown not to fall when slowing down
+        # Paused 429s' step downs on trial: the pace before the first of them (no rise since),
+        # and (when, share of 429s at the pace that drained) of the last.
+        self._paused_from: float | None = None
+        self._paused_trial: tuple[float, float] | None = None
         self._cheap_limit = False  # the last limit answered 429s with no pause: probe sooner
         self._throttled_sent = -math.inf  # send time of the latest attempt answered 429
         self._below: float | None = None  # the rate before the last rise, if it ran quietly
@@ -608,7 +617,34 @@ class PacingModel:
         """Row 6: a step down on trial long enough is judged; undone if it cured nothing."""
         if self._cure is not None and self._judge_cure(at.now):
             return True
+        if self._paused_trial is not None and not at.free:
+            return self._judge_paused(at)
         return None
+
+    def _judge_paused(self, at: _At429) -> bool | None:
+        """Row 6, for 429s that pause: a paused 429 at a rate lowered for paused 429s (with no
+        rise since) at least 2 WINDOWs later, with a share of 429s since then no lower by 30%
+        than at the pace that drained: slowing down did not cure them, they are noise. Back to
+        the pace before the first such step down, and tolerate that share."""
+        assert self._paused_trial is not None and self._paused_from is not None
+        since, before = self._paused_trial
+        if at.now - since < 2.0 * self.WINDOW:
+            return None
+        accepted, throttled = window_counts(self._log, since, at.drained + 1e-9)
+        if accepted + throttled < self.CURE_EVIDENCE:
+            return None
+        share = throttled / (accepted + throttled)
+        restore = self._paused_from
+        if self.rate >= restore or not not_cured(before, share, self.SATURATED_SHARE):
+            if share < self.NOISE_SHARE / 10:
+                self._paused_trial = self._paused_from = None  # it cured them: a real limit
+            return None  # read this 429 as usual (undecided: the trial goes on from it)
+        self._paused_trial = self._paused_from = None
+        self._tolerated_share = max(self._tolerated_share, share)
+        self._hold(cure=None)
+        evidence = f"{share:.1%} of 429s at {self.rate:.4g}/s, {before:.1%} before slowing down"
+        self._set(at.now, restore, Reason.NOT_CURED, evidence)
+        return True
 
     def _too_early(self, at: _At429) -> bool | None:
         """Rows 7-8: too early to read anything, and waiting costs nothing; or a step down is
@@ -648,9 +684,11 @@ class PacingModel:
         if at.free and at.throttled <= noise_allowance(at.answered, self._noise_share()):
             self._note(at.now, Reason.TOLERATED, f"{at.share:.1%} of 429s with no pause")
             return True
-        if self._tolerated_share and at.share <= 1.5 * self._tolerated_share:
+        # A paused 429's last WINDOW is mostly its pause: its share is read over the log.
+        share = at.share if at.free else self._share_since(at.drained - self.LOG_SPAN, at.drained)
+        if self._tolerated_share and share <= 1.5 * self._tolerated_share:
             self._note(
-                at.now, Reason.TOLERATED, f"{at.share:.1%} of 429s: slowing down did not lower it"
+                at.now, Reason.TOLERATED, f"{share:.1%} of 429s: slowing down did not lower it"
             )
             return True
         return None
@@ -672,6 +710,19 @@ class PacingModel:
         return True
 
     def _read_the_limit(self, at: _At429) -> bool:
+        """Rows 13-18: take every reading this 429 allows and follow the best; a step down for
+        a paused 429 goes on trial (row 6)."""
+        pace, since = self.rate, self._rate_since
+        cold = self._last_drain is None and self._from_full  # no share to compare with yet
+        self._read_readings(at)
+        if not at.free and not cold and self.rate < pace:
+            # The share at the pace that drained, over CURE_EVIDENCE attempts at least.
+            share = self._share_since(min(since, self._evidence_from(at.drained)), at.drained)
+            self._paused_from = pace if self._paused_from is None else self._paused_from
+            self._paused_trial = (at.now, share)
+        return True
+
+    def _read_readings(self, at: _At429) -> bool:
         """Rows 13-18: take every reading this 429 allows and follow the best."""
         pace = self.rate
         cold = self._last_drain is None and self._from_full  # the first 429 from full pace
@@ -883,6 +934,22 @@ class PacingModel:
     def _counts_at_this_rate(self, drained: float) -> tuple[int, int]:
         return counts_at_this_rate(self._log, drained, self.WINDOW, self._rate_since)
 
+    def _evidence_from(self, drained: float) -> float:
+        """When the last CURE_EVIDENCE answered attempts up to ``drained`` began."""
+        count = 0
+        for ticket in reversed(self._log):
+            if ticket.sent <= drained and ticket.state is not Outcome.PENDING:
+                count += 1
+                if count >= self.CURE_EVIDENCE:
+                    return ticket.sent
+        return -math.inf
+
+    def _share_since(self, start: float, drained: float) -> float:
+        """The share of 429s among the attempts sent from ``start`` up to ``drained`` (this one
+        counted)."""
+        accepted, throttled = window_counts(self._log, start, drained + 1e-9)
+        return max(throttled, 1) / max(accepted + throttled, 1)
+
     def _noise_share(self) -> float:
         """The share of 429s that noise explains: NOISE_SHARE, or the share of random 429s
         shown not to fall when slowing down. Random 429s on top of a real limit must not be
@@ -916,6 +983,8 @@ class PacingModel:
             self._rate_since = now
             self.last_change = RateChange(now, old, new, reason, evidence)
             self.changes.append(self.last_change)
+        if new > old and reason is not Reason.SEARCHING:
+            self._paused_from = self._paused_trial = None  # a rise ends a paused trial
         if reason not in (Reason.SEARCHING, Reason.QUIET, Reason.RECOVERED):
             self._quiet_since = max(self._quiet_since, now)
 

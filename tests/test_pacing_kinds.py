@@ -66,17 +66,25 @@ def test_a_small_burst_with_long_pauses_is_within_5pct_of_its_floor(name: str) -
     assert all(r.done == sc.ids for r in runs)
 
 
-def test_random_429s_that_ask_for_a_pause_among_other_faults_cost_adapting() -> None:
+def test_random_429s_that_ask_for_a_pause_are_shown_not_cured() -> None:
     """The soak's mix (2% random 429s asking for no pause or for 1 s, 2% 503s, 1% resets, 2%
-    slow answers), 3,000 ids at 400/s: nothing is lost either way. A known limit, measured, not
-    the goal: adapting takes 1.25x the median time of pausing alone (the goal is 1.10x; 1.23x
-    before this issue's changes), because the first random 429s that pause read as a limit."""
+    slow answers), 3,000 ids at 400/s, 10 seeds: nothing is lost; adapting takes at most 1.10x
+    the time of pausing alone, the median of the ten pairs' ratios (measured: 1.055; was 1.23
+    before slowing down was put on trial for paused 429s); the median times' ratio is 1.13."""
     sc = RANDOM_MIX
-    on = [simulate(sc.make(s), ids=sc.ids, max_rate=sc.max_rate, seed=s) for s in SEEDS]
-    off = [
-        simulate(sc.make(s), ids=sc.ids, max_rate=sc.max_rate, seed=s, adaptive=False)
-        for s in SEEDS
-    ]
-    assert all(r.done == sc.ids for r in [*on, *off])
-    ratio = statistics.median(r.time for r in on) / statistics.median(r.time for r in off)
-    assert ratio <= 1.30, ratio
+    ratios, cured = [], 0
+    for seed in SEEDS:
+        model = PacingModel(sc.max_rate)
+        on = simulate(
+            sc.make(seed),
+            ids=sc.ids,
+            max_rate=sc.max_rate,
+            seed=seed,
+            model_factory=lambda r, a, m=model: m,
+        )
+        off = simulate(sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed, adaptive=False)
+        assert on.done == off.done == sc.ids
+        ratios.append(on.time / off.time)
+        cured += any(c.reason is Reason.NOT_CURED for c in model.changes)
+    assert statistics.median(ratios) <= 1.10, ratios
+    assert cured >= 5
