@@ -83,15 +83,14 @@ change:
 
 *HOLD when the failed rate is within ``BISECT_GAP`` of the quiet one. Row 16 starts no lower
 than one attempt per ``SEARCH_STEP``. Row 21's climbs: the first ``PROBE_FIRST``, each
-doubling the last (at most x2), and each at least the ``SEARCH_SPAN``-th root of the way from
-the floor to the pace that drained. A *cold start* is the first 429 of a model that started at
-full pace: its floor (the first burst over the pause) and the pace can be a hundredfold apart,
-so the search starts halfway between them in ratio and its climbs are each at least
-``SEARCH_RISE`` instead (a slow drain at the end is what lets the bucket fit read the refill
-rate to a percent or two; the fit takes the capacity from the first burst less the refill
-during it, and at each 429 the bucket is taken to hold, on average, what a pace p over a
-refill r leaves of the last token, (1 + r/p) / 2). A *ceiling* is a
-rate whose rise failed (row 1, or the rate a flood cut from, row 4); it is trusted
+doubling the last (at most x2), and each at least ``SEARCH_RISE`` (so that the drain that ends
+a search comes slowly). A *cold start* is the first 429 of a model that started at full pace:
+its floor (the first burst over the pause) and the pace can be a hundredfold apart, so the
+search starts halfway between them in ratio instead (a slow drain at the end is what lets the
+bucket fit read the refill rate to a percent or two; the fit takes the capacity from the first
+burst less the refill during it, and at each 429 the bucket is taken to hold, on average, what
+a pace p over a refill r leaves of the last token, (1 + r/p) / 2). A *ceiling* is a rate
+whose rise failed (row 1, or the rate a flood cut from, row 4); it is trusted
 1% less each second. The *noise* share is ``NOISE_SHARE``, or the share shown not to fall
 when slowing down. 429s tolerated as noise do not break a quiet spell. Row 6 for paused 429s:
 each step down they cause (after a cold start's) goes on trial with the share of 429s at the
@@ -228,10 +227,10 @@ def best_estimate(readings: list[Reading], pace: float) -> tuple[Reading | None,
 
 
 def search_factor(steps: int, stride: float, first: float) -> float:
-    """How far ``steps`` climbs of a search take the rate above its floor: the first climb
-    ``first``, each doubling the last, at most x2 each (cautious near the floor, where a
-    window's rate often is; quick far below the limit, where a bucket's floor is), and each at
-    least ``stride`` (a floor far below the pace that drained is a weak bound)."""
+    """How far ``steps`` climbs of a search take the rate above where it started: the first
+    climb ``first``, each doubling the last, at most x2 each (quick far below the limit, where a
+    bucket's floor is), and each at least ``stride`` (slow enough near the limit for the drain
+    that ends the search to come slowly, which is what lets a bucket fit be exact)."""
     return math.prod(max(stride, min(2.0, 1.0 + first * 2.0**k)) for k in range(min(steps, 20)))
 
 
@@ -279,8 +278,7 @@ class PacingModel:
     FLOOD_CUT = 0.1  # a flood of free 429s cuts the rate to at least this fraction
     QUIET_RUN = 0.15  # seconds a rate must run with no 429 to be taken back to after a rise
     SEARCH_STEP = 0.2  # seconds between two climbs while searching
-    SEARCH_RISE = 0.15  # a cold start's search: the first climbs from halfway, each this much
-    SEARCH_SPAN = 4  # climbs that would cover the whole way from the floor to the draining pace
+    SEARCH_RISE = 0.15  # each climb of a search at least this much (the first ones: exactly)
     NOISE_SHARE = 0.03  # a share of free 429s that is noise (beyond it, a rise failed)
     STEP_DOWN = 0.9  # after a pace that ran a WINDOW drained the server; or blind, on trial
     SATURATED_SHARE = 0.25  # from this share of 429s on, a real limit: accepted/s is its rate
@@ -330,7 +328,6 @@ class PacingModel:
         self._search_from = max_rate
         self._search_to = max_rate  # a search stops just under the pace that drained
         self._search_start = 0.0
-        self._search_stride = 1.0  # each climb at least this factor (far floors climb fast)
         self._good: float | None = None  # a rate that ran QUIET seconds without a 429
         self._good_at = -math.inf
         self._cure: tuple[float, float, float] | None = None  # (rate before, share before, at)
@@ -444,7 +441,7 @@ class PacingModel:
         steps = int((now - self._search_start) / self.SEARCH_STEP)
         if steps > self._step:
             self._step = steps
-            factor = search_factor(steps, self._search_stride, self.PROBE_FIRST)
+            factor = search_factor(steps, 1.0 + self.SEARCH_RISE, self.PROBE_FIRST)
             # No higher than just under the pace that drained: the search ends there, and
             # quiet-time probes go on from it.
             new = min(self._search_to, self._search_from * factor)
@@ -714,7 +711,7 @@ class PacingModel:
         a paused 429 goes on trial (row 6)."""
         pace, since = self.rate, self._rate_since
         cold = self._last_drain is None and self._from_full  # no share to compare with yet
-        self._read_readings(at)
+        self._follow_readings(at)
         if not at.free and not cold and self.rate < pace:
             # The share at the pace that drained, over CURE_EVIDENCE attempts at least.
             share = self._share_since(min(since, self._evidence_from(at.drained)), at.drained)
@@ -722,7 +719,7 @@ class PacingModel:
             self._paused_trial = (at.now, share)
         return True
 
-    def _read_readings(self, at: _At429) -> bool:
+    def _follow_readings(self, at: _At429) -> None:
         """Rows 13-18: take every reading this 429 allows and follow the best."""
         pace = self.rate
         cold = self._last_drain is None and self._from_full  # the first 429 from full pace
@@ -731,7 +728,7 @@ class PacingModel:
         testable = at.answered >= self.CURE_EVIDENCE and at.share < self.SATURATED_SHARE and at.free
         self._cheap_limit = at.free
         if self._pausing_alone_is_better(at, floor):
-            return True
+            return
         if best is not None:
             self._hold(cure=(pace, at.share, at.now) if testable else None)
             good = self._good
@@ -753,7 +750,6 @@ class PacingModel:
             # Every reading says the server took what we sent: the pause is what paces us.
             evidence = f"{at.share:.1%} of 429s; the server accepted the pace"
             self._note(at.now, Reason.TOLERATED, evidence)
-        return True
 
     _RULES: tuple[_Rule, ...] = (
         _after_a_rise,
@@ -770,9 +766,10 @@ class PacingModel:
     def _search(self, at: _At429, floor: Reading, pace: float, cold: bool) -> None:
         """Row 16: a floor only: climb from it until the next 429 allows an estimate, never
         above just under the pace that drained. From a cold start the floor (a burst over a
-        pause) and the pace can be a hundredfold apart: start halfway between them in ratio
-        and climb by SEARCH_RISE a step at first, so that the drain that ends the search comes
-        slowly, which is what lets the bucket fit read the refill rate to a percent or two."""
+        pause) and the pace can be a hundredfold apart: start halfway between them in ratio.
+        The climbs (row 21) are SEARCH_RISE a step at first, so that the drain that ends the
+        search comes slowly, which is what lets the bucket fit read the refill rate to a
+        percent or two."""
         self._cure = None
         self.phase = Phase.SEARCH
         self._search_to = pace * self.HOLD
@@ -780,11 +777,9 @@ class PacingModel:
         # small burst over a long pause, 3 over 3 s, would hold the first attempt a second).
         low = max(self.min_rate, 1.0 / self.SEARCH_STEP)
         self._search_from = max(low, min(floor.rate, self._search_to))
-        self._search_stride = min(2.0, (pace / self._search_from) ** (1.0 / self.SEARCH_SPAN))
         if cold:
             halfway = math.sqrt(max(floor.rate, self.min_rate) * self._search_to)
             self._search_from = max(low, min(halfway, self._search_to))
-            self._search_stride = 1.0 + self.SEARCH_RISE
         self._search_start = at.now + at.pause
         self._step = 0
         self._set(at.now, self._search_from, Reason.SEARCHING, floor.evidence)
