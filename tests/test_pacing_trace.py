@@ -26,7 +26,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pacing_sim import EXTRA_SCENARIOS, RANDOM_WITH_PAUSE, SCENARIOS, Scenario, simulate
+from pacing_sim import (
+    EXTRA_SCENARIOS,
+    RANDOM_MIX,
+    RANDOM_WITH_PAUSE,
+    SCENARIOS,
+    SMALL_BURST_SCENARIOS,
+    Scenario,
+    simulate,
+)
 
 from commbox_async._pacing import Outcome, PacingModel, Ticket
 
@@ -105,7 +113,7 @@ class Run:
 
 
 def _scenarios() -> list[Scenario]:
-    return [*SCENARIOS, RANDOM_WITH_PAUSE, *EXTRA_SCENARIOS]
+    return [*SCENARIOS, RANDOM_WITH_PAUSE, RANDOM_MIX, *SMALL_BURST_SCENARIOS, *EXTRA_SCENARIOS]
 
 
 def runs() -> Iterator[Run]:
