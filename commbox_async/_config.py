@@ -34,12 +34,18 @@ class RateLimit:
     limiter's capacity: kept small so that a fresh client does not start with a burst above the
     rate. With ``adaptive`` on, a 429 lowers the send rate toward what the server accepted and
     quiet periods raise it again, never above ``max_rate``; ``min_rate`` is the floor.
+
+    ``start_rate`` starts an adaptive client at a rate an earlier one found (its
+    ``stats.current_rate`` at the end of a run), instead of at ``max_rate``: it skips the
+    seconds of finding a limit met before. It is a starting point, not a ceiling: quiet time
+    raises it toward ``max_rate`` as usual, and a 429 lowers it. ``None`` starts at ``max_rate``.
     """
 
     max_rate: float = 10.0
     burst: int = 2
     adaptive: bool = True
     min_rate: float = 0.5
+    start_rate: float | None = None
 
     def __post_init__(self) -> None:
         check_number("rate_limit.max_rate", self.max_rate, allow_low=False)
@@ -47,6 +53,11 @@ class RateLimit:
         check_number("rate_limit.min_rate", self.min_rate, allow_low=False)
         if self.min_rate > self.max_rate:
             raise InvalidArgumentError("rate_limit.min_rate must not exceed rate_limit.max_rate")
+        if self.start_rate is not None:
+            # At most max_rate: a start above the ceiling would be a typo, not a memory.
+            check_number(
+                "rate_limit.start_rate", self.start_rate, allow_low=False, high=self.max_rate
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

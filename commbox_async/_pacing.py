@@ -24,10 +24,13 @@ not ask which kind it faces. What it believes:
   toward a rate that ran quietly before, slowly beyond it (each probe that drains the server
   costs a pause).
 
-It never starts below the configured maximum (no slow start), never exceeds it, and never goes
-below ``min_rate``. Every phase and every move between them, at a 429 (``on_answer``: the
-rules in order, the first that applies decides; a 429 sent before the last decision's pause
-ended belongs to a drain already read) and as time passes (``rate_at``); "=" is no change:
+It starts at the configured maximum (no slow start), or holding a ``start_rate`` remembered
+from an earlier run (a starting point, not a ceiling: rows 22-24 raise it, a 429 above it is
+read as usual, one below it starts afresh, row 12); it never exceeds the maximum and never
+goes below ``min_rate``. Every phase and every move between them, at a 429 (``on_answer``:
+the rules in order, the first that applies decides; a 429 sent before the last decision's
+pause ended belongs to a drain already read) and as time passes (``rate_at``); "=" is no
+change:
 
   #  in        at a 429 ...                                          to      reason: new rate
   1  any       free, within a WINDOW of a rise from a rate that ran  BISECT* rise-failed: that
@@ -49,31 +52,44 @@ ended belongs to a drain already read) and as time passes (``rate_at``); "=" is 
  10  any       free, no more than NOISE_SHARE (or the share          =       tolerated: =
                tolerated) explains, with two standard deviations
  11  any       a share within 1.5x of one that slowing did not cure  =       tolerated: =
+ 12  any       paused, below a remembered start rate (no first burst FULL    forgotten: max (the
+               known: no bucket to fit)                                      next drain is read
+                                                                             as a first burst)
                ... then the readings:
- 12  FULL      within LOG_SPAN of going back to full pace            FULL    pause-only: =
- 13  not FULL  the floor < 1.1 x pausing alone's rate                 FULL    pause-only: max
- 14  any       a plausible estimate                                  HOLD    its reading: HOLD x
+ 13  FULL      within LOG_SPAN of going back to full pace            FULL    pause-only: =
+ 14  not FULL  the floor < 1.1 x pausing alone's rate                 FULL    pause-only: max
+ 15  any       a plausible estimate                                  HOLD    its reading: HOLD x
                                                                              the highest
- 15  any       a floor only, below 0.98 of the pace                  SEARCH  searching: the floor
- 16  any       nothing to read, free                                 HOLD    blind: x STEP_DOWN,
+ 16  any       a floor only, below 0.98 of the pace                  SEARCH  searching: the floor
+                                                                             (cold start: halfway
+                                                                             to the pace)
+ 17  any       nothing to read, free                                 HOLD    blind: x STEP_DOWN,
                                                                              on trial
- 17  any       nothing to read, a real pause (the pause paces)       =       tolerated: =
+ 18  any       nothing to read, a real pause (the pause paces)       =       tolerated: =
      ... as time passes:
- 18  BISECT    every SEARCH_STEP                                     BISECT  searching: geometric
+ 19  BISECT    every SEARCH_STEP                                     BISECT  searching: geometric
                                                                              mean with the failed
- 19  BISECT    that mean within BISECT_GAP of the rate               HOLD    =
- 20  SEARCH    every SEARCH_STEP                                     SEARCH  searching: floor x
-                                                                             the climbs so far
- 21  HOLD,     QUIET s without a 429, below a rate that ran          PROBE   quiet: toward it,
+ 20  BISECT    that mean within BISECT_GAP of the rate               HOLD    =
+ 21  SEARCH    every SEARCH_STEP                                     SEARCH  searching: its start
+                                                                             x the climbs so far
+     SEARCH    that reaching HOLD x the pace that drained            HOLD    searching: that
+ 22  HOLD,     QUIET s without a 429, below a rate that ran          PROBE   quiet: toward it,
      PROBE     quietly within LOG_SPAN                                       every RECOVER_STEP
- 22  HOLD,     QUIET s without a 429, beyond any such rate: every    PROBE   quiet: + PROBE_FIRST,
+ 23  HOLD,     QUIET s without a 429, beyond any such rate: every    PROBE   quiet: + PROBE_FIRST,
      PROBE     QUIET s (free limit), else PROBE_INTERVAL x 1, 3, 7...        doubling; at most
                s (6, 18, 42...)                                              halfway to a ceiling
- 23  PROBE     row 22 reaching max_rate                              FULL    recovered: max
+ 24  PROBE     row 23 reaching max_rate                              FULL    recovered: max
 
-*HOLD when the failed rate is within ``BISECT_GAP`` of the quiet one. Row 20's climbs: the
-first ``PROBE_FIRST``, each doubling the last (at most x2), and each at least the
-``SEARCH_SPAN``-th root of the way from the floor to the pace that drained. A *ceiling* is a
+*HOLD when the failed rate is within ``BISECT_GAP`` of the quiet one. Row 16 starts no lower
+than one attempt per ``SEARCH_STEP``. Row 21's climbs: the first ``PROBE_FIRST``, each
+doubling the last (at most x2), and each at least the ``SEARCH_SPAN``-th root of the way from
+the floor to the pace that drained. A *cold start* is the first 429 of a model that started at
+full pace: its floor (the first burst over the pause) and the pace can be a hundredfold apart,
+so the search starts halfway between them in ratio and its climbs are each at least
+``SEARCH_RISE`` instead (a slow drain at the end is what lets the bucket fit read the refill
+rate to a percent or two; the fit takes the capacity from the first burst less the refill
+during it, and at each 429 the bucket is taken to hold, on average, what a pace p over a
+refill r leaves of the last token, (1 + r/p) / 2). A *ceiling* is a
 rate whose rise failed (row 1, or the rate a flood cut from, row 4); it is trusted
 1% less each second. The *noise* share is ``NOISE_SHARE``, or the share shown not to fall
 when slowing down. 429s tolerated as noise do not break a quiet spell.
@@ -139,6 +155,7 @@ class Reason(enum.Enum):
     QUIET = "quiet"  # no 429 for a while: probing upward
     PAUSE_ONLY = "pause-only"  # pausing alone at full pace did better than adapting
     RECOVERED = "recovered"  # back at the configured maximum
+    FORGOTTEN = "forgotten"  # a remembered rate drew a 429: finding the limit afresh
 
 
 @dataclass(frozen=True)
@@ -257,6 +274,7 @@ class PacingModel:
     FLOOD_CUT = 0.1  # a flood of free 429s cuts the rate to at least this fraction
     QUIET_RUN = 0.15  # seconds a rate must run with no 429 to be taken back to after a rise
     SEARCH_STEP = 0.2  # seconds between two climbs while searching
+    SEARCH_RISE = 0.15  # a cold start's search: the first climbs from halfway, each this much
     SEARCH_SPAN = 4  # climbs that would cover the whole way from the floor to the draining pace
     NOISE_SHARE = 0.03  # a share of free 429s that is noise (beyond it, a rise failed)
     STEP_DOWN = 0.9  # after a pace that ran a WINDOW drained the server; or blind, on trial
@@ -271,13 +289,26 @@ class PacingModel:
     LOG_SPAN = 30.0  # seconds of attempts kept; all the model remembers (a quiet rate, a
     # ceiling) it forgets after this, and it pauses alone this long when that did better
 
-    def __init__(self, max_rate: float, min_rate: float = 0.5, *, adaptive: bool = True) -> None:
+    def __init__(
+        self,
+        max_rate: float,
+        min_rate: float = 0.5,
+        *,
+        adaptive: bool = True,
+        start_rate: float | None = None,
+    ) -> None:
         self.max_rate = max_rate
         self.min_rate = min(min_rate, max_rate)
         self.adaptive = adaptive
         self.rate = max_rate
         self.phase = Phase.FULL
         self.last_change = RateChange(0.0, max_rate, max_rate, Reason.START, "configured")
+        if adaptive and start_rate is not None and start_rate < max_rate:
+            # A rate remembered from an earlier run: a starting point, not a ceiling. Held as
+            # if it had been read here: a 429 lowers it, quiet time probes above it.
+            self.rate = max(self.min_rate, start_rate)
+            self.phase = Phase.HOLD
+            self.last_change = RateChange(0.0, max_rate, self.rate, Reason.START, "remembered")
         self.changes: deque[RateChange] = deque(maxlen=64)
         self._log: deque[Ticket] = deque()
         self._resume = -math.inf  # when the last pause ended (the server refilled during it)
@@ -285,10 +316,14 @@ class PacingModel:
         self._last_drain: float | None = None  # send time of the last 429 that was read
         self._burst: float | None = None  # accepted from a full start to the first 429
         self._first_span = 0.0  # how long that took
+        self._first_pace = max_rate  # at what pace
+        self._from_full = self.phase is Phase.FULL  # started at full pace, not remembered
+        self._remembered = self.rate  # the rate it started at
         self._last_decision = -math.inf
         self._quiet_since = 0.0
         self._step = 0  # rises (or climbs) since the last decision
         self._search_from = max_rate
+        self._search_to = max_rate  # a search stops just under the pace that drained
         self._search_start = 0.0
         self._search_stride = 1.0  # each climb at least this factor (far floors climb fast)
         self._good: float | None = None  # a rate that ran QUIET seconds without a 429
@@ -374,9 +409,9 @@ class PacingModel:
         """Seconds from ``now`` until the whole-client pause ends (0 when not paused)."""
         return max(0.0, self._pause_end - now)
 
-    # --- as time passes (rows 18-23 of the table) ----------------------------------------------
+    # --- as time passes (rows 19-24 of the table) ----------------------------------------------
     def _bisect(self, now: float) -> None:
-        """Rows 18-19: 429s that cost no pause make overshooting cost a 429 or two, taken back
+        """Rows 19-20: 429s that cost no pause make overshooting cost a 429 or two, taken back
         at once, so halve the gap (in ratio) between the quiet rate and the failed one."""
         steps = int((now - self._search_start) / self.SEARCH_STEP)
         if steps <= self._step or self._ceiling is None:
@@ -396,20 +431,25 @@ class PacingModel:
             )
 
     def _climb(self, now: float) -> None:
-        """Row 20: every SEARCH_STEP, a climb from the floor (see ``search_factor``)."""
+        """Row 21: every SEARCH_STEP, a climb from the floor (see ``search_factor``)."""
         steps = int((now - self._search_start) / self.SEARCH_STEP)
         if steps > self._step:
             self._step = steps
             factor = search_factor(steps, self._search_stride, self.PROBE_FIRST)
+            # No higher than just under the pace that drained: the search ends there, and
+            # quiet-time probes go on from it.
+            new = min(self._search_to, self._search_from * factor)
             self._set(
                 now,
-                min(self.max_rate, self._search_from * factor),
+                new,
                 Reason.SEARCHING,
                 f"quiet {now - self._search_start:.1f} s since the last 429",
             )
+            if new >= self._search_to:
+                self._hold(cure=None)
 
     def _rise_when_quiet(self, now: float) -> None:
-        """Rows 21-23: after QUIET seconds without a 429, back toward a rate that ran quietly
+        """Rows 22-24: after QUIET seconds without a 429, back toward a rate that ran quietly
         not long ago, or beyond anything known to work."""
         quiet = now - self._quiet_since
         if quiet < self.QUIET:
@@ -425,7 +465,7 @@ class PacingModel:
             self._probe(now, quiet)
 
     def _recover(self, now: float, quiet: float, good: float) -> None:
-        """Row 21: a rate that ran quietly not long ago: the limit may be back there; go
+        """Row 22: a rate that ran quietly not long ago: the limit may be back there; go
         quickly (halfway in ratio while far, then all the way)."""
         steps = int((quiet - self.QUIET) / self.RECOVER_STEP) + 1
         if steps <= self._step:
@@ -442,7 +482,7 @@ class PacingModel:
             self._quiet_since = now
 
     def _probe(self, now: float, quiet: float) -> None:
-        """Rows 22-23: beyond anything known to work, each probe that drains the server costs
+        """Rows 23-24: beyond anything known to work, each probe that drains the server costs
         a pause (unless the limit answers with free 429s): beyond a limit that was read, probes
         come after 6, 18, 42... quiet seconds (each interval doubles)."""
         if self._cheap_limit:
@@ -471,7 +511,7 @@ class PacingModel:
         if new >= self.max_rate:
             self.phase = Phase.FULL
 
-    # --- at a 429 (rows 1-17 of the table) -----------------------------------------------------
+    # --- at a 429 (rows 1-18 of the table) -----------------------------------------------------
     def _decide(self, drained: float, now: float, pause: float) -> bool:
         """Read the evidence at a 429 sent at ``drained``; False when too early to read. The
         rules in the table's order: the first with a verdict decides."""
@@ -615,9 +655,26 @@ class PacingModel:
             return True
         return None
 
+    def _memory_failed(self, at: _At429) -> bool | None:
+        """Row 12: a paused 429 below the rate a model started from (remembered): the limit
+        fell since, and without a cold start's first burst there is no bucket to fit. Start
+        afresh, as from a cold start: full pace after this pause, whose drain is read as a
+        first burst. (A 429 at or above the remembered rate, a probe, is read as usual.)"""
+        if self._from_full or at.free or self.rate >= self._remembered:
+            return None
+        self._from_full = True
+        self._started = at.now + at.pause
+        self._last_drain, self._burst = None, None
+        self._hold(cure=None)
+        self.phase = Phase.FULL
+        evidence = f"{self.rate:.4g}/s drew a 429, below {self._remembered:.4g}/s remembered"
+        self._set(at.now, self.max_rate, Reason.FORGOTTEN, evidence)
+        return True
+
     def _read_the_limit(self, at: _At429) -> bool:
-        """Rows 12-17: take every reading this 429 allows and follow the best."""
+        """Rows 13-18: take every reading this 429 allows and follow the best."""
         pace = self.rate
+        cold = self._last_drain is None and self._from_full  # the first 429 from full pace
         floor, best = best_estimate(self._readings(at, pace), pace)
         # Only a share read on enough attempts, below saturation, can be compared later.
         testable = at.answered >= self.CURE_EVIDENCE and at.share < self.SATURATED_SHARE and at.free
@@ -626,20 +683,16 @@ class PacingModel:
             return True
         if best is not None:
             self._hold(cure=(pace, at.share, at.now) if testable else None)
-            if self._good is not None and best.rate <= self._good <= best.rate / self.HOLD**2:
+            good = self._good
+            if good is not None and best.reason is not Reason.STEP_DOWN:
                 # The rate that "ran quietly" was just above this limit (a bucket's burst hid
-                # the excess for a few seconds): going back to it would only drain again.
-                self._good = None
+                # the excess for a few seconds): going back to it would only drain again. (A
+                # step down says only that the pace was too fast, not that the rate before it
+                # was.)
+                self._good = None if best.rate <= good <= best.rate / self.HOLD**2 else good
             self._set(at.now, max(self.min_rate, best.rate * self.HOLD), best.reason, best.evidence)
         elif floor is not None and floor.rate < 0.98 * pace:
-            # A floor only: climb from it until the next 429 allows an estimate.
-            self._cure = None
-            self.phase = Phase.SEARCH
-            self._search_from = max(self.min_rate, min(floor.rate, pace * self.HOLD))
-            self._search_start = at.now + at.pause
-            self._search_stride = min(2.0, (pace / self._search_from) ** (1.0 / self.SEARCH_SPAN))
-            self._step = 0
-            self._set(at.now, self._search_from, Reason.SEARCHING, floor.evidence)
+            self._search(at, floor, pace, cold)
         elif at.free:
             # Nothing to read, and more 429s than noise: try slower, and check it helped.
             self._hold(cure=(pace, at.share, at.now) if testable else None)
@@ -659,8 +712,31 @@ class PacingModel:
         _too_early,
         _under_a_ceiling,
         _tolerate,
+        _memory_failed,
         _read_the_limit,
     )
+
+    def _search(self, at: _At429, floor: Reading, pace: float, cold: bool) -> None:
+        """Row 16: a floor only: climb from it until the next 429 allows an estimate, never
+        above just under the pace that drained. From a cold start the floor (a burst over a
+        pause) and the pace can be a hundredfold apart: start halfway between them in ratio
+        and climb by SEARCH_RISE a step at first, so that the drain that ends the search comes
+        slowly, which is what lets the bucket fit read the refill rate to a percent or two."""
+        self._cure = None
+        self.phase = Phase.SEARCH
+        self._search_to = pace * self.HOLD
+        # At least one attempt per climb, so that each climb is taken on time (a floor of a
+        # small burst over a long pause, 3 over 3 s, would hold the first attempt a second).
+        low = max(self.min_rate, 1.0 / self.SEARCH_STEP)
+        self._search_from = max(low, min(floor.rate, self._search_to))
+        self._search_stride = min(2.0, (pace / self._search_from) ** (1.0 / self.SEARCH_SPAN))
+        if cold:
+            halfway = math.sqrt(max(floor.rate, self.min_rate) * self._search_to)
+            self._search_from = max(low, min(halfway, self._search_to))
+            self._search_stride = 1.0 + self.SEARCH_RISE
+        self._search_start = at.now + at.pause
+        self._step = 0
+        self._set(at.now, self._search_from, Reason.SEARCHING, floor.evidence)
 
     def _readings(self, at: _At429, pace: float) -> list[Reading]:
         """Every reading of the limit this 429 allows, floors included (see the module
@@ -685,10 +761,11 @@ class PacingModel:
         floor = self._floor(at)
         if floor is not None:
             readings.append(floor)
-        if not at.free and drained - self._rate_since >= self.WINDOW:
+        ran = drained - max(self._rate_since, self._resume)  # a pause is not running
+        if not at.free and ran >= self.WINDOW:
             # The pace ran a while before this 429: the limit is a little below it, whatever
             # the floors say (a window's edge, a bucket slowly drained).
-            evidence = f"{pace:.4g}/s ran {drained - self._rate_since:.1f} s before a 429"
+            evidence = f"{pace:.4g}/s ran {ran:.1f} s before a 429"
             readings.append(Reading(pace * self.STEP_DOWN / self.HOLD, Reason.STEP_DOWN, evidence))
         fit = self._bucket_fit(drained, pace) if not at.free else None
         if fit is not None:
@@ -713,13 +790,16 @@ class PacingModel:
         span = at.drained - at.start
         seconds = at.drained - at.start + max(at.pause, 0.5)
         rate, accepted = accepted_rate(self._log, at.start, at.drained, seconds)
-        self._burst = float(max(accepted, 1))
-        self._first_span = span
+        if self._from_full:
+            # A burst only from a full start at full pace: after a remembered start the
+            # first 429 comes after a long stretch near the limit, which says nothing of it.
+            self._burst = float(max(accepted, 1))
+        self._first_span, self._first_pace = span, self.rate
         evidence = f"{accepted} accepted before the first 429, then a {at.pause:.1f} s pause"
         return Reading(rate, Reason.DRAIN_TO_DRAIN, evidence)
 
     def _pausing_alone_is_better(self, at: _At429, floor: Reading | None) -> bool:
-        """Rows 12-13: at full pace, note what pausing alone gets from this server (the bar to
+        """Rows 13-14: at full pace, note what pausing alone gets from this server (the bar to
         beat). Adapting that got no more between two 429s (a window's limit comes back whole
         after each pause; adapting only spreads it, and loses at the job's end) goes back to
         pausing alone for LOG_SPAN seconds. "No more" is within 10%, the most adapting may cost
@@ -765,6 +845,7 @@ class PacingModel:
             drained=drained,
             burst=self._burst,
             first_span=self._first_span,
+            first_pace=self._first_pace,
             full=self._last_drain is None,
             lo=self.min_rate,
             hi=pace,

@@ -123,34 +123,38 @@ def bucket_fit(
     drained: float,
     burst: float,
     first_span: float,
+    first_pace: float,
     full: bool,
     lo: float,
     hi: float,
 ) -> float | None:
     """The refill rate in [lo, hi] of a token bucket that is empty at ``drained``, after the
-    accepted attempts ``sent`` since ``origin`` (where it was full if ``full``, else empty).
+    accepted attempts ``sent`` since ``origin`` (where it was full if ``full``, else empty),
+    sent at a pace of ``hi`` at the end.
 
-    Its capacity is read from the first 429: ``burst`` accepted in ``first_span`` seconds from
-    a full bucket that refilled meanwhile. None when no rate in the range explains the drain
-    (not a bucket).
+    Its capacity is read from the first 429: ``burst`` accepted in ``first_span`` seconds at
+    ``first_pace`` from a full bucket that refilled meanwhile. None when no rate in the range
+    explains the drain (not a bucket).
     """
 
     def left(rate: float) -> float:
-        # Only half the refill during the first span is taken off the burst, since send times
-        # run ahead of arrival times (measured in the simulator: the whole refill reads buckets
-        # 1-2% fast, none reads a bucket whose limit is half the pace 20% slow).
-        cap = max(1.0, burst - 0.5 * rate * first_span)
+        # At a 429 the bucket held less than a token: at a pace p over a refill rate r it
+        # loses 1 - r/p of a token per attempt, so it held between r/p and 1 of one, on
+        # average (1 + r/p) / 2 (a pace just over the rate finds it nearly full of that token).
+        held_first = (1.0 + min(1.0, rate / first_pace)) / 2.0
+        cap = max(1.0, burst - rate * first_span + held_first)
         tokens, last = (cap if full else 0.0), origin
         for when in sent:
             tokens = min(cap, tokens + rate * (when - last)) - 1.0
             last = when
-        return min(cap, tokens + rate * (drained - last))
+        held = (1.0 + min(1.0, rate / hi)) / 2.0
+        return min(cap, tokens + rate * (drained - last)) - held
 
-    if left(hi) < 0.5 or left(lo) >= 0.5:
+    if left(hi) < 0.0 or left(lo) >= 0.0:
         return None
     for _ in range(30):
         mid = math.sqrt(lo * hi)
-        if left(mid) >= 0.5:
+        if left(mid) >= 0.0:
             hi = mid
         else:
             lo = mid

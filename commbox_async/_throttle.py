@@ -108,7 +108,10 @@ class LocalLimiter:
         self._sleep = sleep or asyncio.sleep
         self._rng = rng or random.Random()
         self.model = PacingModel(
-            rate_limit.max_rate, rate_limit.min_rate, adaptive=rate_limit.adaptive
+            rate_limit.max_rate,
+            rate_limit.min_rate,
+            adaptive=rate_limit.adaptive,
+            start_rate=rate_limit.start_rate,
         )
         self._limiter_rate = 0.0
         self._limiter: AsyncLimiter | None = None

@@ -17,13 +17,20 @@ import statistics
 import sys
 from collections.abc import Iterable
 
-from pacing_sim import EXTRA_SCENARIOS, RANDOM_WITH_PAUSE, SCENARIOS, Scenario, simulate
+from pacing_sim import (
+    EXTRA_SCENARIOS,
+    RANDOM_WITH_PAUSE,
+    SCENARIOS,
+    SMALL_BURST_SCENARIOS,
+    Scenario,
+    simulate,
+)
 
 from commbox_async._pacing import PacingModel
 
 SEEDS = (1, 2, 3)
-KINDS = [*SCENARIOS, RANDOM_WITH_PAUSE, *EXTRA_SCENARIOS]
-GOALS = {sc.name for sc in SCENARIOS}
+KINDS = [*SCENARIOS, RANDOM_WITH_PAUSE, *SMALL_BURST_SCENARIOS, *EXTRA_SCENARIOS]
+GOALS = {sc.name for sc in [*SCENARIOS, *SMALL_BURST_SCENARIOS]}
 # Below these, a change of a median is not an outcome: it shows as "under 1%" with the largest.
 TIME_STEP = 0.01  # of the ideal time
 SHARE_STEP = 0.001  # of the attempts

@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 from yarl import URL
 
 from commbox_async import Retries
-from commbox_async._errors import RateLimitError
+from commbox_async._errors import (
+    CommboxConnectionError,
+    CommboxError,
+    RateLimitError,
+    ServerError,
+)
 from commbox_async._pacing import Outcome, PacingModel, PausePolicy, Ticket
 from commbox_async._retry import CallState, RetryBudget, decide_retry
 
@@ -29,12 +34,17 @@ from commbox_async._retry import CallState, RetryBudget, decide_retry
 
 
 class ServerLimit:
-    """decide(now) -> (accepted, Retry-After seconds or None); ``hold`` is the service time."""
+    """decide(now) -> (accepted, Retry-After seconds or None); ``hold`` is the service time.
+    ``fault()`` says how an accepted request is answered: None (a page), "5xx" (an error
+    answer, retried) or "reset" (no answer, retried), and any extra seconds it is held."""
 
     hold = 0.0
 
     def decide(self, now: float) -> tuple[bool, float | None]:
         raise NotImplementedError
+
+    def fault(self) -> tuple[str | None, float]:
+        return None, 0.0
 
     def release(self) -> None:
         """An accepted request's answer left (only the in-flight cap cares)."""
@@ -180,6 +190,42 @@ class WithNoise(ServerLimit):
         self.limit.release()
 
 
+class RandomMix(ServerLimit):
+    """No limit; at random (seeded), a share ``p429`` answered 429 with a Retry-After drawn
+    from ``retry_afters``, and of the others a share ``p5xx`` answered 503, ``preset`` reset
+    with no answer, ``pslow`` held ``slow`` seconds: the soak's faults, none about rate."""
+
+    def __init__(
+        self,
+        p429: float,
+        retry_afters: tuple[float | None, ...],
+        *,
+        p5xx: float = 0.0,
+        preset: float = 0.0,
+        pslow: float = 0.0,
+        slow: float = 0.3,
+        seed: int = 7,
+    ) -> None:
+        self.p429, self.retry_afters = p429, retry_afters
+        self.p5xx, self.preset, self.pslow, self.slow = p5xx, preset, pslow, slow
+        self.rng = random.Random(seed)
+
+    def decide(self, now: float) -> tuple[bool, float | None]:
+        if self.rng.random() < self.p429:
+            return False, self.rng.choice(self.retry_afters)
+        return True, None
+
+    def fault(self) -> tuple[str | None, float]:
+        draw = self.rng.random()
+        if draw < self.p5xx:
+            return "5xx", 0.0
+        if draw < self.p5xx + self.preset:
+            return "reset", 0.0
+        if draw < self.p5xx + self.preset + self.pslow:
+            return None, self.slow
+        return None, 0.0
+
+
 # --- the client ------------------------------------------------------------------------------
 
 
@@ -209,10 +255,15 @@ def simulate(
     seed: int = 1,
     deadline: float = 600.0,
     model_factory: Callable[[float, bool], PacingModel] | None = None,
+    start_rate: float | None = None,
 ) -> SimResult:
-    """Run one job of ``ids`` ids through ``server``; returns when every id was accepted."""
+    """Run one job of ``ids`` ids through ``server``; returns when every id was accepted.
+    ``start_rate`` starts the model there (``RateLimit.start_rate``), unless ``model_factory``
+    makes the model."""
     rng = random.Random(seed)
-    model = (model_factory or (lambda rate, on: PacingModel(rate, adaptive=on)))(max_rate, adaptive)
+    model = (
+        model_factory or (lambda rate, on: PacingModel(rate, adaptive=on, start_rate=start_rate))
+    )(max_rate, adaptive)
     policy = PausePolicy()
     events: list[tuple[float, int, Callable[[], None]]] = []
     seq = 0
@@ -258,6 +309,7 @@ def simulate(
     def start_call(ident: int, call: CallState | None = None) -> None:
         if call is None:
             call = CallState(ident, URL("http://127.0.0.1/"), now + retries.max_time, now)
+            budget.earn()
 
         def send() -> None:
             state["sent"] += 1
@@ -270,12 +322,16 @@ def simulate(
     def arrive(ident: int, ticket: Ticket, call: CallState) -> None:
         ok, retry_after = server.decide(now)
         if ok:
+            fault, slower = server.fault()
 
             def answered() -> None:
                 server.release()
-                at(now + latency, lambda: accepted(ticket))
+                if fault is None:
+                    at(now + latency, lambda: accepted(ticket))
+                else:
+                    at(now + latency, lambda: failed(ident, ticket, call, fault))
 
-            at(now + server.hold, answered)
+            at(now + server.hold + slower, answered)
         else:
             at(now + latency, lambda: throttled(ident, ticket, call, retry_after))
 
@@ -284,14 +340,18 @@ def simulate(
         state["done"] += 1
         next_call()
 
-    def throttled(ident: int, ticket: Ticket, call: CallState, retry_after: float | None) -> None:
-        state["throttled"] += 1
-        pause = policy.pause_for(retry_after, rng)
-        model.on_answer(
-            ticket, now, Outcome.THROTTLED, pause=pause, asked=policy.asked(retry_after)
-        )
-        # The client's own retry decision: the shared pause, and a call's own back-off.
-        error = RateLimitError("HTTP 429", status=429, retry_after=retry_after)
+    def failed(ident: int, ticket: Ticket, call: CallState, fault: str) -> None:
+        # An error answer is the server's (it took the request); a reset says nothing.
+        error: CommboxError
+        if fault == "5xx":
+            model.on_answer(ticket, now, Outcome.ACCEPTED)
+            error = ServerError("HTTP 503", status=503)
+        else:
+            model.on_answer(ticket, now, Outcome.FAILED)
+            error = CommboxConnectionError("the server closed the connection")
+        retry(ident, call, error)
+
+    def retry(ident: int, call: CallState, error: CommboxError) -> None:
         decision = decide_retry(
             call,
             error,
@@ -307,6 +367,15 @@ def simulate(
             next_call()
             return
         at(now + decision.delay, lambda: start_call(ident, call))
+
+    def throttled(ident: int, ticket: Ticket, call: CallState, retry_after: float | None) -> None:
+        state["throttled"] += 1
+        pause = policy.pause_for(retry_after, rng)
+        model.on_answer(
+            ticket, now, Outcome.THROTTLED, pause=pause, asked=policy.asked(retry_after)
+        )
+        # The client's own retry decision: the shared pause, and a call's own back-off.
+        retry(ident, call, RateLimitError("HTTP 429", status=429, retry_after=retry_after))
 
     def next_call() -> None:
         if pending:
@@ -387,6 +456,10 @@ SCENARIOS = [
     # The command line's demo: a limit half the configured rate, a larger burst, a short job
     # (6.7 s at the limit), so that the first pause and the search weigh heavily.
     Scenario("demo", lambda s: TokenBucket(300, 20, 1.0), 600, 2000, 2000 / 300, 1.85, 0.03),
+    # throttle_zoo's short job, from a cold start (3 s at the limit). One pause is 1.31x; a
+    # second drain, to read the refill rate, a second pause: 1.62x at best. The zoo's goal
+    # (1.60x) lies between; this one is what two pauses and a search allow.
+    Scenario("short_job", lambda s: TokenBucket(150, 10, 1.0), 1500, 450, 3.0, 1.70, 0.05),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -420,6 +493,52 @@ if __name__ == "__main__":  # pragma: no cover - a table for people
 RANDOM_WITH_PAUSE = Scenario(
     "random_pause", lambda s: RandomThrottle(0.01, 0.2, seed=s), 200, 1000, 5.0, 9.9, 1.0
 )
+
+
+def floor_time(ids: int, rate: float, burst: float, retry_after: float) -> float:
+    """A token bucket's floor from a cold start: the ideal time plus the two pauses finding
+    its limit cannot avoid (the first drain, at full pace; a second, to read the refill rate,
+    since an accepted answer says nothing of it), less the burst each of the three starts (at
+    0 and after each pause) gets at once."""
+    return (ids - 3 * burst) / rate + 2 * retry_after
+
+
+def _small_burst(name: str, rate: float, burst: float, retry_after: float, ids: int) -> Scenario:
+    floor = floor_time(ids, rate, burst, retry_after)
+    return Scenario(
+        name,
+        lambda s: TokenBucket(rate, burst, retry_after),
+        1000,
+        ids,
+        ids / rate,
+        round(1.05 * floor / (ids / rate), 3),  # 1.05x the floor
+        0.03,
+    )
+
+
+#: Issue 19, item 3: a burst small against a long Retry-After, so that each pause refills only
+#: the burst and every drain costs nearly the whole pause: the kinds where the gap between
+#: finding the limit and the ideal is widest. Their goal is 1.05x their floor (``floor_time``).
+SMALL_BURST_SCENARIOS = [
+    _small_burst("burst3_ra3", 100, 3, 3.0, 1500),
+    _small_burst("burst5_ra2", 60, 5, 2.0, 1200),
+    _small_burst("burst2_ra5", 40, 2, 5.0, 1600),
+]
+
+
+#: Issue 19, item 2: the soak's mix, 2% random 429s asking for no pause or for a second's,
+#: among 503s, resets and slow answers; none is about rate. Its goal is against pausing alone:
+#: adapting takes at most 1.10x the time of the same job with ``adaptive=False``.
+RANDOM_MIX = Scenario(
+    "random_mix",
+    lambda s: RandomMix(0.02, (0.0, 1.0), p5xx=0.02, preset=0.01, pslow=0.02, seed=s),
+    400,
+    3000,
+    3000 / 400,
+    9.9,
+    1.0,
+)
+
 
 #: Beyond the goals, so that the traces (tests/test_pacing_trace.py) reach every phase and reason:
 #: a limit that goes away (``recovered``), one that drops under 429s with no pause

@@ -26,7 +26,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pacing_sim import EXTRA_SCENARIOS, RANDOM_WITH_PAUSE, SCENARIOS, Scenario, simulate
+from pacing_sim import (
+    EXTRA_SCENARIOS,
+    RANDOM_WITH_PAUSE,
+    SCENARIOS,
+    SMALL_BURST_SCENARIOS,
+    Scenario,
+    simulate,
+)
 
 from commbox_async._pacing import Outcome, PacingModel, Ticket
 
@@ -105,7 +112,7 @@ class Run:
 
 
 def _scenarios() -> list[Scenario]:
-    return [*SCENARIOS, RANDOM_WITH_PAUSE, *EXTRA_SCENARIOS]
+    return [*SCENARIOS, RANDOM_WITH_PAUSE, *SMALL_BURST_SCENARIOS, *EXTRA_SCENARIOS]
 
 
 def runs() -> Iterator[Run]:
