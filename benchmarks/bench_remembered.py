@@ -76,9 +76,10 @@ def main() -> None:
           f"time / ideal over {rounds} round(s)")  # fmt: skip
     print("| run | median | worst | all |")
     print("|---|---|---|---|")
-    for name, column in zip(("first (cold)", "second (remembered)", "third (--fresh)"), zip(*results, strict=True), strict=True):  # fmt: skip
-        print(f"| {name} | {statistics.median(column):.2f}x | {max(column):.2f}x | "
-              + ", ".join(f"{v:.2f}x" for v in column) + " |")  # fmt: skip
+    names = ("first (cold)", "second (remembered)", "third (--fresh)")
+    for name, column in zip(names, zip(*results, strict=True), strict=True):
+        cells = ", ".join(f"{v:.2f}x" for v in column)
+        print(f"| {name} | {statistics.median(column):.2f}x | {max(column):.2f}x | {cells} |")
 
 
 if __name__ == "__main__":
