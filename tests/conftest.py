@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
@@ -13,6 +15,11 @@ from commbox_async.testing import FakeCommbox
 # The two hooks above make a skipped test fail under CI=true (strict_ci.py); pytester runs a
 # throwaway suite in the test that proves it.
 pytest_plugins = ["pytester"]
+
+# What `fetch` remembers of a server's limit goes to a state directory of this run's own (the
+# command lines started by the tests inherit it), never the user's: no test starts from a limit
+# that another test, or the user, met.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="commbox-async-state-")
 
 # Tests never wait for real back-off: zero base delay, and fault 429s carry Retry-After: 0.
 FAST_RETRIES = Retries(base_delay=0.0, max_delay=0.0, default_retry_after=0.0)

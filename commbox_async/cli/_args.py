@@ -386,6 +386,12 @@ def build_parser(
         "with a header and no rows, is an error: a failed export must not look like success)",
     )
     fetch.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start at --rate, ignoring the limit an earlier run met on this server with this "
+        "token (remembered in the state directory; the end rate is still saved)",
+    )
+    fetch.add_argument(
         "--summary-json",
         metavar="FILE",
         help="also write the summary as JSON to FILE (replaced at the end of the job, however "

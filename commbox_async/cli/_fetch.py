@@ -11,15 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import io
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from .._client import AsyncCommbox
-from .._config import DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT
+from .._config import DEFAULT_RATE_LIMIT, DEFAULT_TIMEOUT, RateLimit, as_rate_limit
+from . import _memory as memory
 from ._args import filters_from_args
 from ._connection import Connection, client_options, connection
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, CliExit, explain
@@ -76,8 +79,10 @@ def _check_options(args: argparse.Namespace) -> dict[str, Any]:
 async def fetch_command(args: argparse.Namespace) -> int:
     filters = _check_options(args)
     conn = connection(args)
-    client = AsyncCommbox(conn.token, **client_options(args, conn.base_url))
+    options = client_options(args, conn.base_url)
     report = JobReport()
+    options["rate_limit"], report.start = _start_rate(args, conn)
+    client = AsyncCommbox(conn.token, **options)
     try:
         return await _fetch(args, filters, conn, client, report)
     except CliExit as exc:
@@ -88,6 +93,32 @@ async def fetch_command(args: argparse.Namespace) -> int:
             data = summary_json(report, outcome=outcome, error=exc.message)
             write_summary_json(args.summary_json, data)
         raise
+
+
+def _start_rate(args: argparse.Namespace, conn: Connection) -> tuple[RateLimit, str]:
+    """The client's rate limit, started at the limit an earlier run met here (unless
+    ``--fresh``), and where it started, in words for the summary."""
+    limit = as_rate_limit(args.rate)
+    if args.fresh:
+        return limit, f"{limit.max_rate:g}/s (--fresh: any remembered limit ignored)"
+    found = memory.recall(conn.base_url, conn.token)
+    if found is None or not limit.adaptive:
+        return limit, f"{limit.max_rate:g}/s (no limit remembered for this server and token)"
+    start = min(found.rate, limit.max_rate)
+    text = (
+        f"{start:.4g}/s, remembered from a run {found.age(time.time())} ago "
+        "(--fresh starts at --rate)"
+    )
+    return dataclasses.replace(limit, start_rate=start), text
+
+
+def _save_rate(conn: Connection, report: JobReport) -> None:
+    """Remember the rate the job ended at, when it met a limit or started from one."""
+    stats = report.stats
+    if stats is None or not stats.requests:
+        return
+    if stats.throttled or "remembered" in report.start:
+        memory.remember(conn.base_url, conn.token, stats.current_rate)
 
 
 class _NoIds(CliExit):
@@ -158,6 +189,7 @@ async def _fetch(
             report.bad_lines, report.duplicates = source.bad, source.duplicates
             report.empty = source.empty
             report.resumed = source.resumed
+            _save_rate(conn, report)
     return _finish(args, report, source, writer.lines, interrupted=interrupted, host=host)
 
 

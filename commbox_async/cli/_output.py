@@ -113,6 +113,8 @@ class JobReport:
     pacing: Pacing | None = None
     #: Ids not sent because nothing could connect (``fetch_many``'s ``unreachable_after``).
     unsent: int = 0
+    #: Where the rate started, in words: a remembered limit, --fresh, or the ceiling.
+    start: str = ""
 
     def add(self, result: FetchResult) -> None:
         if result.error is not None:
@@ -175,6 +177,8 @@ def summary_rows(report: JobReport) -> list[tuple[str, str]]:
                 f"{stats.throttled:,} answered 429)",
             )
         )
+    if report.start:
+        rows.append(("start rate", report.start))
     rows += pacing_rows(report.pacing)
     if report.full_pages:
         many = _count(report.full_pages, "identity", "identities")
@@ -221,6 +225,7 @@ def summary_json(report: JobReport, *, outcome: str, error: str | None = None) -
         "full_pages": report.full_pages,
         "requests": None,
         "pacing": report.pacing.as_dict() if report.pacing is not None else None,
+        "start_rate": report.start or None,
     }
     if stats is not None:
         body["requests"] = {
