@@ -22,7 +22,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ from yarl import URL
 
 from ._config import Retries
 from ._errors import (
+    AuthenticationError,
     ClientClosedError,
     CommboxDecodeError,
     CommboxError,
@@ -43,6 +43,7 @@ from ._protocol import parse_response, request_url
 from ._retry import CallState, RetryBudget, decide_retry
 from ._stats import ClientStats
 from ._throttle import Limiter
+from ._tokens import TokenSource
 from ._transport import Response, Transport
 
 __all__ = ["Account"]
@@ -63,10 +64,18 @@ class Attempt:
     wait: float | None = None
 
 
+class Call(CallState):
+    """One call across its attempts, and whether a 401 already made it ask for a new token."""
+
+    renewed: bool = False
+
+
 class Account:
     """One token's calls: ``request()`` is one call, retries included.
 
-    ``limiter`` is set when the client opens (it is bound to the running loop).
+    ``limiter`` is set when the client opens (it is bound to the running loop). ``token`` is
+    the account's ``TokenSource``: the headers that carry its token, and their refresh after
+    a 401 when the token comes from a provider.
     """
 
     def __init__(
@@ -74,13 +83,13 @@ class Account:
         transport: Transport,
         *,
         base_url: str,
-        headers: Mapping[str, str],
+        token: TokenSource,
         retries: Retries,
         rng: random.Random,
     ) -> None:
         self._transport = transport
         self._base = URL(base_url)
-        self._headers = headers
+        self.token = token
         self._retries = retries
         self._rng = rng
         self.limiter: Limiter | None = None
@@ -101,9 +110,11 @@ class Account:
         self, identity_id: int, query_string: str, deadline: float
     ) -> UserObjectsPage:
         """One call, retries included: the page, or the error that ended the call."""
+        if self.token.headers is None:
+            await self.token.first()  # a provider's first token, asked on the first call
         now = time.monotonic()
         url = request_url(self._base, identity_id, query_string)
-        call = CallState(identity_id, url, now + deadline, now)
+        call = Call(identity_id, url, now + deadline, now)
         self._budget.earn()
         attempt = await self._attempt(call)
         if attempt.wait is not None:
@@ -122,10 +133,12 @@ class Account:
         error.retryable = False  # the loop has decided: this error is final
         raise error
 
-    async def _attempt(self, call: CallState) -> Attempt:
+    async def _attempt(self, call: Call) -> Attempt:
         """One attempt: a slot from the limiter, the exchange, the verdict. A failure comes
         back as a value, with ``decide_retry``'s wait; the limiter hears how it ended."""
         stats = self.stats
+        token = self.token
+        epoch = token.epoch
         try:
             limiter = self.limiter
             if limiter is None or self._transport.closed:
@@ -138,8 +151,11 @@ class Account:
             stats.requests += 1
             stats.in_flight += 1
             started = time.perf_counter()
+            epoch = token.epoch  # the headers sent are this epoch's
+            headers = token.headers
+            assert headers is not None
             try:
-                response = await self._transport.send(call.url, self._headers, call.deadline)
+                response = await self._transport.send(call.url, headers, call.deadline)
             except CommboxDecodeError:  # a body over max_body_bytes: the server did answer
                 limiter.report(ticket, Outcome.ACCEPTED)
                 raise
@@ -155,7 +171,17 @@ class Account:
                 stats.throttled += 1
             if exc.identity_id is None:
                 exc.identity_id = call.identity_id
+            if isinstance(exc, AuthenticationError) and await self._renewed(call, epoch):
+                return Attempt(error=exc, wait=0.0)  # once more, with the fresh token
             return Attempt(error=exc, wait=self._decide(call, exc))
+
+    async def _renewed(self, call: Call, epoch: int) -> bool:
+        """After a 401: whether this call is sent once more with a fresh token. One refresh
+        serves every call refused together; a call is sent again once, outside its tries."""
+        if call.renewed or not self.token.refreshable:
+            return False
+        call.renewed = True
+        return await self.token.renew(epoch)
 
     def _verdict(
         self, call: CallState, limiter: Limiter, ticket: Ticket, response: Response, started: float

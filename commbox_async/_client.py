@@ -60,12 +60,12 @@ from ._protocol import (
     build_headers,
     check_base_url,
     check_identity_id,
-    check_token,
     is_insecure_remote,
 )
 from ._sharing import SharedCalls
 from ._stats import StatsSnapshot
 from ._throttle import Limiter, LocalLimiter
+from ._tokens import Token, TokenSource
 from ._transport import Transport
 from ._validate import (
     check_bool,
@@ -122,7 +122,7 @@ class AsyncCommbox:
 
     def __init__(
         self,
-        token: str | None = None,
+        token: Token | None = None,
         *,
         base_url: str | None = None,
         rate_limit: RateLimit | float | None = None,
@@ -142,7 +142,6 @@ class AsyncCommbox:
         token = token if token is not None else os.environ.get("COMMBOX_TOKEN")
         if token is None:
             raise InvalidArgumentError("no token: pass token= or set COMMBOX_TOKEN")
-        check_token(token)
         base = base_url if base_url is not None else os.environ.get("COMMBOX_BASE_URL")
         check_bool("allow_insecure_http", allow_insecure_http)
         self._base_url = check_base_url(
@@ -160,20 +159,24 @@ class AsyncCommbox:
         check_bool("share_calls", share_calls)
         self._cache = cache
         agent = user_agent or f"commbox-async/{__version__}"
-        headers = build_headers(token, agent, default_headers)
+        build_headers("checked", agent, default_headers)  # refused here, before any token
+        self._make_headers = functools.partial(
+            build_headers, user_agent=agent, extra=default_headers
+        )
+        source = TokenSource(token, self._make_headers)
         self._transport = Transport(
             pool=pool or PoolConfig(),
             timeout=as_timeout(timeout),
             verify_tls=verify_tls,
             session=session,
-            default_headers=headers,
         )
+        self._rng = rng or random.Random()
         self._account = Account(
             self._transport,
             base_url=self._base_url,
-            headers=headers,
+            token=source,
             retries=self._retries,
-            rng=rng or random.Random(),
+            rng=self._rng,
         )
         self._shared = SharedCalls(
             self._account.request, cache=cache, share=share_calls, max_time=self._retries.max_time
@@ -213,7 +216,8 @@ class AsyncCommbox:
             logger.warning(
                 "plain http to a remote host (%s): the token travels unencrypted", self._base_url
             )
-        self._transport.open()
+        # The session carries the first token's headers (a provider is asked for it now).
+        self._transport.open(await self._account.token.first())
         self._account.limiter = self._given_limiter or LocalLimiter(
             self._rate_limit,
             pause_policy=PausePolicy(
@@ -556,4 +560,3 @@ class AsyncCommbox:
 
 def _encode(query: Query) -> str:
     return urlencode(query.params(), quote_via=quote, safe="")
-

@@ -55,13 +55,9 @@ class Transport:
         timeout: Timeout,
         verify_tls: bool,
         session: aiohttp.ClientSession | None = None,
-        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._pool = pool
-        # The headers most requests carry (the first account's), set once on a session of our
-        # own: aiohttp merges per-request headers into the defaults on every request, which
-        # cost 2% of a small page's throughput (benchmarks/RESULTS.md, section 5).
-        self._default_headers = default_headers if session is None else None
+        self._default_headers: Mapping[str, str] | None = None
         self._timeout = timeout
         self._verify_tls = verify_tls
         self._given_session = session
@@ -80,13 +76,20 @@ class Transport:
         """True before ``open()``, after ``aclose()``, and once the session itself closed."""
         return self._session is None or self._session.closed
 
-    def open(self) -> None:
-        """Use the caller's session, or make ours: a pooled connector, no cookies."""
+    def open(self, default_headers: Mapping[str, str] | None = None) -> None:
+        """Use the caller's session, or make ours: a pooled connector, no cookies.
+
+        ``default_headers`` (the first account's) are set once on a session of our own:
+        aiohttp merges per-request headers into the defaults on every request, which cost 2%
+        of a small page's throughput (benchmarks/RESULTS.md, section 5); a request whose
+        headers are these very ones skips the merge.
+        """
         if self._session is not None:
             return
         if self._given_session is not None:
             self._session = self._given_session
             return
+        self._default_headers = default_headers
         connector = aiohttp.TCPConnector(
             limit=self._pool.limit,
             limit_per_host=self._pool.limit_per_host,
