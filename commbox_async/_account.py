@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,15 +97,9 @@ class Account:
         self.stats = ClientStats()
         self._budget = RetryBudget(retries.budget_ratio, retries.budget_reserve)
         self._answered = 0  # answers that were not 429s (a 429 asks whether others got through)
-        self._retrying = backoff.on_predicate(
-            backoff.runtime,
-            predicate=lambda attempt: attempt.wait is not None,
-            value=lambda attempt: attempt.wait,
-            max_tries=None,  # decide_retry ends every call (tries, 429s in a row, deadline)
-            jitter=None,  # decide_retry's waits are jittered already
-            on_backoff=self._on_backoff,
-            logger=None,  # backoff's own log lines would carry call arguments
-        )(self._attempt)
+        # backoff's loop around _attempt, made at the first retry: an account that never
+        # retries (one of 10,000 views that made one call) does not pay for it.
+        self._retrying: Callable[[Call], Awaitable[Attempt]] | None = None
 
     async def request(
         self, identity_id: int, query_string: str, deadline: float
@@ -122,7 +117,7 @@ class Account:
             # every call cost 5% of a small page's CPU (benchmarks/RESULTS.md, "retry loop").
             self.stats.retries += 1
             await asyncio.sleep(attempt.wait)
-            attempt = await self._retrying(call)
+            attempt = await (self._retrying or self._make_retrying())(call)
         if attempt.page is not None:
             return attempt.page
         error = attempt.error
@@ -132,6 +127,18 @@ class Account:
             _count_attempts(error, call)
         error.retryable = False  # the loop has decided: this error is final
         raise error
+
+    def _make_retrying(self) -> Callable[[Call], Awaitable[Attempt]]:
+        self._retrying = retrying = backoff.on_predicate(
+            backoff.runtime,
+            predicate=lambda attempt: attempt.wait is not None,
+            value=lambda attempt: attempt.wait,
+            max_tries=None,  # decide_retry ends every call (tries, 429s in a row, deadline)
+            jitter=None,  # decide_retry's waits are jittered already
+            on_backoff=self._on_backoff,
+            logger=None,  # backoff's own log lines would carry call arguments
+        )(self._attempt)
+        return retrying
 
     async def _attempt(self, call: Call) -> Attempt:
         """One attempt: a slot from the limiter, the exchange, the verdict. A failure comes

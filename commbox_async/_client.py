@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import time
+import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -38,7 +39,6 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from ._account import Account
 from ._cache import Cache
 from ._config import (
     DEFAULT_BASE_URL,
@@ -52,8 +52,8 @@ from ._config import (
 )
 from ._errors import ClientClosedError, CommboxError, InvalidArgumentError
 from ._fanout import FanOutError, FanOutProgress, FetchResult, fan_out
+from ._members import Member, Members
 from ._models import UserObject, UserObjectsPage
-from ._pacing import PausePolicy
 from ._protocol import (
     MAX_PAGE_SIZE,
     Query,
@@ -62,9 +62,8 @@ from ._protocol import (
     check_identity_id,
     is_insecure_remote,
 )
-from ._sharing import SharedCalls
 from ._stats import StatsSnapshot
-from ._throttle import Limiter, LocalLimiter
+from ._throttle import Limiter
 from ._tokens import Token, TokenSource
 from ._transport import Transport
 from ._validate import (
@@ -156,7 +155,6 @@ class AsyncCommbox:
         self._verify_tls = check_bool("verify_tls", verify_tls)
         if cache is not None and not isinstance(cache, Cache):
             raise InvalidArgumentError("cache must be a Cache (or None: no cache)")
-        check_bool("share_calls", share_calls)
         self._cache = cache
         agent = user_agent or f"commbox-async/{__version__}"
         build_headers("checked", agent, default_headers)  # refused here, before any token
@@ -170,26 +168,75 @@ class AsyncCommbox:
             verify_tls=verify_tls,
             session=session,
         )
-        self._rng = rng or random.Random()
-        self._account = Account(
+        check_bool("share_calls", share_calls)
+        self._members = Members(
             self._transport,
             base_url=self._base_url,
-            token=source,
             retries=self._retries,
-            rng=self._rng,
-        )
-        self._shared = SharedCalls(
-            self._account.request, cache=cache, share=share_calls, max_time=self._retries.max_time
+            rng=rng or random.Random(),
+            cache=cache,
+            share_calls=share_calls,
+            rate_limit=self._rate_limit,
+            limiter=limiter,
         )
         self._given_limiter = limiter
+        self._root: AsyncCommbox = self
+        self._views: weakref.WeakSet[AsyncCommbox] = weakref.WeakSet()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._adopt(self._members.member(source, own=True))
+
+    def _adopt(self, member: Member) -> None:
+        """Serve the account of ``member`` (a client its own, a view another's)."""
+        self._member = member  # held: a member lives as long as a view of it
+        self._account = member.account
+        self._shared = member.shared
         self._state = ClientState.NEW
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
+        view = f" account={self._account.token.scope}" if self._root is not self else ""
         return (
-            f"<AsyncCommbox base_url={self._base_url!r} "
+            f"<AsyncCommbox base_url={self._base_url!r}{view} "
             f"rate_limit={self._rate_limit.max_rate:g}/s state={self._state.value}>"
         )
+
+    # --- accounts -----------------------------------------------------------------------
+    def with_token(self, token: Token, *, account: str | None = None) -> AsyncCommbox:
+        """A client for another account that shares this client's session and pool.
+
+        ``token`` is a string or a provider, as for ``AsyncCommbox``. The view has its own
+        limiter (this client's configuration; with a ``RedisLimiter``, its key with the
+        account's fingerprint appended), pause, retry budget, ``stats``, shared calls and
+        cache entries: a 429 for one account pauses that account only, and two accounts never
+        see each other's pages. Views of one account (the same string token, or the same
+        ``account`` name, which a provider's account needs for a ``RedisLimiter``) share
+        all of that while any of them lives. A view costs a few objects and is freed when
+        unused; ``aclose()`` on a view stops its own fan-outs and watches only, and closing
+        this client closes every view.
+        """
+        root = self._root
+        if root._state is ClientState.CLOSED:
+            raise ClientClosedError("this AsyncCommbox is closed")
+        source = TokenSource(token, root._make_headers)
+        if account is not None:
+            if not isinstance(account, str) or not account:
+                raise InvalidArgumentError("account must be a non-empty str")
+            source.scope = account
+        elif source.refreshable and root._members.derives:
+            raise InvalidArgumentError(
+                "with a RedisLimiter, a token provider needs account= (its key's suffix)"
+            )
+        view = object.__new__(AsyncCommbox)
+        view.__dict__.update(
+            (name, value)
+            for name, value in root.__dict__.items()
+            if name not in ("_views", "_member", "_account", "_shared", "_tasks")
+        )
+        view._adopt(root._members.member(source))
+        if root._state is ClientState.OPEN:
+            view._state = ClientState.OPEN
+        root._views.add(view)
+        return view
 
     # --- life -------------------------------------------------------------------------
     async def __aenter__(self) -> AsyncCommbox:
@@ -210,6 +257,11 @@ class AsyncCommbox:
             return
         if self._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed; create a new one")
+        if self._root is not self:
+            if self._root._state is not ClientState.OPEN:
+                raise ClientClosedError("open the client this view came from first")
+            self._state = ClientState.OPEN
+            return
         if not self._verify_tls:
             logger.warning("TLS certificate verification is OFF for %s", self._base_url)
         if is_insecure_remote(self._base_url):
@@ -218,29 +270,34 @@ class AsyncCommbox:
             )
         # The session carries the first token's headers (a provider is asked for it now).
         self._transport.open(await self._account.token.first())
-        self._account.limiter = self._given_limiter or LocalLimiter(
-            self._rate_limit,
-            pause_policy=PausePolicy(
-                default_retry_after=self._retries.default_retry_after,
-                max_retry_after=self._retries.max_retry_after,
-            ),
-        )
+        self._members.open()
+        self._loop = asyncio.get_running_loop()
         self._state = ClientState.OPEN
+        for view in list(self._views):
+            if view._state is ClientState.NEW:
+                view._state = ClientState.OPEN
 
     async def aclose(self) -> None:
-        """Stop running fan-outs, close the owned session, release the limiter."""
+        """Stop running fan-outs, close the owned session, release the limiter.
+
+        On a view: stop its own fan-outs and watches; the session stays its client's.
+        """
         if self._state is ClientState.CLOSED:
             return
         self._state = ClientState.CLOSED
-        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._shared.cancel_all()]
+        tasks: list[asyncio.Task[Any]] = [*self._tasks]
+        if self._root is self:
+            for view in list(self._views):
+                view._state = ClientState.CLOSED
+                tasks += view._tasks
+            tasks += self._members.cancel_all()
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._transport.aclose()
-        limiter = self._account.limiter
-        if limiter is not None and self._given_limiter is None:
-            await limiter.aclose()
+        if self._root is self:
+            await self._transport.aclose()
+            await self._members.aclose()
 
     @property
     def closed(self) -> bool:
@@ -279,6 +336,15 @@ class AsyncCommbox:
             )
         if self._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed")
+        opened_in = self._root._loop
+        running = asyncio._get_running_loop()
+        if running is not None and running is not opened_in:
+            # aiohttp would fail with "Event loop is closed", or hang: say what is wrong.
+            raise ClientClosedError(
+                "this AsyncCommbox was opened in another event loop: its session and "
+                "connections belong to that loop; open a client in each loop (a new "
+                "asyncio.run() is a new loop)"
+            )
 
     # --- one call -----------------------------------------------------------------------
     async def get_user_objects(

@@ -20,7 +20,8 @@ from ._models import UserObjectsPage
 
 __all__ = ["SharedCalls"]
 
-Key = tuple[int, str]
+#: Identity, encoded query, the account's scope (two accounts never share a page).
+Key = tuple[int, str, str]
 #: One call: identity, encoded query, deadline in seconds.
 Request = Callable[[int, str, float], Awaitable[UserObjectsPage]]
 
@@ -29,9 +30,16 @@ class SharedCalls:
     """The cache and the in-flight calls of one account, in front of its ``request``."""
 
     def __init__(
-        self, request: Request, *, cache: Cache | None, share: bool, max_time: float
+        self,
+        request: Request,
+        *,
+        cache: Cache | None,
+        share: bool,
+        max_time: float,
+        scope: str = "",
     ) -> None:
         self._request = request
+        self._scope = scope
         self._cache = cache
         self._share = share
         self._max_time = max_time  # the default deadline of a call
@@ -47,7 +55,7 @@ class SharedCalls:
         self, identity_id: int, query_string: str, deadline: float, use_cache: bool = True
     ) -> UserObjectsPage:
         """The page from the cache, from a running call, or from a new one (kept in the cache)."""
-        key = (identity_id, query_string)
+        key = (identity_id, query_string, self._scope)
         if self._cache is not None and use_cache:
             page = self._cache.get(key)
             if page is not None:
