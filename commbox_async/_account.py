@@ -29,7 +29,7 @@ from typing import Any
 import backoff
 from yarl import URL
 
-from ._config import Retries
+from ._config import Retries, Timeout
 from ._errors import (
     AuthenticationError,
     ClientClosedError,
@@ -66,9 +66,12 @@ class Attempt:
 
 
 class Call(CallState):
-    """One call across its attempts, and whether a 401 already made it ask for a new token."""
+    """One call across its attempts, whether a 401 already made it ask for a new token, and
+    the retries and per-attempt timeout given to this call alone (None: the client's)."""
 
     renewed: bool = False
+    retries: Retries | None = None
+    timeout: Timeout | None = None
 
 
 class Account:
@@ -102,14 +105,21 @@ class Account:
         self._retrying: Callable[[Call], Awaitable[Attempt]] | None = None
 
     async def request(
-        self, identity_id: int, query_string: str, deadline: float
+        self,
+        identity_id: int,
+        query_string: str,
+        deadline: float,
+        retries: Retries | None = None,
+        timeout: Timeout | None = None,
     ) -> UserObjectsPage:
-        """One call, retries included: the page, or the error that ended the call."""
+        """One call, retries included: the page, or the error that ended the call.
+
+        ``retries`` and ``timeout`` replace the account's for this call only."""
         if self.token.headers is None:
             await self.token.first()  # a provider's first token, asked on the first call
         now = time.monotonic()
         url = request_url(self._base, identity_id, query_string)
-        call = Call(identity_id, url, now + deadline, now)
+        call = Call(identity_id, url, now + deadline, now, retries=retries, timeout=timeout)
         self._budget.earn()
         attempt = await self._attempt(call)
         if attempt.wait is not None:
@@ -150,7 +160,7 @@ class Account:
             limiter = self.limiter
             if limiter is None or self._transport.closed:
                 raise ClientClosedError("this AsyncCommbox is closed")
-            if call.deadline - call.started < self._retries.max_retry_after:
+            if call.deadline - call.started < (call.retries or self._retries).max_retry_after:
                 # Only a call shorter than the longest pause can be outwaited by one.
                 _check_pause(limiter.pause_remaining(), call)
             ticket = await limiter.acquire()
@@ -162,7 +172,9 @@ class Account:
             headers = token.headers
             assert headers is not None
             try:
-                response = await self._transport.send(call.url, headers, call.deadline)
+                response = await self._transport.send(
+                    call.url, headers, call.deadline, call.timeout
+                )
             except CommboxDecodeError:  # a body over max_body_bytes: the server did answer
                 limiter.report(ticket, Outcome.ACCEPTED)
                 raise
@@ -222,14 +234,14 @@ class Account:
         self.stats.successes += 1
         return page
 
-    def _decide(self, call: CallState, exc: CommboxError) -> float | None:
+    def _decide(self, call: Call, exc: CommboxError) -> float | None:
         """``decide_retry``'s answer for this failure: the wait, or None to end the call."""
         limiter = self.limiter
         pause = limiter.pause_remaining() if limiter is not None else 0.0
         decision = decide_retry(
             call,
             exc,
-            self._retries,
+            call.retries or self._retries,
             self._budget,
             self._rng,
             now=time.monotonic(),

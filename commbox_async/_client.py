@@ -17,6 +17,7 @@ The layers, top to bottom (docs/architecture.md draws them):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import logging
@@ -116,7 +117,12 @@ class AsyncCommbox:
     gateway); plain ``http`` is refused off loopback unless ``allow_insecure_http=True`` (a
     fake server in another container), which logs a warning when the client opens.
     ``default_headers`` are sent with every request (a tenant or tracing header); they may
-    not set ``Authorization``, which comes from the token.
+    not set ``Authorization``, which comes from the token. ``proxy`` (``http://host:port``,
+    credentials in the URL if any) sends every request of the owned session through an HTTP
+    proxy; ``trust_env=True`` lets the owned session read ``HTTPS_PROXY``/``NO_PROXY`` (and
+    ``~/.netrc``) from the environment, as aiohttp does. ``token`` may be a callable, plain
+    or async, that returns the current token: after a 401 it is asked once for a fresh one.
+    ``with_token`` gives a client for another account over the same session and pool.
     """
 
     def __init__(
@@ -137,6 +143,8 @@ class AsyncCommbox:
         cache: Cache | None = None,
         share_calls: bool = True,
         default_headers: Mapping[str, str] | None = None,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         token = token if token is not None else os.environ.get("COMMBOX_TOKEN")
         if token is None:
@@ -167,6 +175,8 @@ class AsyncCommbox:
             timeout=as_timeout(timeout),
             verify_tls=verify_tls,
             session=session,
+            proxy=_check_proxy(proxy, session),
+            trust_env=check_bool("trust_env", trust_env),
         )
         check_bool("share_calls", share_calls)
         self._members = Members(
@@ -353,6 +363,8 @@ class AsyncCommbox:
         *,
         deadline: float | None = None,
         cache: bool = True,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None = None,
+        retries: Retries | int | None = None,
         **filters: Unpack[Filters],
     ) -> UserObjectsPage:
         """One page of an identity's conversations with unread counts.
@@ -365,14 +377,16 @@ class AsyncCommbox:
         page (the same object: treat it as read-only) or its error; cancelling one caller does
         not cancel the request for the others. With the client's ``cache=``, a fresh cached
         page is returned without a request; ``cache=False`` skips the lookup for this call
-        (its page still refreshes the cache).
+        (its page still refreshes the cache). ``timeout`` and ``retries`` replace the
+        client's for this call (such a call shares no running call with others).
         """
         ident = check_identity_id(identity_id)
         query_string = _encode(Query.from_filters(filters))
-        limit = check_seconds("deadline", deadline, self._retries.max_time)
+        own = _Overrides.of(timeout, retries)
+        limit = check_seconds("deadline", deadline, (own.retries or self._retries).max_time)
         check_bool("cache", cache)
         self._check_open()
-        return await self._shared.get(ident, query_string, limit, cache)
+        return await self._shared.get(ident, query_string, limit, cache, own.retries, own.timeout)
 
     # --- all pages ----------------------------------------------------------------------
     async def iter_user_objects(
@@ -439,6 +453,8 @@ class AsyncCommbox:
         on_progress: Callable[[FanOutProgress], None] | None = None,
         deadline: float | None = None,
         unreachable_after: int | None = 8,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None = None,
+        retries: Retries | int | None = None,
         **filters: Unpack[Filters],
     ) -> AsyncGenerator[FetchResult, None]:
         """Fetch one page for each identity, yielding results as they complete.
@@ -453,8 +469,9 @@ class AsyncCommbox:
         ids not yet sent get that error without a request (``None``: never stop).
         ``dedupe=True`` fetches a repeated id once (and remembers every id seen). Leaving the
         loop early, or cancelling it, stops the workers and releases their connections; use
-        ``contextlib.aclosing`` to make that happen at the ``break``. Arguments are checked
-        here, when it is called, before any request.
+        ``contextlib.aclosing`` to make that happen at the ``break``. ``timeout`` and
+        ``retries`` replace the client's for this job's calls. Arguments are checked here,
+        when it is called, before any request.
         """
         if unreachable_after is not None:
             check_int("unreachable_after", unreachable_after, low=1)
@@ -467,6 +484,7 @@ class AsyncCommbox:
             shared=False,
             filters=filters,
             unreachable_after=unreachable_after,
+            own=_Overrides.of(timeout, retries),
         )
 
     def _fetch_many(
@@ -480,9 +498,11 @@ class AsyncCommbox:
         shared: bool,
         filters: Mapping[str, Any],
         unreachable_after: int | None = None,
+        own: _Overrides | None = None,
     ) -> AsyncGenerator[FetchResult, None]:
         query_string = _encode(Query.from_filters(filters))
-        limit = check_seconds("deadline", deadline, self._retries.max_time)
+        own = own or _NO_OVERRIDES
+        limit = check_seconds("deadline", deadline, (own.retries or self._retries).max_time)
         check_concurrency(concurrency)
         if isinstance(identity_ids, (str, bytes)) or not isinstance(
             identity_ids, (Iterable, AsyncIterable)
@@ -494,6 +514,8 @@ class AsyncCommbox:
         # A job's fan-out skips the cache and the shared calls: its ids are distinct.
         method = self._shared.get if shared else self._account.request
         request = functools.partial(method, query_string=query_string, deadline=limit)
+        if own is not _NO_OVERRIDES:
+            request = functools.partial(request, retries=own.retries, timeout=own.timeout)
         return self._fan_out(
             identity_ids, request, concurrency, dedupe, on_progress, unreachable_after
         )
@@ -530,6 +552,8 @@ class AsyncCommbox:
         concurrency: int = 32,
         raise_on_error: bool = True,
         deadline: float | None = None,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None = None,
+        retries: Retries | int | None = None,
         **filters: Unpack[Filters],
     ) -> dict[int, int]:
         """Total unread chat messages per identity.
@@ -539,7 +563,8 @@ class AsyncCommbox:
         out of the dict, so a failure never reads as zero unread. Unlike ``fetch_many`` it goes
         through the client's cache and shares in-flight calls, as ``get_user_objects`` does: a
         web app asks for the same badges again and again. ``deadline`` bounds each identity's
-        call in seconds (a page view wants a few, not the default ``retries.max_time``).
+        call in seconds (a page view wants a few, not the default ``retries.max_time``);
+        ``timeout`` and ``retries`` replace the client's for these calls.
         """
         counts: dict[int, int] = {}
         errors: dict[Any, CommboxError] = {}
@@ -551,6 +576,7 @@ class AsyncCommbox:
             deadline=deadline,
             shared=True,
             filters=filters,
+            own=_Overrides.of(timeout, retries),
         )
         async for result in results:
             if result.response is not None:
@@ -622,6 +648,41 @@ class AsyncCommbox:
             clock=clock,
             sleep=sleep,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Overrides:
+    """A call's own ``timeout`` and ``retries`` (None: the client's)."""
+
+    timeout: Timeout | None = None
+    retries: Retries | None = None
+
+    @classmethod
+    def of(
+        cls,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None,
+        retries: Retries | int | None,
+    ) -> _Overrides:
+        if timeout is None and retries is None:
+            return _NO_OVERRIDES
+        return cls(
+            as_timeout(timeout) if timeout is not None else None,
+            as_retries(retries) if retries is not None else None,
+        )
+
+
+_NO_OVERRIDES = _Overrides()
+
+
+def _check_proxy(proxy: object, session: aiohttp.ClientSession | None) -> str | None:
+    """A proxy URL for the owned session (never with the caller's own session)."""
+    if proxy is None:
+        return None
+    if not isinstance(proxy, str) or not proxy.startswith(("http://", "https://")):
+        raise InvalidArgumentError("proxy must be an http:// or https:// URL")
+    if session is not None:
+        raise InvalidArgumentError("proxy= applies to the owned session: set it on yours")
+    return proxy
 
 
 def _encode(query: Query) -> str:

@@ -121,6 +121,7 @@ class Members:
                 default_retry_after=self._retries.default_retry_after,
                 max_retry_after=self._retries.max_retry_after,
             ),
+            rng=self._rng,  # one generator for all: each of its own costs 2.5 kB a view
         )
 
     def open(self) -> None:

@@ -239,3 +239,29 @@ def test_a_client_used_from_another_loop_says_so() -> None:
         first.run_until_complete(commbox.aclose())
     finally:
         first.close()
+
+
+async def test_a_paused_account_holds_no_connection() -> None:
+    """While account a waits out a 30 s pause, b's job runs through a pool of 2 connections."""
+    from commbox_async import PoolConfig
+
+    server = await _server()
+    server.accounts.limit("a", Throttling(rate=0.001, burst=1, retry_after="30"))
+    retries = dataclasses.replace(FAST_RETRIES, max_retry_after=60.0, default_retry_after=30.0)
+    try:
+        async with server.client(retries=retries, pool=PoolConfig(limit=2)) as commbox:
+            view_a, view_b = commbox.with_token(A), commbox.with_token(B)
+            await view_a.get_user_objects(1)  # the bucket's one token
+            job_a = asyncio.ensure_future(_drain(view_a, range(2, 40), 16))
+            await until(lambda: view_a.limiter.pause_remaining() > 0, "a paused")
+            results = [r async for r in view_b.fetch_many(range(1, 41), concurrency=16)]
+            assert all(r.ok for r in results) and len(results) == 40
+            assert not job_a.done()  # a is still waiting, holding nothing b needed
+            assert view_a.stats.in_flight == 0
+    finally:
+        await server.stop()
+    assert job_a.done()
+
+
+async def _drain(view: AsyncCommbox, ids: range, concurrency: int) -> int:
+    return len([r async for r in view.fetch_many(ids, concurrency=concurrency)])
