@@ -171,25 +171,16 @@ class AsyncCommbox:
         )
         source = TokenSource(token, self._make_headers)
         self._transport = Transport(
-            pool=pool or PoolConfig(),
-            timeout=as_timeout(timeout),
-            verify_tls=verify_tls,
-            session=session,
-            proxy=_check_proxy(proxy, session),
+            pool=pool or PoolConfig(), timeout=as_timeout(timeout), verify_tls=verify_tls,
+            session=session, proxy=_check_proxy(proxy, session),
             trust_env=check_bool("trust_env", trust_env),
-        )
-        check_bool("share_calls", share_calls)
+        )  # fmt: skip
         self._members = Members(
-            self._transport,
-            base_url=self._base_url,
-            retries=self._retries,
-            rng=rng or random.Random(),
-            cache=cache,
-            share_calls=share_calls,
-            rate_limit=self._rate_limit,
-            limiter=limiter,
-        )
-        self._given_limiter = limiter
+            self._transport, base_url=self._base_url, retries=self._retries,
+            rng=rng or random.Random(), cache=cache,
+            share_calls=check_bool("share_calls", share_calls),
+            rate_limit=self._rate_limit, limiter=limiter,
+        )  # fmt: skip
         self._root: AsyncCommbox = self
         self._views: weakref.WeakSet[AsyncCommbox] = weakref.WeakSet()
         self._loop: asyncio.AbstractEventLoop | None = None

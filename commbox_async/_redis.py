@@ -184,15 +184,11 @@ class RedisLimiter:
         )
         self.key = key
         # What ``for_account`` needs to build a limiter like this one on another key.
-        self._settings = {
-            "rate_limit": self.config,
-            "fallback_rate": fallback_rate,
-            "expected_workers": expected_workers,
-            "default_retry_after": default_retry_after,
-            "max_retry_after": max_retry_after,
-            "reconnect_interval": reconnect_interval,
-            "op_timeout": op_timeout,
-        }
+        self._settings = dict(
+            rate_limit=self.config, fallback_rate=fallback_rate, op_timeout=op_timeout,
+            expected_workers=expected_workers, default_retry_after=default_retry_after,
+            max_retry_after=max_retry_after, reconnect_interval=reconnect_interval,
+        )  # fmt: skip
         self._keys = KeySpace.of(key)
         self.channel = self._keys.channel
         self.pause_policy = PausePolicy(
