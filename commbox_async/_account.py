@@ -22,15 +22,16 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import backoff
 from yarl import URL
 
-from ._config import Retries
+from ._config import Retries, Timeout
 from ._errors import (
+    AuthenticationError,
     ClientClosedError,
     CommboxDecodeError,
     CommboxError,
@@ -43,6 +44,7 @@ from ._protocol import parse_response, request_url
 from ._retry import CallState, RetryBudget, decide_retry
 from ._stats import ClientStats
 from ._throttle import Limiter
+from ._tokens import TokenSource
 from ._transport import Response, Transport
 
 __all__ = ["Account"]
@@ -63,10 +65,21 @@ class Attempt:
     wait: float | None = None
 
 
+class Call(CallState):
+    """One call across its attempts, whether a 401 already made it ask for a new token, and
+    the retries and per-attempt timeout given to this call alone (None: the client's)."""
+
+    renewed: bool = False
+    retries: Retries | None = None
+    timeout: Timeout | None = None
+
+
 class Account:
     """One token's calls: ``request()`` is one call, retries included.
 
-    ``limiter`` is set when the client opens (it is bound to the running loop).
+    ``limiter`` is set when the client opens (it is bound to the running loop). ``token`` is
+    the account's ``TokenSource``: the headers that carry its token, and their refresh after
+    a 401 when the token comes from a provider.
     """
 
     def __init__(
@@ -74,36 +87,39 @@ class Account:
         transport: Transport,
         *,
         base_url: str,
-        headers: Mapping[str, str],
+        token: TokenSource,
         retries: Retries,
         rng: random.Random,
     ) -> None:
         self._transport = transport
         self._base = URL(base_url)
-        self._headers = headers
+        self.token = token
         self._retries = retries
         self._rng = rng
         self.limiter: Limiter | None = None
         self.stats = ClientStats()
         self._budget = RetryBudget(retries.budget_ratio, retries.budget_reserve)
         self._answered = 0  # answers that were not 429s (a 429 asks whether others got through)
-        self._retrying = backoff.on_predicate(
-            backoff.runtime,
-            predicate=lambda attempt: attempt.wait is not None,
-            value=lambda attempt: attempt.wait,
-            max_tries=None,  # decide_retry ends every call (tries, 429s in a row, deadline)
-            jitter=None,  # decide_retry's waits are jittered already
-            on_backoff=self._on_backoff,
-            logger=None,  # backoff's own log lines would carry call arguments
-        )(self._attempt)
+        # backoff's loop around _attempt, made at the first retry: an account that never
+        # retries (one of 10,000 views that made one call) does not pay for it.
+        self._retrying: Callable[[Call], Awaitable[Attempt]] | None = None
 
     async def request(
-        self, identity_id: int, query_string: str, deadline: float
+        self,
+        identity_id: int,
+        query_string: str,
+        deadline: float,
+        retries: Retries | None = None,
+        timeout: Timeout | None = None,
     ) -> UserObjectsPage:
-        """One call, retries included: the page, or the error that ended the call."""
+        """One call, retries included: the page, or the error that ended the call.
+
+        ``retries`` and ``timeout`` replace the account's for this call only."""
+        if self.token.headers is None:
+            await self.token.first()  # a provider's first token, asked on the first call
         now = time.monotonic()
         url = request_url(self._base, identity_id, query_string)
-        call = CallState(identity_id, url, now + deadline, now)
+        call = Call(identity_id, url, now + deadline, now, retries=retries, timeout=timeout)
         self._budget.earn()
         attempt = await self._attempt(call)
         if attempt.wait is not None:
@@ -111,7 +127,7 @@ class Account:
             # every call cost 5% of a small page's CPU (benchmarks/RESULTS.md, section 5).
             self.stats.retries += 1
             await asyncio.sleep(attempt.wait)
-            attempt = await self._retrying(call)
+            attempt = await (self._retrying or self._make_retrying())(call)
         if attempt.page is not None:
             return attempt.page
         error = attempt.error
@@ -122,10 +138,24 @@ class Account:
         error.retryable = False  # the loop has decided: this error is final
         raise error
 
-    async def _attempt(self, call: CallState) -> Attempt:
+    def _make_retrying(self) -> Callable[[Call], Awaitable[Attempt]]:
+        self._retrying = retrying = backoff.on_predicate(
+            backoff.runtime,
+            predicate=lambda attempt: attempt.wait is not None,
+            value=lambda attempt: attempt.wait,
+            max_tries=None,  # decide_retry ends every call (tries, 429s in a row, deadline)
+            jitter=None,  # decide_retry's waits are jittered already
+            on_backoff=self._on_backoff,
+            logger=None,  # backoff's own log lines would carry call arguments
+        )(self._attempt)
+        return retrying
+
+    async def _attempt(self, call: Call) -> Attempt:
         """One attempt: a slot from the limiter, the exchange, the verdict. A failure comes
         back as a value, with ``decide_retry``'s wait; the limiter hears how it ended."""
         stats = self.stats
+        token = self.token
+        epoch = token.epoch
         try:
             limiter = self.limiter
             if limiter is None or self._transport.closed:
@@ -136,8 +166,13 @@ class Account:
             stats.requests += 1
             stats.in_flight += 1
             started = time.perf_counter()
+            epoch = token.epoch  # the headers sent are this epoch's
+            headers = token.headers
+            assert headers is not None
             try:
-                response = await self._transport.send(call.url, self._headers, call.deadline)
+                response = await self._transport.send(
+                    call.url, headers, call.deadline, call.timeout
+                )
             except CommboxDecodeError:  # a body over max_body_bytes: the server did answer
                 limiter.report(ticket, Outcome.ACCEPTED)
                 raise
@@ -153,7 +188,17 @@ class Account:
                 stats.throttled += 1
             if exc.identity_id is None:
                 exc.identity_id = call.identity_id
+            if isinstance(exc, AuthenticationError) and await self._renewed(call, epoch):
+                return Attempt(error=exc, wait=0.0)  # once more, with the fresh token
             return Attempt(error=exc, wait=self._decide(call, exc))
+
+    async def _renewed(self, call: Call, epoch: int) -> bool:
+        """After a 401: whether this call is sent once more with a fresh token. One refresh
+        serves every call refused together; a call is sent again once, outside its tries."""
+        if call.renewed or not self.token.refreshable:
+            return False
+        call.renewed = True
+        return await self.token.renew(epoch)
 
     def _verdict(
         self, call: CallState, limiter: Limiter, ticket: Ticket, response: Response, started: float
@@ -192,7 +237,8 @@ class Account:
     def _scrub(self, error: CommboxError) -> None:
         """Blank this account's token wherever a response put it on ``error`` (a proxy that
         echoes the request's headers into its answer): the token never reaches an error."""
-        token = str(self._headers.get("Authorization", "")).removeprefix("Bearer ")
+        headers = self.token.headers or {}
+        token = str(headers.get("Authorization", "")).removeprefix("Bearer ")
         if not token:
             return
         if error.headers:
@@ -203,14 +249,14 @@ class Account:
         if isinstance(description, str):
             error.description = description.replace(token, "***")  # type: ignore[attr-defined]
 
-    def _decide(self, call: CallState, exc: CommboxError) -> float | None:
+    def _decide(self, call: Call, exc: CommboxError) -> float | None:
         """``decide_retry``'s answer for this failure: the wait, or None to end the call."""
         limiter = self.limiter
         pause = limiter.pause_remaining() if limiter is not None else 0.0
         decision = decide_retry(
             call,
             exc,
-            self._retries,
+            call.retries or self._retries,
             self._budget,
             self._rng,
             now=time.monotonic(),

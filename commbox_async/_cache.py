@@ -2,8 +2,9 @@
 
 Off by default (``AsyncCommbox(cache=Cache(ttl=2.0))`` turns it on). A web page that asks for
 one identity's badge in 200 tabs within ``ttl`` seconds costs one request; memory is bounded by
-``max_entries``. Keys are the identity and the encoded query, so different filters never share
-an entry. The clock is injected so that tests move time instead of sleeping.
+``max_entries``. Keys are the identity, the encoded query and the account, so different
+filters and different accounts never share an entry. The clock is injected so that tests move
+time instead of sleeping.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from ._validate import check_callable, check_int, check_number
 
 __all__ = ["Cache"]
 
-Key = tuple[int, str]
+#: The identity first; then the encoded query and, from a client, the account's scope.
+Key = tuple[int, str] | tuple[int, str, str]
 
 
 class Cache:

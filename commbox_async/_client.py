@@ -17,12 +17,14 @@ The layers, top to bottom (docs/architecture.md draws them):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import logging
 import os
 import random
 import time
+import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -38,7 +40,6 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from ._account import Account
 from ._cache import Cache
 from ._config import (
     DEFAULT_BASE_URL,
@@ -52,20 +53,19 @@ from ._config import (
 )
 from ._errors import ClientClosedError, CommboxError, InvalidArgumentError
 from ._fanout import UNREACHABLE_AFTER, FanOutError, FanOutProgress, FetchResult, fan_out
+from ._members import Member, Members
 from ._models import UserObject, UserObjectsPage
-from ._pacing import PausePolicy
 from ._protocol import (
     MAX_PAGE_SIZE,
     Query,
     build_headers,
     check_base_url,
     check_identity_id,
-    check_token,
     is_insecure_remote,
 )
-from ._sharing import SharedCalls
 from ._stats import StatsSnapshot
-from ._throttle import Limiter, LocalLimiter
+from ._throttle import Limiter
+from ._tokens import Token, TokenSource
 from ._transport import Transport
 from ._validate import (
     check_bool,
@@ -117,12 +117,17 @@ class AsyncCommbox:
     gateway); plain ``http`` is refused off loopback unless ``allow_insecure_http=True`` (a
     fake server in another container), which logs a warning when the client opens.
     ``default_headers`` are sent with every request (a tenant or tracing header); they may
-    not set ``Authorization``, which comes from the token.
+    not set ``Authorization``, which comes from the token. ``proxy`` (``http://host:port``,
+    credentials in the URL if any) sends every request of the owned session through an HTTP
+    proxy; ``trust_env=True`` lets the owned session read ``HTTPS_PROXY``/``NO_PROXY`` (and
+    ``~/.netrc``) from the environment, as aiohttp does. ``token`` may be a callable, plain
+    or async, that returns the current token: after a 401 it is asked once for a fresh one.
+    ``with_token`` gives a client for another account over the same session and pool.
     """
 
     def __init__(
         self,
-        token: str | None = None,
+        token: Token | None = None,
         *,
         base_url: str | None = None,
         rate_limit: RateLimit | float | None = None,
@@ -138,11 +143,12 @@ class AsyncCommbox:
         cache: Cache | None = None,
         share_calls: bool = True,
         default_headers: Mapping[str, str] | None = None,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         token = token if token is not None else os.environ.get("COMMBOX_TOKEN")
         if token is None:
             raise InvalidArgumentError("no token: pass token= or set COMMBOX_TOKEN")
-        check_token(token)
         base = base_url if base_url is not None else os.environ.get("COMMBOX_BASE_URL")
         check_bool("allow_insecure_http", allow_insecure_http)
         self._base_url = check_base_url(
@@ -157,36 +163,81 @@ class AsyncCommbox:
         self._verify_tls = check_bool("verify_tls", verify_tls)
         if cache is not None and not isinstance(cache, Cache):
             raise InvalidArgumentError("cache must be a Cache (or None: no cache)")
-        check_bool("share_calls", share_calls)
         self._cache = cache
         agent = user_agent or f"commbox-async/{__version__}"
-        headers = build_headers(token, agent, default_headers)
+        build_headers("checked", agent, default_headers)  # refused here, before any token
+        self._make_headers = functools.partial(
+            build_headers, user_agent=agent, extra=default_headers
+        )
+        source = TokenSource(token, self._make_headers)
         self._transport = Transport(
-            pool=pool or PoolConfig(),
-            timeout=as_timeout(timeout),
-            verify_tls=verify_tls,
-            session=session,
-            default_headers=headers,
-        )
-        self._account = Account(
-            self._transport,
-            base_url=self._base_url,
-            headers=headers,
-            retries=self._retries,
-            rng=rng or random.Random(),
-        )
-        self._shared = SharedCalls(
-            self._account.request, cache=cache, share=share_calls, max_time=self._retries.max_time
-        )
-        self._given_limiter = limiter
+            pool=pool or PoolConfig(), timeout=as_timeout(timeout), verify_tls=verify_tls,
+            session=session, proxy=_check_proxy(proxy, session),
+            trust_env=check_bool("trust_env", trust_env),
+        )  # fmt: skip
+        self._members = Members(
+            self._transport, base_url=self._base_url, retries=self._retries,
+            rng=rng or random.Random(), cache=cache,
+            share_calls=check_bool("share_calls", share_calls),
+            rate_limit=self._rate_limit, limiter=limiter,
+        )  # fmt: skip
+        self._root: AsyncCommbox = self
+        self._views: weakref.WeakSet[AsyncCommbox] = weakref.WeakSet()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._adopt(self._members.member(source, own=True))
+
+    def _adopt(self, member: Member) -> None:
+        """Serve the account of ``member`` (a client its own, a view another's)."""
+        self._member = member  # held: a member lives as long as a view of it
+        self._account = member.account
+        self._shared = member.shared
         self._state = ClientState.NEW
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
+        view = f" account={self._account.token.scope}" if self._root is not self else ""
         return (
-            f"<AsyncCommbox base_url={self._base_url!r} "
+            f"<AsyncCommbox base_url={self._base_url!r}{view} "
             f"rate_limit={self._rate_limit.max_rate:g}/s state={self._state.value}>"
         )
+
+    # --- accounts -----------------------------------------------------------------------
+    def with_token(self, token: Token, *, account: str | None = None) -> AsyncCommbox:
+        """A client for another account that shares this client's session and pool.
+
+        ``token`` is a string or a provider, as for ``AsyncCommbox``. The view has its own
+        limiter (this client's configuration; with a ``RedisLimiter``, its key with the
+        account's fingerprint appended), pause, retry budget, ``stats``, shared calls and
+        cache entries: a 429 for one account pauses that account only, and two accounts never
+        see each other's pages. Views of one account (the same string token, or the same
+        ``account`` name, which a provider's account needs for a ``RedisLimiter``) share
+        all of that while any of them lives. A view costs a few objects and is freed when
+        unused; ``aclose()`` on a view stops its own fan-outs and watches only, and closing
+        this client closes every view.
+        """
+        root = self._root
+        if root._state is ClientState.CLOSED:
+            raise ClientClosedError("this AsyncCommbox is closed")
+        source = TokenSource(token, root._make_headers)
+        if account is not None:
+            if not isinstance(account, str) or not account:
+                raise InvalidArgumentError("account must be a non-empty str")
+            source.scope = account
+        elif source.refreshable and root._members.derives:
+            raise InvalidArgumentError(
+                "with a RedisLimiter, a token provider needs account= (its key's suffix)"
+            )
+        view = object.__new__(AsyncCommbox)
+        view.__dict__.update(
+            (name, value)
+            for name, value in root.__dict__.items()
+            if name not in ("_views", "_member", "_account", "_shared", "_tasks")
+        )
+        view._adopt(root._members.member(source))
+        if root._state is ClientState.OPEN:
+            view._state = ClientState.OPEN
+        root._views.add(view)
+        return view
 
     # --- life -------------------------------------------------------------------------
     async def __aenter__(self) -> AsyncCommbox:
@@ -207,36 +258,47 @@ class AsyncCommbox:
             return
         if self._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed; create a new one")
+        if self._root is not self:
+            if self._root._state is not ClientState.OPEN:
+                raise ClientClosedError("open the client this view came from first")
+            self._state = ClientState.OPEN
+            return
         if not self._verify_tls:
             logger.warning("TLS certificate verification is OFF for %s", self._base_url)
         if is_insecure_remote(self._base_url):
             logger.warning(
                 "plain http to a remote host (%s): the token travels unencrypted", self._base_url
             )
-        self._transport.open()
-        self._account.limiter = self._given_limiter or LocalLimiter(
-            self._rate_limit,
-            pause_policy=PausePolicy(
-                default_retry_after=self._retries.default_retry_after,
-                max_retry_after=self._retries.max_retry_after,
-            ),
-        )
+        # The session carries the first token's headers (a provider is asked for it now).
+        self._transport.open(await self._account.token.first())
+        self._members.open()
+        self._loop = asyncio.get_running_loop()
         self._state = ClientState.OPEN
+        for view in list(self._views):
+            if view._state is ClientState.NEW:
+                view._state = ClientState.OPEN
 
     async def aclose(self) -> None:
-        """Stop running fan-outs, close the owned session, release the limiter."""
+        """Stop running fan-outs, close the owned session, release the limiter.
+
+        On a view: stop its own fan-outs and watches; the session stays its client's.
+        """
         if self._state is ClientState.CLOSED:
             return
         self._state = ClientState.CLOSED
-        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._shared.cancel_all()]
+        tasks: list[asyncio.Task[Any]] = [*self._tasks]
+        if self._root is self:
+            for view in list(self._views):
+                view._state = ClientState.CLOSED
+                tasks += view._tasks
+            tasks += self._members.cancel_all()
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._transport.aclose()
-        limiter = self._account.limiter
-        if limiter is not None and self._given_limiter is None:
-            await limiter.aclose()
+        if self._root is self:
+            await self._transport.aclose()
+            await self._members.aclose()
 
     @property
     def closed(self) -> bool:
@@ -275,6 +337,15 @@ class AsyncCommbox:
             )
         if self._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed")
+        opened_in = self._root._loop
+        running = asyncio._get_running_loop()
+        if running is not None and running is not opened_in:
+            # aiohttp would fail with "Event loop is closed", or hang: say what is wrong.
+            raise ClientClosedError(
+                "this AsyncCommbox was opened in another event loop: its session and "
+                "connections belong to that loop; open a client in each loop (a new "
+                "asyncio.run() is a new loop)"
+            )
 
     # --- one call -----------------------------------------------------------------------
     async def get_user_objects(
@@ -283,6 +354,8 @@ class AsyncCommbox:
         *,
         deadline: float | None = None,
         cache: bool = True,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None = None,
+        retries: Retries | int | None = None,
         **filters: Unpack[Filters],
     ) -> UserObjectsPage:
         """One page of an identity's conversations with unread counts.
@@ -295,14 +368,16 @@ class AsyncCommbox:
         page (the same object: treat it as read-only) or its error; cancelling one caller does
         not cancel the request for the others. With the client's ``cache=``, a fresh cached
         page is returned without a request; ``cache=False`` skips the lookup for this call
-        (its page still refreshes the cache).
+        (its page still refreshes the cache). ``timeout`` and ``retries`` replace the
+        client's for this call (such a call shares no running call with others).
         """
         ident = check_identity_id(identity_id)
         query_string = _encode(Query.from_filters(filters))
-        limit = check_seconds("deadline", deadline, self._retries.max_time)
+        own = _Overrides.of(timeout, retries)
+        limit = check_seconds("deadline", deadline, (own.retries or self._retries).max_time)
         check_bool("cache", cache)
         self._check_open()
-        return await self._shared.get(ident, query_string, limit, cache)
+        return await self._shared.get(ident, query_string, limit, cache, own.retries, own.timeout)
 
     # --- all pages ----------------------------------------------------------------------
     async def iter_user_objects(
@@ -369,6 +444,8 @@ class AsyncCommbox:
         on_progress: Callable[[FanOutProgress], None] | None = None,
         deadline: float | None = None,
         unreachable_after: int | None = UNREACHABLE_AFTER,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None = None,
+        retries: Retries | int | None = None,
         **filters: Unpack[Filters],
     ) -> AsyncGenerator[FetchResult, None]:
         """Fetch one page for each identity, yielding results as they complete.
@@ -383,8 +460,9 @@ class AsyncCommbox:
         ids not yet sent get that error without a request (``None``: never stop).
         ``dedupe=True`` fetches a repeated id once (and remembers every id seen). Leaving the
         loop early, or cancelling it, stops the workers and releases their connections; use
-        ``contextlib.aclosing`` to make that happen at the ``break``. Arguments are checked
-        here, when it is called, before any request.
+        ``contextlib.aclosing`` to make that happen at the ``break``. ``timeout`` and
+        ``retries`` replace the client's for this job's calls. Arguments are checked here,
+        when it is called, before any request.
         """
         if unreachable_after is not None:
             check_int("unreachable_after", unreachable_after, low=1)
@@ -397,6 +475,7 @@ class AsyncCommbox:
             shared=False,
             filters=filters,
             unreachable_after=unreachable_after,
+            own=_Overrides.of(timeout, retries),
         )
 
     def _fetch_many(
@@ -410,9 +489,11 @@ class AsyncCommbox:
         shared: bool,
         filters: Mapping[str, Any],
         unreachable_after: int | None = None,
+        own: _Overrides | None = None,
     ) -> AsyncGenerator[FetchResult, None]:
         query_string = _encode(Query.from_filters(filters))
-        limit = check_seconds("deadline", deadline, self._retries.max_time)
+        own = own or _NO_OVERRIDES
+        limit = check_seconds("deadline", deadline, (own.retries or self._retries).max_time)
         if isinstance(identity_ids, (str, bytes)) or not isinstance(
             identity_ids, (Iterable, AsyncIterable)
         ):
@@ -423,6 +504,8 @@ class AsyncCommbox:
         # A job's fan-out skips the cache and the shared calls: its ids are distinct.
         method = self._shared.get if shared else self._account.request
         request = functools.partial(method, query_string=query_string, deadline=limit)
+        if own is not _NO_OVERRIDES:
+            request = functools.partial(request, retries=own.retries, timeout=own.timeout)
         check_concurrency(concurrency)
         return self._fan_out(
             identity_ids, request, concurrency, dedupe, on_progress, unreachable_after
@@ -459,6 +542,8 @@ class AsyncCommbox:
         concurrency: int = 32,
         raise_on_error: bool = True,
         deadline: float | None = None,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None = None,
+        retries: Retries | int | None = None,
         **filters: Unpack[Filters],
     ) -> dict[int, int]:
         """Total unread chat messages per identity.
@@ -468,7 +553,8 @@ class AsyncCommbox:
         out of the dict, so a failure never reads as zero unread. Unlike ``fetch_many`` it goes
         through the client's cache and shares in-flight calls, as ``get_user_objects`` does: a
         web app asks for the same badges again and again. ``deadline`` bounds each identity's
-        call in seconds (a page view wants a few, not the default ``retries.max_time``).
+        call in seconds (a page view wants a few, not the default ``retries.max_time``);
+        ``timeout`` and ``retries`` replace the client's for these calls.
         """
         counts: dict[int, int] = {}
         errors: dict[Any, CommboxError] = {}
@@ -480,6 +566,7 @@ class AsyncCommbox:
             deadline=deadline,
             shared=True,
             filters=filters,
+            own=_Overrides.of(timeout, retries),
         )
         async for result in results:
             if result.response is not None:
@@ -553,6 +640,40 @@ class AsyncCommbox:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Overrides:
+    """A call's own ``timeout`` and ``retries`` (None: the client's)."""
+
+    timeout: Timeout | None = None
+    retries: Retries | None = None
+
+    @classmethod
+    def of(
+        cls,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None,
+        retries: Retries | int | None,
+    ) -> _Overrides:
+        if timeout is None and retries is None:
+            return _NO_OVERRIDES
+        return cls(
+            as_timeout(timeout) if timeout is not None else None,
+            as_retries(retries) if retries is not None else None,
+        )
+
+
+_NO_OVERRIDES = _Overrides()
+
+
+def _check_proxy(proxy: object, session: aiohttp.ClientSession | None) -> str | None:
+    """A proxy URL for the owned session (never with the caller's own session)."""
+    if proxy is None:
+        return None
+    if not isinstance(proxy, str) or not proxy.startswith(("http://", "https://")):
+        raise InvalidArgumentError("proxy must be an http:// or https:// URL")
+    if session is not None:
+        raise InvalidArgumentError("proxy= applies to the owned session: set it on yours")
+    return proxy
+
+
 def _encode(query: Query) -> str:
     return urlencode(query.params(), quote_via=quote, safe="")
-

@@ -183,6 +183,12 @@ class RedisLimiter:
             op_timeout=op_timeout,
         )
         self.key = key
+        # What ``for_account`` needs to build a limiter like this one on another key.
+        self._settings = dict(
+            rate_limit=self.config, fallback_rate=fallback_rate, op_timeout=op_timeout,
+            expected_workers=expected_workers, default_retry_after=default_retry_after,
+            max_retry_after=max_retry_after, reconnect_interval=reconnect_interval,
+        )  # fmt: skip
         self._keys = KeySpace.of(key)
         self.channel = self._keys.channel
         self.pause_policy = PausePolicy(
@@ -283,6 +289,21 @@ class RedisLimiter:
             op_timeout=max(2 * socket_timeout, 0.1),
             owns_client=True,
             rng=rng,
+        )
+
+    def for_account(self, name: str) -> RedisLimiter:
+        """A limiter like this one for another account, on the key ``<key>:<name>``, over the
+        same Redis client (which it does not close). ``AsyncCommbox.with_token`` calls it with
+        the token's fingerprint (``_protocol.token_fingerprint``), never the token, so that
+        every process derives the same key for the same account."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError("the account's name must be a non-empty str")
+        return RedisLimiter(
+            self._runner.client,
+            key=f"{self.key}:{name}",
+            owns_client=False,
+            rng=self._rng,
+            **self._settings,  # type: ignore[arg-type]
         )
 
     def __repr__(self) -> str:

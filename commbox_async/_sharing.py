@@ -14,24 +14,34 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ._cache import Cache
+from ._config import Retries, Timeout
 from ._errors import ClientClosedError, CommboxError, CommboxTimeoutError
 from ._inflight import InFlight
 from ._models import UserObjectsPage
 
 __all__ = ["SharedCalls"]
 
-Key = tuple[int, str]
-#: One call: identity, encoded query, deadline in seconds.
-Request = Callable[[int, str, float], Awaitable[UserObjectsPage]]
+#: Identity, encoded query, the account's scope (two accounts never share a page).
+Key = tuple[int, str, str]
+#: One call: identity, encoded query, deadline in seconds, and the call's own retries and
+#: timeout (None: the account's).
+Request = Callable[[int, str, float, Retries | None, Timeout | None], Awaitable[UserObjectsPage]]
 
 
 class SharedCalls:
     """The cache and the in-flight calls of one account, in front of its ``request``."""
 
     def __init__(
-        self, request: Request, *, cache: Cache | None, share: bool, max_time: float
+        self,
+        request: Request,
+        *,
+        cache: Cache | None,
+        share: bool,
+        max_time: float,
+        scope: str = "",
     ) -> None:
         self._request = request
+        self._scope = scope
         self._cache = cache
         self._share = share
         self._max_time = max_time  # the default deadline of a call
@@ -44,14 +54,25 @@ class SharedCalls:
         return self._in_flight.cancel_all()
 
     async def get(
-        self, identity_id: int, query_string: str, deadline: float, use_cache: bool = True
+        self,
+        identity_id: int,
+        query_string: str,
+        deadline: float,
+        use_cache: bool = True,
+        retries: Retries | None = None,
+        timeout: Timeout | None = None,
     ) -> UserObjectsPage:
-        """The page from the cache, from a running call, or from a new one (kept in the cache)."""
-        key = (identity_id, query_string)
+        """The page from the cache, from a running call, or from a new one (kept in the cache).
+
+        A call with its own ``retries`` or ``timeout`` shares no running call (they would not
+        be its own); its page still goes into the cache."""
+        key = (identity_id, query_string, self._scope)
         if self._cache is not None and use_cache:
             page = self._cache.get(key)
             if page is not None:
                 return page
+        if retries is not None or timeout is not None:
+            return await self._fetch_and_keep(key, deadline, retries, timeout)
         if not self._share:
             return await self._fetch_and_keep(key, deadline)
         return await self._join(key, deadline, use_cache)
@@ -89,8 +110,14 @@ class SharedCalls:
             self._in_flight.leave(key, shared, waiter)
             raise
 
-    async def _fetch_and_keep(self, key: Key, deadline: float) -> UserObjectsPage:
-        page = await self._request(key[0], key[1], deadline)
+    async def _fetch_and_keep(
+        self,
+        key: Key,
+        deadline: float,
+        retries: Retries | None = None,
+        timeout: Timeout | None = None,
+    ) -> UserObjectsPage:
+        page = await self._request(key[0], key[1], deadline, retries, timeout)
         if self._cache is not None:
             self._cache.put(key, page)
         return page

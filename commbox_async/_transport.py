@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -55,13 +56,13 @@ class Transport:
         timeout: Timeout,
         verify_tls: bool,
         session: aiohttp.ClientSession | None = None,
-        default_headers: Mapping[str, str] | None = None,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._pool = pool
-        # The headers most requests carry (the first account's), set once on a session of our
-        # own: aiohttp merges per-request headers into the defaults on every request, which
-        # cost 2% of a small page's throughput (benchmarks/RESULTS.md, section 5).
-        self._default_headers = default_headers if session is None else None
+        self._proxy = proxy
+        self._trust_env = trust_env
+        self._default_headers: Mapping[str, str] | None = None
         self._timeout = timeout
         self._verify_tls = verify_tls
         self._given_session = session
@@ -80,13 +81,20 @@ class Transport:
         """True before ``open()``, after ``aclose()``, and once the session itself closed."""
         return self._session is None or self._session.closed
 
-    def open(self) -> None:
-        """Use the caller's session, or make ours: a pooled connector, no cookies."""
+    def open(self, default_headers: Mapping[str, str] | None = None) -> None:
+        """Use the caller's session, or make ours: a pooled connector, no cookies.
+
+        ``default_headers`` (the first account's) are set once on a session of our own:
+        aiohttp merges per-request headers into the defaults on every request, which cost 2%
+        of a small page's throughput (benchmarks/RESULTS.md, section 5); a request whose
+        headers are these very ones skips the merge.
+        """
         if self._session is not None:
             return
         if self._given_session is not None:
             self._session = self._given_session
             return
+        self._default_headers = default_headers
         connector = aiohttp.TCPConnector(
             limit=self._pool.limit,
             limit_per_host=self._pool.limit_per_host,
@@ -98,7 +106,9 @@ class Transport:
             headers=self._default_headers,
             timeout=self._default_timeout,
             cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
+            trust_env=self._trust_env,  # HTTPS_PROXY, NO_PROXY, ~/.netrc: only if asked
+            # A session-wide proxy (aiohttp >= 3.10), so that send() stays as it was.
+            **self._proxy_option(),
         )
         # aiohttp resends an idempotent request once, unseen, when a reused connection
         # drops; the account's retry loop already does that, through the limiter and counted.
@@ -106,16 +116,28 @@ class Transport:
             session._retry_connection = False
         self._session = session
 
+    def _proxy_option(self) -> dict[str, Any]:
+        """``proxy=`` for the session, only when one is set (aiohttp < 3.10 has no such
+        argument, and needs none when there is no proxy)."""
+        return {"proxy": self._proxy} if self._proxy is not None else {}
+
     async def aclose(self) -> None:
         """Close the session we made; a caller's session stays open."""
         session, self._session = self._session, None
         if session is not None and self._given_session is None:
             await session.close()
 
-    async def send(self, url: URL, headers: Mapping[str, str], deadline: float) -> Response:
+    async def send(
+        self,
+        url: URL,
+        headers: Mapping[str, str],
+        deadline: float,
+        timeout: Timeout | None = None,
+    ) -> Response:
         """GET ``url``; the answer, or the ``CommboxError`` that says why none came.
 
         ``deadline`` is the call's end on the monotonic clock: an attempt may not outlive it.
+        ``timeout`` replaces the transport's per-attempt limits for this request.
         A body over ``max_body_bytes`` is a ``CommboxDecodeError`` (the server did answer);
         every other failure is a ``CommboxConnectionError`` or ``CommboxTimeoutError``.
         """
@@ -125,7 +147,10 @@ class Transport:
         extra = None if headers is self._default_headers else headers
         try:
             response = await session.get(
-                url, headers=extra, allow_redirects=False, timeout=self._attempt_timeout(deadline)
+                url,
+                headers=extra,
+                allow_redirects=False,
+                timeout=self._attempt_timeout(deadline, timeout),
             )
             # Not `async with`: release() in the finally is all its exit adds (a body not read
             # to the end closes the connection instead of returning it to the pool).
@@ -147,15 +172,19 @@ class Transport:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise translate(exc, url) from exc
 
-    def _attempt_timeout(self, deadline: float) -> aiohttp.ClientTimeout:
-        """The session's timeout, or a shorter one when the call's deadline is nearer."""
+    def _attempt_timeout(
+        self, deadline: float, timeout: Timeout | None = None
+    ) -> aiohttp.ClientTimeout:
+        """The session's timeout (or the call's own), shorter when the call's deadline is
+        nearer."""
         remaining = deadline - time.monotonic()
-        if remaining >= self._timeout.total:
+        limits = timeout or self._timeout
+        if timeout is None and remaining >= limits.total:
             return self._default_timeout
         return aiohttp.ClientTimeout(
-            total=max(remaining, 0.001),
-            connect=self._timeout.connect,
-            sock_read=self._timeout.sock_read,
+            total=max(min(remaining, limits.total), 0.001),
+            connect=limits.connect,
+            sock_read=limits.sock_read,
         )
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:

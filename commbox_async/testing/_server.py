@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from .._client import AsyncCommbox
+from ._accounts import Accounts
 from ._activity import Activity, Changes, Message, run_activity
 from ._data import error_body, page_body
 from ._faults import Faults, inject, json_error
@@ -44,6 +45,8 @@ class RequestRecord:
     query: dict[str, str] = field(default_factory=dict)
     #: The request target as sent (path and query string), to check what a URL carried.
     target: str = ""
+    #: The account whose token the request carried ("" for a token the server never knew).
+    account: str = ""
 
 
 class FakeCommbox:
@@ -66,7 +69,11 @@ class FakeCommbox:
         clock: Callable[[], float] = time.monotonic,
         activity: Activity | None = None,
     ) -> None:
-        self.token = token
+        self.clock = clock
+        #: The tokens the server accepts, by account (``add_token``, ``revoke``, ``rotate``).
+        self.accounts = Accounts(clock)
+        self._token = token
+        self.accounts.add(token)
         self.conversations = conversations
         self.childs = childs
         self._not_found = not_found if callable(not_found) else frozenset(not_found)
@@ -75,7 +82,6 @@ class FakeCommbox:
         self.latency = latency
         self.host, self.port = host, port
         self.record = record
-        self.clock = clock
         self.requests: list[RequestRecord] = []
         #: Requests by outcome; counted even with ``record=False`` (bounded memory for soaks).
         self.outcomes: Counter[str] = Counter()
@@ -84,6 +90,7 @@ class FakeCommbox:
         #: Stalls (slow faults, latency) in progress now: a test can wait for one to start.
         self.stalling = 0
         self._scripts: dict[int, list[tuple[int, dict[str, str], bytes]]] = {}
+        self._rotations = 0
         self._bucket: Bucket | None = None
         self.throttling = throttling
         self._rng = random.Random(faults.seed if faults else 0)
@@ -98,6 +105,35 @@ class FakeCommbox:
         self.app.router.add_get("/v2/users/identities/{ident}/objects", self._handle)
 
     # --- control ------------------------------------------------------------------------
+    @property
+    def token(self) -> str:
+        """The server's first account's current token (``rotate()`` replaces it)."""
+        return self._token
+
+    def add_token(
+        self, token: str, *, throttling: Throttling | None = None, account: str | None = None
+    ) -> str:
+        """Accept one more token, for an account of its own (or ``account``) whose own
+        token bucket is ``throttling``; returns the account's name (see ``RequestRecord``)."""
+        return self.accounts.add(token, account=account, throttling=throttling)
+
+    def revoke(self, token: str, *, grace: float = 0.0) -> None:
+        """Refuse ``token`` (401) once ``grace`` seconds of the server's clock have passed."""
+        self.accounts.revoke(token, grace=grace)
+
+    def rotate(
+        self, token: str | None = None, *, new_token: str | None = None, grace: float = 0.0
+    ) -> str:
+        """Issue a new key for ``token``'s account (default: the server's ``token``, which
+        then becomes the new one) and revoke the old after ``grace``; returns the new key."""
+        old = token if token is not None else self._token
+        fresh = new_token or f"{old.split('~')[0]}~{self._rotations + 1}"
+        self._rotations += 1
+        self.accounts.rotate(old, fresh, grace=grace)
+        if old == self._token:
+            self._token = fresh
+        return fresh
+
     @property
     def throttling(self) -> Throttling | None:
         """The server's rate limit (None: unlimited); settable while it runs."""
@@ -120,13 +156,19 @@ class FakeCommbox:
             else:
                 queue.append(item)
 
-    def count(self, outcome: str | None = None, identity_id: int | None = None) -> int:
+    def count(
+        self,
+        outcome: str | None = None,
+        identity_id: int | None = None,
+        account: str | None = None,
+    ) -> int:
         """How many logged requests match."""
         return sum(
             1
             for r in self.requests
             if (outcome is None or r.outcome == outcome)
             and (identity_id is None or r.identity_id == identity_id)
+            and (account is None or r.account == account)
         )
 
     def add_message(self, identity_id: int, object_id: int | None = None, *, count: int = 1) -> int:
@@ -166,10 +208,10 @@ class FakeCommbox:
         """A client for this server with fast test settings (``fast_client_settings``).
 
         Use it with ``async with``; ``settings`` are any other ``AsyncCommbox`` options, and
-        replace the fast ones they name.
+        replace the fast ones they name (``token=`` another token, or a provider).
         """
-        options = fast_client_settings(**settings)
-        return AsyncCommbox(token=self.token, base_url=self.url, **options)
+        options = {"token": self.token, **fast_client_settings(**settings)}
+        return AsyncCommbox(base_url=self.url, **options)
 
     @property
     def listening(self) -> bool:
@@ -221,13 +263,28 @@ class FakeCommbox:
         await self.stop()
 
     # --- what fault handlers use (``_faults.FaultHost``) ----------------------------------
-    def log(self, ident: int | None, status: int, outcome: str, request: web.Request) -> None:
+    def log(
+        self,
+        ident: int | None,
+        status: int,
+        outcome: str,
+        request: web.Request,
+        account: str | None = None,
+    ) -> None:
         """Count the request under ``outcome`` and, when recording, log it."""
         self.outcomes[outcome] += 1
         if self.record:
+            if account is None:
+                account = self.accounts.whose(request.headers.get("Authorization"))
             self.requests.append(
                 RequestRecord(
-                    self.clock(), ident, status, outcome, dict(request.query), request.path_qs
+                    self.clock(),
+                    ident,
+                    status,
+                    outcome,
+                    dict(request.query),
+                    request.path_qs,
+                    account or "",
                 )
             )
 
@@ -262,22 +319,28 @@ class FakeCommbox:
             ident: int | None = int(request.match_info["ident"])
         except ValueError:
             ident = None
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
-            self.log(ident, 401, "unauthorized", request)
+        verdict = self.accounts.check(request.headers.get("Authorization"))
+        account = verdict.account or ""
+        if verdict.outcome in ("unauthorized", "revoked"):
+            self.log(ident, 401, verdict.outcome, request, account)
             return json_error(401)
         if ident is None or ident <= 0:
-            self.log(ident, 400, "bad_request", request)
+            self.log(ident, 400, "bad_request", request, account)
             return json_error(400)
+        if verdict.outcome == "throttled":  # the account's own bucket
+            self.log(ident, 429, "throttled", request, account)
+            retry = {"Retry-After": verdict.retry_after} if verdict.retry_after is not None else {}
+            return json_error(429, retry)
         script = self._scripts.get(ident)
         if script:
             status, headers, body = script.pop(0)
-            self.log(ident, status, "scripted", request)
+            self.log(ident, status, "scripted", request, account)
             return web.Response(
                 status=status, body=body, headers=headers, content_type="application/json"
             )
         if self._bucket is not None and not self._bucket.take():
             assert self._throttling is not None
-            self.log(ident, 429, "throttled", request)
+            self.log(ident, 429, "throttled", request, account)
             headers = {}
             if self._throttling.retry_after is not None:
                 headers["Retry-After"] = self._throttling.retry_after
@@ -286,7 +349,7 @@ class FakeCommbox:
             self._not_found(ident) if callable(self._not_found) else ident in self._not_found
         )
         if is_missing:
-            self.log(ident, 404, "not_found", request)
+            self.log(ident, 404, "not_found", request, account)
             return json_error(404)
         faults = self.faults
         if (
@@ -302,9 +365,9 @@ class FakeCommbox:
             self._changes.seen.append(ident)
         page = self._page(ident, request.query)
         if isinstance(page, int):
-            self.log(ident, page, "bad_request", request)
+            self.log(ident, page, "bad_request", request, account)
             return json_error(page)
-        self.log(ident, 200, "ok", request)
+        self.log(ident, 200, "ok", request, account)
         return web.Response(body=page, content_type="application/json")
 
     def _page(self, ident: int, query: Any) -> bytes | int:

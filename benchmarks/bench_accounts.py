@@ -1,0 +1,244 @@
+"""Many accounts, one pool: 20 accounts' jobs at once over one client's session (issue 20).
+
+One fake server in this process gives each of 20 tokens a token bucket of its own, from 5 to
+25 req/s (burst 5, ``Retry-After: 1``). One ``AsyncCommbox`` at 250 req/s (10x the fastest
+account; its pacing learns each account's limit) makes a view per token (``with_token``), and
+every account fetches its ids at once (``fetch_many``, 32 workers each) over the one pool.
+
+- ``plain``: every account's time against its own ideal (ids / its rate); goal <= 1.35x, 0 lost.
+- ``revoke+rotate``: the fastest account's key is revoked halfway through its ids (it must get
+  ``AuthenticationError`` for the rest, nothing else), the next fastest account's key is
+  rotated halfway (its provider gives the new one: it must lose nothing); the other 18 must
+  be unaffected (the same goal as ``plain``).
+- ``memory``: 10,000 views of distinct tokens that each made one call, measured with
+  tracemalloc: retained while held, and after they are dropped.
+
+    .venv/bin/python benchmarks/bench_accounts.py              # 200 ids per account, 3 runs
+    .venv/bin/python benchmarks/bench_accounts.py --quick      # 50 ids per account, 1 run
+    .venv/bin/python benchmarks/bench_accounts.py --runs 5 --only plain
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from commbox_async import AsyncCommbox, AuthenticationError
+from commbox_async.testing import FakeCommbox, Throttling
+
+ACCOUNTS = 20
+CLIENT_RATE = 250.0
+CONCURRENCY = 32
+GOAL = 1.35
+
+
+def rates() -> list[float]:
+    """The accounts' limits: 5 to 25 req/s, evenly spread."""
+    return [5.0 + 20.0 * i / (ACCOUNTS - 1) for i in range(ACCOUNTS)]
+
+
+@dataclass
+class Outcome:
+    """One account's job: how long, against its ideal, and what each id got."""
+
+    rate: float
+    ids: int
+    seconds: float = 0.0
+    ok: int = 0
+    auth_errors: int = 0
+    other_errors: int = 0
+    role: str = "plain"
+    throttled: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.seconds / (self.ids / self.rate)
+
+    @property
+    def lost(self) -> int:
+        return self.ids - self.ok - self.auth_errors
+
+
+async def _job(
+    view: AsyncCommbox,
+    outcome: Outcome,
+    first_id: int,
+    halfway: Callable[[], None] | None,
+    started: float,
+) -> None:
+    """One account's fan-out; ``halfway`` runs once half of its ids have a result."""
+    done = 0
+    async for result in view.fetch_many(
+        range(first_id, first_id + outcome.ids), concurrency=CONCURRENCY
+    ):
+        done += 1
+        if result.ok:
+            outcome.ok += 1
+        elif isinstance(result.error, AuthenticationError):
+            outcome.auth_errors += 1
+        else:
+            outcome.other_errors += 1
+            kind = result.error.kind if result.error is not None else "?"
+            outcome.kinds[kind] = outcome.kinds.get(kind, 0) + 1
+        if halfway is not None and done == outcome.ids // 2:
+            halfway()
+    outcome.seconds = time.perf_counter() - started
+
+
+async def run_jobs(ids: int, scenario: str) -> list[Outcome]:
+    """All accounts at once; the roles of ``scenario``; each account's outcome."""
+    server = FakeCommbox(token="parent-key")
+    tokens = [f"account-{i}-key" for i in range(ACCOUNTS)]
+    for token, rate in zip(tokens, rates(), strict=True):
+        server.add_token(token, throttling=Throttling(rate=rate, burst=5, retry_after="1"))
+    current = dict(zip(tokens, tokens, strict=True))  # what each account's provider returns now
+    outcomes = [Outcome(rate, ids) for rate in rates()]
+    async with (
+        server,
+        AsyncCommbox(token=server.token, base_url=server.url, rate_limit=CLIENT_RATE) as commbox,
+    ):
+        jobs = []
+        started = time.perf_counter()
+        for i, token in enumerate(tokens):
+            halfway: Callable[[], None] | None = None
+            if scenario == "revoke+rotate" and i == ACCOUNTS - 1:
+                outcomes[i].role = "revoked"
+                halfway = lambda token=token: server.revoke(token)  # noqa: E731
+            if scenario == "revoke+rotate" and i == ACCOUNTS - 2:
+                outcomes[i].role = "rotated"
+
+                def halfway(token: str = token) -> None:
+                    current[token] = server.rotate(token, new_token=f"{token}-2")
+
+            view = commbox.with_token(lambda token=token: current[token])  # type: ignore[misc]
+            jobs.append(_job(view, outcomes[i], 1 + i * ids, halfway, started))
+        await asyncio.gather(*jobs)
+    for token, outcome in zip(tokens, outcomes, strict=True):
+        outcome.throttled = server.count("throttled", account=server.accounts.account_of(token))
+    return outcomes
+
+
+async def _one_call(view: AsyncCommbox) -> None:
+    await view.get_user_objects(1)
+
+
+async def memory(views: int) -> dict[str, float]:
+    """Bytes per view of ``views`` views of distinct tokens that each made one call."""
+    # Small pages, and each call's page dropped at once: the figure is the views' own.
+    server = FakeCommbox(token="parent-key", record=False, conversations=1, childs=0)
+    tokens = [f"view-{i}-key" for i in range(views)]
+    for token in tokens:
+        server.add_token(token)
+    async with (
+        server,
+        AsyncCommbox(token=server.token, base_url=server.url, rate_limit=CLIENT_RATE) as commbox,
+    ):
+        await commbox.get_user_objects(1)  # the session, the pool, the server's page cache
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        held = []
+        for start in range(0, views, 500):
+            batch = [commbox.with_token(token) for token in tokens[start : start + 500]]
+            await asyncio.gather(*(_one_call(view) for view in batch))
+            held += batch
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - base
+        del held, batch
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0] - base
+        live = len(commbox._views)
+        tracemalloc.stop()
+    return {
+        "views": views,
+        "retained_bytes": retained,
+        "per_view_bytes": retained / views,
+        "after_drop_bytes": after,
+        "views_alive_after_drop": live,
+    }
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, Any]:
+    """The figures of one run: ratios of the unaffected accounts, what was lost."""
+    plain = [o for o in outcomes if o.role == "plain"]
+    ratios = [o.ratio for o in plain]
+    roles = {o.role: o for o in outcomes if o.role != "plain"}
+    result: dict[str, Any] = {
+        "worst_ratio": max(ratios),
+        "median_ratio": statistics.median(ratios),
+        "lost": sum(o.lost for o in outcomes if o.role != "revoked"),
+        "other_errors": sum(o.other_errors for o in outcomes),
+        "within_goal": sum(r <= GOAL for r in ratios),
+        "accounts": len(plain),
+    }
+    result["by_account"] = [f"{o.rate:.1f}/s {o.ratio:.2f}x {o.throttled}x429" for o in outcomes]
+    if "revoked" in roles:
+        revoked = roles["revoked"]
+        result["revoked"] = {
+            "ok": revoked.ok,
+            "auth_errors": revoked.auth_errors,
+            "other": revoked.other_errors,
+        }
+    if "rotated" in roles:
+        rotated = roles["rotated"]
+        result["rotated"] = {
+            "ok": rotated.ok,
+            "lost": rotated.lost,
+            "ratio": round(rotated.ratio, 3),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="50 ids per account, 1 run, 2,000 views"
+    )
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--ids", type=int, default=None, help="ids per account")
+    parser.add_argument("--views", type=int, default=None)
+    parser.add_argument("--only", choices=["plain", "revoke+rotate", "memory"], action="append")
+    args = parser.parse_args()
+    ids = args.ids or (50 if args.quick else 200)
+    runs = args.runs or (1 if args.quick else 3)
+    views = args.views or (2_000 if args.quick else 10_000)
+    only = args.only or ["plain", "revoke+rotate", "memory"]
+    for scenario in ("plain", "revoke+rotate"):
+        if scenario not in only:
+            continue
+        figures = [summary(asyncio.run(run_jobs(ids, scenario))) for _ in range(runs)]
+        worst = [f["worst_ratio"] for f in figures]
+        print(
+            f"{scenario}: {ACCOUNTS} accounts x {ids} ids, {runs} run(s): worst account "
+            f"{statistics.median(worst):.3f}x its ideal (median of runs; max {max(worst):.3f}x), "
+            f"median account {statistics.median(f['median_ratio'] for f in figures):.3f}x; "
+            f"lost {sum(f['lost'] for f in figures)}"
+        )
+        for figure in figures:
+            print(
+                "  "
+                + json.dumps(
+                    {k: round(v, 3) if isinstance(v, float) else v for k, v in figure.items()}
+                )
+            )
+    if "memory" in only:
+        figure = asyncio.run(memory(views))
+        print(
+            f"memory: {figure['views']:,} views that each made one call hold "
+            f"{figure['retained_bytes'] / 1e6:.1f} MB ({figure['per_view_bytes']:,.0f} B a view); "
+            f"after they are dropped {figure['after_drop_bytes'] / 1e3:.0f} kB remain, "
+            f"{figure['views_alive_after_drop']} views alive"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""An account's token: a fixed string, or a provider asked once for a fresh one after a 401.
+
+``AsyncCommbox(token=...)`` takes a string, or a callable (plain or async) that returns the
+current token, for keys that rotate. ``TokenSource`` holds the headers that carry the token
+(built by ``_protocol.build_headers``, where the token lives) and, for a provider, the one
+refresh that every call refused together shares:
+
+- each attempt notes the source's ``epoch`` when it is sent;
+- a 401 on an attempt sent in the current epoch asks the provider (one task; the other calls
+  refused meanwhile wait for it); a 401 on an attempt sent before the last refresh ended takes
+  that refresh's answer without asking again;
+- the refresh succeeds when the provider returns a different token: the failed calls are sent
+  once more. The same token back, or a provider that fails, leaves the 401 final.
+
+Nothing here logs, formats or keeps the token outside the headers (whose ``Authorization``
+value hides itself from ``repr``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from ._errors import CommboxError, InvalidArgumentError
+from ._protocol import check_token, token_fingerprint
+
+__all__ = ["Token", "TokenProvider", "TokenSource"]
+
+logger = logging.getLogger("commbox_async")
+
+#: A callable, plain or async, that returns the current token.
+TokenProvider = Callable[[], str | Awaitable[str]]
+#: What ``token=`` accepts: the token itself, or a provider of it.
+Token = str | TokenProvider
+MakeHeaders = Callable[[str], Mapping[str, str]]
+
+_provider_count = 0
+
+
+def _scope_of_provider() -> str:
+    """A name no other provider ever gets in this process (an ``id`` could be reused)."""
+    global _provider_count
+    _provider_count += 1
+    return f"provider-{_provider_count}"
+
+
+class TokenSource:
+    """The token of one account, as the headers that carry it; see the module docstring."""
+
+    __slots__ = ("_make", "_provider", "_renewed", "_renewing", "epoch", "headers", "scope")
+
+    def __init__(self, token: object, make_headers: MakeHeaders) -> None:
+        self._make = make_headers
+        self._provider: TokenProvider | None = None
+        self.headers: Mapping[str, str] | None = None
+        if isinstance(token, str):
+            self.headers = make_headers(check_token(token))
+            #: What keys this account's cache entries: the same string token, the same scope.
+            self.scope = token_fingerprint(token)
+        elif callable(token):
+            self._provider = token
+            self.scope = _scope_of_provider()
+        else:
+            raise InvalidArgumentError(
+                "token must be a str or a callable (plain or async) that returns one"
+            )
+        #: Refreshes ended so far (each ends an epoch): attempts remember the one they began in.
+        self.epoch = 0
+        self._renewing: asyncio.Future[bool] | None = None
+        self._renewed = False
+
+    def __repr__(self) -> str:
+        kind = "provider" if self._provider is not None else "fixed"
+        return f"<TokenSource {kind} scope={self.scope} epoch={self.epoch}>"
+
+    @property
+    def refreshable(self) -> bool:
+        """True when a provider can be asked for a fresh token."""
+        return self._provider is not None
+
+    async def first(self) -> Mapping[str, str]:
+        """The headers, asking the provider for the first token if none is known yet."""
+        while self.headers is None:
+            if not await self.renew(self.epoch) and self.headers is None:
+                raise CommboxError("the token provider gave no usable token")
+        return self.headers
+
+    async def renew(self, epoch: int) -> bool:
+        """After a 401 on an attempt sent in ``epoch``: True when a fresh token is in place."""
+        if self._provider is None:
+            return False
+        renewing = self._renewing
+        if renewing is None:
+            if epoch != self.epoch:
+                return self._renewed  # refused before the last refresh ended: its answer
+            renewing = self._renewing = asyncio.ensure_future(self._ask(self._provider))
+        return await asyncio.shield(renewing)
+
+    async def _ask(self, provider: TokenProvider) -> bool:
+        """Ask the provider once; the new headers when its token differs from the current."""
+        renewed = False
+        try:
+            value = provider()
+            if inspect.isawaitable(value):
+                value = await value
+            headers = self._make(check_token(value))
+        except Exception as exc:
+            # Only the kind: the provider's message is the caller's, and may quote a secret.
+            logger.warning("the token provider failed: %s", type(exc).__name__)
+        else:
+            current = self.headers
+            if current is None or headers["Authorization"] != current["Authorization"]:
+                self.headers = headers
+                renewed = True
+        finally:
+            self.epoch += 1
+            self._renewed = renewed
+            self._renewing = None
+        return renewed

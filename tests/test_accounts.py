@@ -1,0 +1,270 @@
+"""Tokens that change (a provider asked once after a 401) and the fake server's accounts."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import pickle
+from contextlib import aclosing
+
+import pytest
+from waiting import until
+
+from commbox_async import AsyncCommbox, AuthenticationError, CommboxError
+from commbox_async.testing import (
+    FAST_RETRIES,
+    FakeCommbox,
+    Throttling,
+    VirtualClock,
+    fast_client_settings,
+)
+
+SECRET = "SUPERSECRET-key-1"
+
+
+def _texts_of(exc: BaseException) -> list[str]:
+    """str and repr of an exception and of everything chained to it."""
+    texts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None:
+        texts += [str(current), repr(current), repr(current.args)]
+        current = current.__cause__ or current.__context__
+    return texts
+
+
+class Provider:
+    """A token provider that reads the server's current token and counts the times asked."""
+
+    def __init__(self, server: FakeCommbox, *, fixed: str | None = None) -> None:
+        self.server = server
+        self.fixed = fixed
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return self.fixed if self.fixed is not None else self.server.token
+
+
+async def test_a_plain_provider_gives_the_token() -> None:
+    """A plain callable is asked for the token when the client opens, and once only."""
+    async with FakeCommbox(token=SECRET) as server:
+        provider = Provider(server)
+        async with server.client(token=provider) as commbox:
+            for ident in (1, 2, 3):
+                await commbox.get_user_objects(ident)
+    assert provider.calls == 1
+    assert server.count("ok") == 3
+
+
+async def test_an_async_provider_gives_the_token() -> None:
+    """An async callable is awaited for the token."""
+    async with FakeCommbox(token=SECRET) as server:
+
+        async def provider() -> str:
+            await asyncio.sleep(0)
+            return server.token
+
+        async with server.client(token=provider) as commbox:
+            page = await commbox.get_user_objects(7)
+    assert page.data
+
+
+async def test_a_key_rotated_in_a_fan_out_of_2000_loses_none() -> None:
+    """Rotated mid-job: 2,000 ids all succeed, one refresh, at most `concurrency` extra sends."""
+    concurrency = 32
+    async with FakeCommbox(token=SECRET) as server:
+        provider = Provider(server)
+        async with server.client(token=provider) as commbox:
+            results = []
+            async with aclosing(commbox.fetch_many(range(1, 2001), concurrency=concurrency)) as job:
+                async for result in job:
+                    results.append(result)
+                    if len(results) == 1000:
+                        server.rotate()  # the old key is refused from now on (no grace)
+    assert len(results) == 2000
+    assert all(result.ok for result in results)
+    assert provider.calls == 2  # the first token, then one refresh
+    extra = len(server.requests) - 2000
+    assert extra == server.count("revoked")
+    assert 0 < extra <= concurrency
+
+
+async def test_calls_refused_together_share_one_refresh() -> None:
+    """Ten calls refused at once wait for one refresh of an async provider, then all succeed."""
+    async with FakeCommbox(token=SECRET) as server:
+        release = asyncio.Event()
+        asked = 0
+
+        async def provider() -> str:
+            nonlocal asked
+            asked += 1
+            if asked > 1:
+                await release.wait()  # the refresh is slow: every 401 arrives meanwhile
+            return server.token
+
+        async with server.client(token=provider) as commbox:
+            server.rotate()
+            calls = [asyncio.ensure_future(commbox.get_user_objects(i)) for i in range(1, 11)]
+            await until(lambda: server.count("revoked") == 10, "ten 401s")
+            release.set()
+            pages = await asyncio.gather(*calls)
+    assert asked == 2
+    assert len(pages) == 10
+    assert server.count("ok") == 10
+
+
+async def test_the_same_token_back_is_the_401() -> None:
+    """A provider that returns the refused token again: AuthenticationError after one request."""
+    async with FakeCommbox(token=SECRET) as server:
+        provider = Provider(server, fixed=SECRET)
+        async with server.client(token=provider) as commbox:
+            server.revoke(SECRET)
+            with pytest.raises(AuthenticationError):
+                await commbox.get_user_objects(5)
+    assert provider.calls == 2
+    assert len(server.requests) == 1
+
+
+async def test_a_second_401_is_final() -> None:
+    """A fresh token that is refused too: the call is sent again once, then fails."""
+    async with FakeCommbox(token=SECRET) as server:
+        tokens = iter([SECRET, "SUPERSECRET-unknown", "SUPERSECRET-other"])
+        async with server.client(token=lambda: next(tokens)) as commbox:
+            server.revoke(SECRET)
+            with pytest.raises(AuthenticationError):
+                await commbox.get_user_objects(5)
+    assert server.count("revoked") == 1
+    assert server.count("unauthorized") == 1
+    assert len(server.requests) == 2
+
+
+async def test_a_fixed_token_is_never_retried_on_401() -> None:
+    """A string token refused: one request and the AuthenticationError of before."""
+    async with FakeCommbox(token=SECRET) as server:
+        async with server.client() as commbox:
+            server.revoke(SECRET)
+            with pytest.raises(AuthenticationError):
+                await commbox.get_user_objects(5)
+    assert len(server.requests) == 1
+
+
+async def test_a_revoked_key_stops_the_fan_out() -> None:
+    """Revoked mid-job with no new key: the ids left get AuthenticationError without a request."""
+    concurrency = 8
+    async with FakeCommbox(token=SECRET) as server:
+        provider = Provider(server, fixed=SECRET)
+        async with server.client(token=provider) as commbox:
+            results = []
+            async for result in commbox.fetch_many(range(1, 501), concurrency=concurrency):
+                results.append(result)
+                if len(results) == 100:
+                    server.revoke(SECRET)
+    failed = [r for r in results if not r.ok]
+    assert len(results) == 500
+    assert all(isinstance(r.error, AuthenticationError) for r in failed)
+    assert len(failed) >= 500 - 100 - 2 * concurrency
+    assert server.count("revoked") <= 2 * concurrency
+    assert provider.calls == 2
+
+
+async def test_a_failing_provider_leaves_the_401_and_no_secret() -> None:
+    """A provider that raises (quoting a secret): the 401 stands; no log line quotes it."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("commbox_async").addHandler(handler)
+    try:
+        async with FakeCommbox(token=SECRET) as server:
+            asked = 0
+
+            def provider() -> str:
+                nonlocal asked
+                asked += 1
+                if asked > 1:
+                    raise RuntimeError(f"vault down, last key {SECRET}")
+                return SECRET
+
+            async with server.client(token=provider) as commbox:
+                server.revoke(SECRET)
+                with pytest.raises(AuthenticationError) as info:
+                    await commbox.get_user_objects(5)
+                texts = [repr(commbox), repr(commbox._account.token)]
+    finally:
+        logging.getLogger("commbox_async").removeHandler(handler)
+    texts += _texts_of(info.value) + _texts_of(pickle.loads(pickle.dumps(info.value)))
+    texts += [record.getMessage() for record in records]
+    assert any("token provider failed: RuntimeError" in text for text in texts)
+    assert not any("SUPERSECRET" in text for text in texts)
+
+
+async def test_a_provider_with_no_usable_token_fails_the_open() -> None:
+    """A provider that returns nothing usable: opening the client fails, naming no token."""
+    async with FakeCommbox(token=SECRET) as server:
+        commbox = AsyncCommbox(token=lambda: "has space SUPERSECRET", base_url=server.url)
+        with pytest.raises(CommboxError, match="token provider") as info:
+            await commbox.open()
+        await commbox.aclose()
+    assert not any("SUPERSECRET" in text for text in _texts_of(info.value))
+
+
+def test_token_must_be_a_string_or_a_callable() -> None:
+    """Anything else is refused when the client is built."""
+    with pytest.raises(CommboxError, match="callable"):
+        AsyncCommbox(token=42, base_url="http://127.0.0.1:1")  # type: ignore[arg-type]
+
+
+# --- the fake server's accounts ----------------------------------------------------------
+async def test_a_revoked_key_works_for_its_grace() -> None:
+    """The fake server accepts a revoked key until its grace has passed, then answers 401."""
+    clock = VirtualClock()
+    async with FakeCommbox(token=SECRET, clock=clock) as server:
+        async with server.client() as commbox:
+            server.revoke(SECRET, grace=30.0)
+            await commbox.get_user_objects(1)
+            clock.now += 29.0
+            await commbox.get_user_objects(2)
+            clock.now += 1.0
+            with pytest.raises(AuthenticationError):
+                await commbox.get_user_objects(3)
+    assert [r.outcome for r in server.requests] == ["ok", "ok", "revoked"]
+
+
+async def test_rotation_keeps_the_old_key_for_the_grace() -> None:
+    """rotate(): both keys work during the grace, then only the new one."""
+    clock = VirtualClock()
+    async with FakeCommbox(token=SECRET, clock=clock) as server:
+        new = server.rotate(grace=10.0)
+        assert server.token == new != SECRET
+        async with server.client(token=SECRET) as old_client, server.client() as new_client:
+            await old_client.get_user_objects(1)
+            await new_client.get_user_objects(1)
+            clock.now += 10.0
+            with pytest.raises(AuthenticationError):
+                await old_client.get_user_objects(2)
+            await new_client.get_user_objects(2)
+    account = server.accounts.account_of(SECRET)
+    assert server.accounts.account_of(new) == account
+    assert server.count("ok", account=account) == 3
+
+
+async def test_each_account_has_its_own_bucket() -> None:
+    """One account's empty bucket answers 429 to it alone; the other account is served."""
+    clock = VirtualClock()
+    async with FakeCommbox(token=SECRET, clock=clock) as server:
+        slow = server.add_token("slow-key", throttling=Throttling(rate=1, burst=2))
+        fast = server.add_token("fast-key", throttling=Throttling(rate=100, burst=50))
+        settings = fast_client_settings(
+            retries=dataclasses.replace(FAST_RETRIES, throttled_tries=1)
+        )
+        async with (
+            AsyncCommbox(token="slow-key", base_url=server.url, **settings) as slow_client,
+            AsyncCommbox(token="fast-key", base_url=server.url, **settings) as fast_client,
+        ):
+            slow_results = [r async for r in slow_client.fetch_many(range(1, 6), concurrency=1)]
+            fast_results = [r async for r in fast_client.fetch_many(range(1, 6), concurrency=1)]
+    assert sum(r.ok for r in slow_results) == 2  # its burst, then 429s (time stands still)
+    assert all(r.ok for r in fast_results)
+    assert server.count("throttled", account=slow) >= 3
+    assert server.count("throttled", account=fast) == 0
+    assert "slow-key" not in repr(server.requests)

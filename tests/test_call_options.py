@@ -1,0 +1,91 @@
+"""What users of async SDKs ask for next: a proxy, the environment's proxy, per-call options."""
+
+from __future__ import annotations
+
+import pytest
+from forward_proxy import ForwardProxy
+
+from commbox_async import (
+    AsyncCommbox,
+    CommboxTimeoutError,
+    InvalidArgumentError,
+    Retries,
+    ServerError,
+)
+from commbox_async.testing import FAST_RETRIES, FakeCommbox, Faults
+
+
+async def test_requests_go_through_the_proxy() -> None:
+    """proxy= sends every request of the owned session through a real proxy on loopback."""
+    async with FakeCommbox() as server, ForwardProxy() as proxy:
+        async with server.client(proxy=proxy.url) as commbox:
+            await commbox.get_user_objects(1)
+            await commbox.get_user_objects(2)
+    assert proxy.connections >= 1
+    assert [r.split("?")[0] for r in proxy.requests] == [
+        f"GET {server.url}/v2/users/identities/1/objects",
+        f"GET {server.url}/v2/users/identities/2/objects",
+    ]
+    assert server.count("ok") == 2
+    assert not any(server.token in request for request in proxy.requests)
+
+
+async def test_trust_env_reads_the_proxy_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """trust_env=True takes HTTP_PROXY from the environment; the default ignores it."""
+    async with FakeCommbox() as server, ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with server.client() as commbox:
+            await commbox.get_user_objects(1)
+        assert proxy.requests == []
+        async with server.client(trust_env=True) as commbox:
+            await commbox.get_user_objects(2)
+    assert len(proxy.requests) == 1
+    assert "/identities/2/" in proxy.requests[0]
+
+
+def test_a_bad_proxy_is_refused() -> None:
+    """proxy= must be an http(s) URL, and is not set on a session the caller brings."""
+    with pytest.raises(InvalidArgumentError, match="proxy"):
+        AsyncCommbox(token="t", proxy="socks5://127.0.0.1:1080")
+
+
+async def test_retries_for_one_call() -> None:
+    """retries= on one call replaces the client's tries for that call only."""
+    async with FakeCommbox() as server:
+        async with server.client(retries=5) as commbox:
+            server.script(1, 503, 503, 503)
+            with pytest.raises(ServerError):
+                await commbox.get_user_objects(1, retries=2)
+            assert server.count(identity_id=1) == 2
+            server.script(2, 503, 503)
+            await commbox.get_user_objects(2)  # the client's 5 tries
+            assert server.count(identity_id=2) == 3
+
+
+async def test_retries_for_one_fan_out_and_unread_counts() -> None:
+    """retries= on fetch_many and unread_counts applies to each of their calls."""
+    async with FakeCommbox() as server:
+        async with server.client(retries=5) as commbox:
+            server.script(1, 503, 503)
+            results = [r async for r in commbox.fetch_many([1, 2], retries=1)]
+            assert [r.ok for r in sorted(results, key=lambda r: r.identity_id)] == [False, True]
+            server.script(3, 503)
+            counts = await commbox.unread_counts([3, 4], retries=1, raise_on_error=False)
+            assert set(counts) == {4}
+    assert server.count(identity_id=1) == 1 and server.count(identity_id=3) == 1
+
+
+async def test_timeout_for_one_call() -> None:
+    """timeout= on one call bounds its attempts; the client's own timeout is untouched."""
+    faults = Faults(rate=1.0, kinds=("slow_headers",), slow_seconds=0.5, limit=1)
+    async with FakeCommbox(faults=faults) as server:
+        retries = Retries(tries=1, base_delay=0.0, max_delay=0.0)
+        async with server.client(timeout=30.0, retries=retries) as commbox:
+            with pytest.raises(CommboxTimeoutError):
+                await commbox.get_user_objects(1, timeout=0.05)
+            await commbox.get_user_objects(1)
+            await commbox.get_user_objects(2, timeout=5.0, retries=FAST_RETRIES)  # both at once

@@ -1,0 +1,267 @@
+"""Many tokens, one pool: ``with_token`` views and the checks of the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import weakref
+from typing import TYPE_CHECKING
+
+import pytest
+from waiting import until
+
+from commbox_async import (
+    AsyncCommbox,
+    Cache,
+    ClientClosedError,
+    InvalidArgumentError,
+    RateLimitError,
+)
+from commbox_async._protocol import token_fingerprint
+from commbox_async.testing import FAST_RETRIES, FakeCommbox, Throttling
+
+if TYPE_CHECKING:
+    from redis_server import RedisServer
+
+pytest_plugins = ["redis_server"]
+
+A, B = "key-of-account-a", "key-of-account-b"
+
+
+async def _server() -> FakeCommbox:
+    server = FakeCommbox()
+    server.add_token(A, account="a")
+    server.add_token(B, account="b")
+    return await server.start()
+
+
+async def test_views_share_the_session_and_send_their_own_token() -> None:
+    """A view's calls go over its client's session, each with the view's own token."""
+    server = await _server()
+    try:
+        async with server.client() as commbox:
+            view_a, view_b = commbox.with_token(A), commbox.with_token(B)
+            await commbox.get_user_objects(1)
+            await view_a.get_user_objects(1)
+            results = [r async for r in view_b.fetch_many([1, 2, 3])]
+            assert view_a._transport.session is commbox._transport.session
+            assert view_b._transport is commbox._transport
+    finally:
+        await server.stop()
+    assert all(r.ok for r in results)
+    assert server.count("ok", account="a") == 1
+    assert server.count("ok", account="b") == 3
+    assert server.count("ok", account=server.accounts.account_of(server.token)) == 1
+
+
+async def test_a_429_pauses_that_account_only() -> None:
+    """Account a's 429 (Retry-After 30) pauses a; b's calls go out with no wait."""
+    server = await _server()
+    server.accounts.limit("a", Throttling(rate=0.001, burst=1, retry_after="30"))
+    retries = dataclasses.replace(FAST_RETRIES, max_retry_after=60.0, default_retry_after=30.0)
+    try:
+        async with server.client(retries=retries) as commbox:
+            view_a, view_b = commbox.with_token(A), commbox.with_token(B)
+            await view_a.get_user_objects(1)  # the bucket's one token
+            with pytest.raises(RateLimitError):
+                await view_a.get_user_objects(2, deadline=1.0)  # a pause of 30 s > deadline
+            assert view_a.limiter.pause_remaining() > 20.0
+            assert view_b.limiter.pause_remaining() == 0.0
+            assert commbox.limiter.pause_remaining() == 0.0
+            await view_b.get_user_objects(2)
+            assert view_a.stats.throttled == 1 and view_b.stats.throttled == 0
+            assert view_b.stats.successes == 1 and view_a.stats.successes == 1
+    finally:
+        await server.stop()
+
+
+async def test_accounts_never_see_each_others_pages() -> None:
+    """With a cache, each account gets its own pages: one request per account, then hits."""
+    server = await _server()
+    try:
+        async with server.client(cache=Cache(ttl=60.0)) as commbox:
+            view_a, view_b = commbox.with_token(A), commbox.with_token(B)
+            for _ in range(3):
+                await view_a.get_user_objects(7)
+                await view_b.get_user_objects(7)
+            counts = await view_a.unread_counts([7])
+    finally:
+        await server.stop()
+    assert counts
+    assert server.count("ok", account="a") == 1
+    assert server.count("ok", account="b") == 1
+
+
+async def test_views_of_one_token_share_one_account() -> None:
+    """Two views of the same token share its limiter and stats; another token's do not."""
+    server = await _server()
+    try:
+        async with server.client() as commbox:
+            first, second, other = (
+                commbox.with_token(A),
+                commbox.with_token(A),
+                commbox.with_token(B),
+            )
+            await first.get_user_objects(1)
+            assert second.stats.requests == 1
+            assert first.limiter is second.limiter is not other.limiter
+            assert commbox.with_token(server.token).limiter is commbox.limiter
+    finally:
+        await server.stop()
+
+
+async def test_an_unused_view_is_freed() -> None:
+    """A view nobody holds is freed, and with it its account; the client keeps no trace."""
+    server = await _server()
+    try:
+        async with server.client() as commbox:
+            view = commbox.with_token(A)
+            await view.get_user_objects(1)
+            view_ref, account_ref = weakref.ref(view), weakref.ref(view._account)
+            del view
+            gc.collect()
+            assert view_ref() is None and account_ref() is None
+            assert len(commbox._views) == 0
+            assert len(commbox._members._members) == 1  # the client's own account
+    finally:
+        await server.stop()
+
+
+async def test_closing_the_client_closes_its_views() -> None:
+    """A view's fan-out stops when its client closes, and the view reads closed."""
+    server = await _server()
+    server.latency = 5.0  # every call stalls until the server stops
+    try:
+        commbox = server.client()
+        await commbox.open()
+        view = commbox.with_token(A)
+        job = view.fetch_many(range(1, 100), concurrency=4)
+        waiting = asyncio.ensure_future(job.__anext__())
+        await until(lambda: server.stalling == 4, "four calls in flight")
+        await commbox.aclose()
+        with pytest.raises(ClientClosedError):
+            await waiting
+        assert view.closed
+        with pytest.raises(ClientClosedError):
+            await view.get_user_objects(1)
+        with pytest.raises(ClientClosedError):
+            commbox.with_token(B)
+    finally:
+        await server.stop()
+
+
+async def test_a_views_close_releases_only_its_own() -> None:
+    """Closing a view leaves its client and the other views working."""
+    server = await _server()
+    try:
+        async with server.client() as commbox:
+            async with commbox.with_token(A) as view_a:
+                await view_a.get_user_objects(1)
+            assert view_a.closed
+            view_b = commbox.with_token(B)
+            await view_b.get_user_objects(1)
+            await commbox.get_user_objects(1)
+            with pytest.raises(ClientClosedError):
+                await view_a.get_user_objects(1)
+    finally:
+        await server.stop()
+
+
+async def test_a_view_made_before_open_opens_with_its_client() -> None:
+    """A view made from a client not yet open cannot be used until the client opens."""
+    server = await _server()
+    try:
+        commbox = server.client()
+        view = commbox.with_token(A)
+        with pytest.raises(ClientClosedError, match="open the client"):
+            await view.open()
+        async with commbox:
+            await view.get_user_objects(1)
+    finally:
+        await server.stop()
+
+
+async def test_a_view_with_a_provider() -> None:
+    """A view takes a provider too, and refreshes its own token after a 401."""
+    tokens = [A, "key-of-account-a-2"]
+    fake = await _server()
+    try:
+        async with fake.client() as commbox:
+            view = commbox.with_token(lambda: tokens[-1] if fake.count("revoked") else tokens[0])
+            await view.get_user_objects(1)
+            fake.rotate(A, new_token=tokens[1])
+            await view.get_user_objects(2)
+    finally:
+        await fake.stop()
+    assert fake.count("revoked") == 1
+    assert fake.count("ok", account="a") == 2
+
+
+async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -> None:
+    """With a RedisLimiter, each account's view gets its key plus the token's fingerprint."""
+    from commbox_async.redis import RedisLimiter
+
+    server = await _server()
+    try:
+        async with RedisLimiter.from_url(redis_server.url, key="cbx:t", rate_limit=1000) as limiter:
+            async with server.client(limiter=limiter) as commbox:
+                view = commbox.with_token(A)
+                await view.get_user_objects(1)
+                derived = view.limiter
+                assert isinstance(derived, RedisLimiter)
+                assert derived.key == f"cbx:t:{token_fingerprint(A)}"
+                assert A not in derived.key
+                assert commbox.limiter is limiter
+                named = commbox.with_token(lambda: B, account="acct-b")
+                assert named.limiter.key == "cbx:t:acct-b"  # type: ignore[attr-defined]
+                with pytest.raises(InvalidArgumentError, match="account="):
+                    commbox.with_token(lambda: B)
+            assert derived._closed  # the client closed the limiter it derived
+            assert not limiter._closed  # and left the one it was given
+    finally:
+        await server.stop()
+
+
+# --- the event loop ------------------------------------------------------------------------
+def test_a_client_used_from_another_loop_says_so() -> None:
+    """A client opened in one event loop and called from another fails with a clear error."""
+    first = asyncio.new_event_loop()
+    try:
+        commbox = AsyncCommbox(token="t", base_url="http://127.0.0.1:9")
+        first.run_until_complete(commbox.open())
+
+        async def elsewhere() -> None:
+            await commbox.get_user_objects(1)
+
+        with pytest.raises(ClientClosedError, match="another event loop"):
+            asyncio.run(elsewhere())
+        first.run_until_complete(commbox.aclose())
+    finally:
+        first.close()
+
+
+async def test_a_paused_account_holds_no_connection() -> None:
+    """While account a waits out a 30 s pause, b's job runs through a pool of 2 connections."""
+    from commbox_async import PoolConfig
+
+    server = await _server()
+    server.accounts.limit("a", Throttling(rate=0.001, burst=1, retry_after="30"))
+    retries = dataclasses.replace(FAST_RETRIES, max_retry_after=60.0, default_retry_after=30.0)
+    try:
+        async with server.client(retries=retries, pool=PoolConfig(limit=2)) as commbox:
+            view_a, view_b = commbox.with_token(A), commbox.with_token(B)
+            await view_a.get_user_objects(1)  # the bucket's one token
+            job_a = asyncio.ensure_future(_drain(view_a, range(2, 40), 16))
+            await until(lambda: view_a.limiter.pause_remaining() > 0, "a paused")
+            results = [r async for r in view_b.fetch_many(range(1, 41), concurrency=16)]
+            assert all(r.ok for r in results) and len(results) == 40
+            assert not job_a.done()  # a is still waiting, holding nothing b needed
+            assert view_a.stats.in_flight == 0
+    finally:
+        await server.stop()
+    assert job_a.done()
+
+
+async def _drain(view: AsyncCommbox, ids: range, concurrency: int) -> int:
+    return len([r async for r in view.fetch_many(ids, concurrency=concurrency)])
