@@ -39,7 +39,14 @@ from ._models import (
     decode_content,
 )
 from ._pacing import Outcome, PacingModel, PausePolicy, Phase, RateChange, Reason, Ticket
-from ._protocol import MAX_PAGE_SIZE, Filters, Query, parse_response, parse_retry_after
+from ._protocol import (
+    MAX_PAGE_SIZE,
+    Filters,
+    Query,
+    parse_response,
+    parse_retry_after,
+    token_fingerprint,
+)
 from ._stats import StatsSnapshot
 from ._throttle import Limiter, LocalLimiter
 from ._version import __version__
@@ -122,4 +129,5 @@ __all__ = [
     "decode_content",
     "parse_response",
     "parse_retry_after",
+    "token_fingerprint",
 ]

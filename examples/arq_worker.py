@@ -33,8 +33,7 @@ from typing import Any, ClassVar
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
-from commbox_async import AsyncCommbox
-from commbox_async._protocol import token_fingerprint
+from commbox_async import AsyncCommbox, token_fingerprint
 from commbox_async.redis import RedisLimiter
 
 BROKER_URL = os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -35,7 +35,7 @@ from celery import Celery, group
 from celery.result import GroupResult
 from celery.signals import worker_process_shutdown
 
-from commbox_async._protocol import token_fingerprint
+from commbox_async import token_fingerprint
 from commbox_async.blocking import Commbox
 from commbox_async.redis import RedisLimiter
 
