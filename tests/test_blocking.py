@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from commbox_async.blocking import Commbox
 from commbox_async.testing import FakeCommbox, fast_client_settings, unread_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from waiting import until
 
 from benchmarks.queues import ServerThread
 
@@ -155,10 +156,8 @@ def test_a_call_waiting_at_close_raises_client_closed(
 
     caller = threading.Thread(target=call)
     caller.start()
-    give_up = time.monotonic() + 10  # a hang guard, not a timing
-    while servers.call(lambda: server.stalling) == 0:
-        assert time.monotonic() < give_up, "the call never reached the server"
-        time.sleep(0.005)
+    # Waited for on the server's own loop, where the counter lives (a hang guard, not a timing).
+    servers.run(until(lambda: server.stalling > 0, "the call reaches the server"))
     commbox.close()
     caller.join()
     assert len(outcome) == 1 and isinstance(outcome[0], ClientClosedError)
