@@ -4,6 +4,7 @@ subprocess, with the caller's environment (the tests pass one without the user's
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import IO, Any
 
@@ -32,3 +33,16 @@ async def start_cli(
         stderr=stderr,
         env=env,
     )
+
+
+def read_pty(fd: int) -> str:
+    """Everything written to a pty until its last writer closes it."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:  # EIO: the other side is closed
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from cli_process import start_cli
+from cli_process import read_pty, start_cli
 
 from commbox_async.cli._args import DEFAULT_MOCK_PORT, build_parser
 from commbox_async.testing import FAULT_KINDS, FakeCommbox, unread_of
@@ -614,24 +614,12 @@ async def test_the_progress_bar_counts_failures(tmp_path: Path) -> None:
             )  # fmt: skip
         finally:
             os.close(terminal)
-        screen = await asyncio.get_running_loop().run_in_executor(None, _read_all, master)
+        screen = await asyncio.get_running_loop().run_in_executor(None, read_pty, master)
         assert await asyncio.wait_for(proc.wait(), 60) == 1
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
     assert "10/10 failed 5 " in plain
     _no_token(plain)
 
-
-def _read_all(fd: int) -> str:
-    """Everything written to a pty until its last writer closes it."""
-    chunks = []
-    try:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    except OSError:  # EIO: the other side is closed
-        pass
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode(errors="replace")
 
 
 async def test_sigterm_ends_like_ctrl_c(fake: FakeCommbox, tmp_path: Path) -> None:

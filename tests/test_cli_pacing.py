@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from cli_process import start_cli
+from cli_process import read_pty, start_cli
 
 from commbox_async import AsyncCommbox, RateLimit, Retries
 from commbox_async._pacing import Outcome, RateChange, Reason
@@ -292,7 +292,7 @@ async def test_the_bar_shows_a_pause_and_the_rate_as_they_happen(
         env=_env(COLUMNS="250"),
     )  # fmt: skip
     os.close(follower)
-    screen = await asyncio.get_running_loop().run_in_executor(None, _read_all, leader)
+    screen = await asyncio.get_running_loop().run_in_executor(None, read_pty, leader)
     assert await asyncio.wait_for(proc.wait(), 120) == 0, screen
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
     assert TOKEN not in plain
@@ -300,15 +300,3 @@ async def test_the_bar_shows_a_pause_and_the_rate_as_they_happen(
     assert re.search(r"rate [0-9.]+/s of 100 \([a-z-]+\) ETA", plain), plain
     assert re.search(r"paused +[0-9]+ pauses?, [0-9.]+ s in all", plain), plain[-800:]
 
-
-def _read_all(fd: int) -> str:
-    """Everything written to a pty until its last writer closes it."""
-    chunks = []
-    try:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    except OSError:  # EIO: the other side is closed
-        pass
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode(errors="replace")
