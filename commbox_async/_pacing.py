@@ -11,10 +11,10 @@ not ask which kind it faces. What it believes:
   whole client, so such a limit is read and held under.
 - **What the server sustains can be read from the log of attempts** (``_pacing_readings``): the
   accepted throughput of an overloaded server, or between the first and the last 429 of one
-  drain (*saturated*); what it took in the pause-length
-  before the 429, about a window's limit (*recent*); the refill rate of a token bucket that
-  empties exactly at the 429 (*bucket fit*); a little below a pace that ran a while (*step
-  down*); and, as a floor, what it took from one 429 to the next (*drain to drain*). An
+  drain (*saturated*); what it took in the pause-length before the 429, about a window's limit
+  (*recent*); the refill rate of a token bucket that empties exactly at the 429 (*bucket
+  fit*); a little below a pace that ran a while (*step down*); and, as a floor, what it took
+  from one 429 to the next (*drain to drain*). An
   estimate is plausible between the floor and the pace that drained the server; the rate is
   ``HOLD`` of the highest. With only a floor, the rate searches up from it.
 - **Slowing down must cure the 429s.** A step down for free 429s is on trial: if the share of
