@@ -10,10 +10,11 @@ not ask which kind it faces. What it believes:
   a limit is found by bisection. A 429 with a real pause (a tenth of a second or more) stops the
   whole client, so such a limit is read and held under.
 - **What the server sustains can be read from the log of attempts** (``_pacing_readings``): the
-  accepted throughput of an overloaded server (*saturated*); what it took in the pause-length
-  before the 429, about a window's limit (*recent*); the refill rate of a token bucket that
-  empties exactly at the 429 (*bucket fit*); a little below a pace that ran a while (*step
-  down*); and, as a floor, what it took from one 429 to the next (*drain to drain*). An
+  accepted throughput of an overloaded server, or between the first and the last 429 of one
+  drain (*saturated*); what it took in the pause-length before the 429, about a window's limit
+  (*recent*); the refill rate of a token bucket that empties exactly at the 429 (*bucket
+  fit*); a little below a pace that ran a while (*step down*); and, as a floor, what it took
+  from one 429 to the next (*drain to drain*). An
   estimate is plausible between the floor and the pace that drained the server; the rate is
   ``HOLD`` of the highest. With only a floor, the rate searches up from it.
 - **Slowing down must cure the 429s.** A step down for free 429s is on trial: if the share of
@@ -58,7 +59,8 @@ change:
                                                                              as a first burst)
                ... then the readings:
  13  FULL      within LOG_SPAN of going back to full pace            FULL    pause-only: =
- 14  not FULL  the floor < 1.1 x pausing alone's rate                 FULL    pause-only: max
+ 14  not FULL  the floor, and the best estimate x HOLD, < 1.1 x       FULL    pause-only: max
+               pausing alone's rate
  15  any       a plausible estimate                                  HOLD    its reading: HOLD x
                                                                              the highest
  16  any       a floor only, below 0.98 of the pace                  SEARCH  searching: the floor
@@ -71,7 +73,7 @@ change:
  19  BISECT    every SEARCH_STEP                                     BISECT  searching: geometric
                                                                              mean with the failed
  20  BISECT    that mean within BISECT_GAP of the rate               HOLD    =
- 21  SEARCH    every SEARCH_STEP                                     SEARCH  searching: its start
+ 21  SEARCH    every SEARCH_STEP after the pause                     SEARCH  searching: its start
                                                                              x the climbs so far
      SEARCH    that reaching HOLD x the pace that drained            HOLD    searching: that
  22  HOLD,     QUIET s without a 429, below a rate that ran          PROBE   quiet: toward it,
@@ -439,8 +441,12 @@ class PacingModel:
             )
 
     def _climb(self, now: float) -> None:
-        """Row 21: every SEARCH_STEP, a climb from the floor (see ``search_factor``)."""
-        steps = int((now - self._search_start) / self.SEARCH_STEP)
+        """Row 21: every SEARCH_STEP, a climb from the floor (see ``search_factor``). Climbs
+        count from the end of the pause: 429s answered late (sent before it began, answered
+        after queueing in a busy client) extend it, and a climb taken while nothing could be
+        sent would be taken blind."""
+        since = max(self._search_start, self._pause_end)
+        steps = int((now - since) / self.SEARCH_STEP)
         if steps > self._step:
             self._step = steps
             factor = search_factor(steps, 1.0 + self.SEARCH_RISE, self.PROBE_FIRST)
@@ -451,7 +457,7 @@ class PacingModel:
                 now,
                 new,
                 Reason.SEARCHING,
-                f"quiet {now - self._search_start:.1f} s since the last 429",
+                f"quiet {now - since:.1f} s since the pause",
             )
             if new >= self._search_to:
                 self._hold(cure=None)
@@ -729,7 +735,7 @@ class PacingModel:
         # Only a share read on enough attempts, below saturation, can be compared later.
         testable = at.answered >= self.CURE_EVIDENCE and at.share < self.SATURATED_SHARE and at.free
         self._cheap_limit = at.free
-        if self._pausing_alone_is_better(at, floor):
+        if self._pausing_alone_is_better(at, floor, best):
             return
         if best is not None:
             self._hold(cure=(pace, at.share, at.now) if testable else None)
@@ -815,6 +821,9 @@ class PacingModel:
             # the floors say (a window's edge, a bucket slowly drained).
             evidence = f"{pace:.4g}/s ran {ran:.1f} s before a 429"
             readings.append(Reading(pace * self.STEP_DOWN / self.HOLD, Reason.STEP_DOWN, evidence))
+        tail = self._drain_tail() if not at.free else None
+        if tail is not None:
+            readings.append(tail)
         fit = self._bucket_fit(drained, pace) if not at.free else None
         if fit is not None:
             readings.append(fit)
@@ -846,7 +855,35 @@ class PacingModel:
         evidence = f"{accepted} accepted before the first 429, then a {at.pause:.1f} s pause"
         return Reading(rate, Reason.DRAIN_TO_DRAIN, evidence)
 
-    def _pausing_alone_is_better(self, at: _At429, floor: Reading | None) -> bool:
+    def _drain_tail(self) -> Reading | None:
+        """What the server took between the first and the last 429 of the last drain: empty at
+        both ends, with no pause between, it took its own rate. Only a busy client's drain
+        lasts long enough to read (its attempts still went out, at a pace it could not keep,
+        while the first 429s were on their way back); a quick one holds too few answers."""
+        first = self._last_drain
+        if first is None:
+            return None
+        throttled = [
+            t.sent
+            for t in self._log
+            if t.state is Outcome.THROTTLED and first <= t.sent < self._resume
+        ]
+        span = max(throttled, default=first) - first
+        if span < self.MIN_SPAN:
+            return None
+        accepted = sum(
+            1 for t in self._log if t.state is Outcome.ACCEPTED and first < t.sent < first + span
+        )
+        if accepted < 3:
+            return None
+        evidence = (
+            f"{accepted} accepted in the {span:.2f} s between the first and last 429 of a drain"
+        )
+        return Reading(accepted / span, Reason.SATURATED, evidence)
+
+    def _pausing_alone_is_better(
+        self, at: _At429, floor: Reading | None, best: Reading | None
+    ) -> bool:
         """Rows 13-14: at full pace, note what pausing alone gets from this server (the bar to
         beat). Adapting that got no more between two 429s (a window's limit comes back whole
         after each pause; adapting only spreads it, and loses at the job's end) goes back to
@@ -862,6 +899,8 @@ class PacingModel:
             return False
         if floor is None or floor.rate >= 1.1 * self._full_rate:
             return False
+        if best is not None and best.rate * self.HOLD >= 1.1 * self._full_rate:
+            return False  # an estimate says adapting will do better than it did so far
         self._cure = None
         self.phase = Phase.FULL
         self._pause_only_until = at.now + self.LOG_SPAN
@@ -882,6 +921,18 @@ class PacingModel:
         origin = self._last_drain if self._last_drain is not None else self._started
         if origin is None or drained - max(origin, self._resume) < self.MIN_SPAN:
             return None
+        if self._last_drain is not None:
+            # The bucket was empty at every 429 of the last drain, not only at the one read:
+            # replay from the last of them, so that attempts answered late (sent after the
+            # one read, in a busy client) are not taken from a bucket already replayed empty.
+            origin = max(
+                (
+                    t.sent
+                    for t in self._log
+                    if t.state is Outcome.THROTTLED and origin <= t.sent < self._resume
+                ),
+                default=origin,
+            )
         sent = [
             t.sent for t in self._log if origin <= t.sent < drained and t.state is Outcome.ACCEPTED
         ]

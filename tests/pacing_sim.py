@@ -526,6 +526,24 @@ SMALL_BURST_SCENARIOS = [
 ]
 
 
+#: Issue 20's many accounts, one at a time: buckets of 5 to 25/s with a burst of 5 and
+#: ``Retry-After: 1``, each account's client at 250/s (10x the fastest), 200 ids. The goal is
+#: 1.35x each account's ideal. (Pausing alone gets about 6/s from any of them: a pause refills
+#: the burst only.)
+ACCOUNT_SCENARIOS = [
+    Scenario(
+        f"account_{rate:g}",
+        lambda s, rate=rate: TokenBucket(rate, 5, 1.0),
+        250,
+        200,
+        200 / rate,
+        1.35,
+        0.10,
+    )
+    for rate in (5.0, 6.0, 8.0, 10.0, 11.5, 12.5, 15.0, 17.5, 20.0, 22.5, 25.0)
+]
+
+
 #: Issue 19, item 2: the soak's mix, 2% random 429s asking for no pause or for a second's,
 #: among 503s, resets and slow answers; none is about rate. Its goal is against pausing alone:
 #: adapting takes at most 1.10x the time of the same job with ``adaptive=False``.

@@ -7,9 +7,11 @@ import statistics
 
 import pytest
 from pacing_sim import (
+    ACCOUNT_SCENARIOS,
     BY_NAME,
     RANDOM_MIX,
     SMALL_BURST_SCENARIOS,
+    Scenario,
     TokenBucket,
     floor_time,
     simulate,
@@ -88,3 +90,16 @@ def test_random_429s_that_ask_for_a_pause_are_shown_not_cured() -> None:
         cured += any(c.reason is Reason.NOT_CURED for c in model.changes)
     assert statistics.median(ratios) <= 1.10, ratios
     assert cured >= 5
+
+
+@pytest.mark.parametrize("sc", ACCOUNT_SCENARIOS, ids=lambda sc: sc.name)
+def test_each_account_of_many_is_within_its_goal(sc: Scenario) -> None:
+    """Issue 20's accounts, one at a time: a bucket of 5 to 25/s with a burst of 5 and 1 s
+    pauses, the client at 250/s: within 1.35x its ideal on every seed. Pausing alone gets
+    about 6/s from any of them; before the pause-only bar took the readings' estimate into
+    account, a search that overshot once (a drain soon after the first pause, read as
+    "adapting got 5/s") sent the 8 to 12/s accounts back to pausing alone: 1.6-2.4x."""
+    for seed in range(1, 4):
+        run = simulate(sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed)
+        assert run.done == sc.ids
+        assert run.time / sc.ideal <= sc.goal, (seed, run.time / sc.ideal)
