@@ -10,11 +10,10 @@ not ask which kind it faces. What it believes:
   a limit is found by bisection. A 429 with a real pause (a tenth of a second or more) stops the
   whole client, so such a limit is read and held under.
 - **What the server sustains can be read from the log of attempts** (``_pacing_readings``): the
-  accepted throughput of an overloaded server, or between the first and the last 429 of one
-  drain (*saturated*); what it took in the pause-length before the 429, about a window's limit
-  (*recent*); the refill rate of a token bucket that empties exactly at the 429 (*bucket
-  fit*); a little below a pace that ran a while (*step down*); and, as a floor, what it took
-  from one 429 to the next (*drain to drain*). An
+  accepted throughput of an overloaded server (*saturated*); what it took in the pause-length
+  before the 429, about a window's limit (*recent*); the refill rate of a token bucket that
+  empties exactly at the 429 (*bucket fit*); a little below a pace that ran a while (*step
+  down*); and, as a floor, what it took from one 429 to the next (*drain to drain*). An
   estimate is plausible between the floor and the pace that drained the server; the rate is
   ``HOLD`` of the highest. With only a floor, the rate searches up from it.
 - **Slowing down must cure the 429s.** A step down for free 429s is on trial: if the share of
@@ -441,12 +440,8 @@ class PacingModel:
             )
 
     def _climb(self, now: float) -> None:
-        """Row 21: every SEARCH_STEP, a climb from the floor (see ``search_factor``). Climbs
-        count from the end of the pause: 429s answered late (sent before it began, answered
-        after queueing in a busy client) extend it, and a climb taken while nothing could be
-        sent would be taken blind."""
-        since = max(self._search_start, self._pause_end)
-        steps = int((now - since) / self.SEARCH_STEP)
+        """Row 21: every SEARCH_STEP, a climb from the floor (see ``search_factor``)."""
+        steps = int((now - self._search_start) / self.SEARCH_STEP)
         if steps > self._step:
             self._step = steps
             factor = search_factor(steps, 1.0 + self.SEARCH_RISE, self.PROBE_FIRST)
@@ -457,7 +452,7 @@ class PacingModel:
                 now,
                 new,
                 Reason.SEARCHING,
-                f"quiet {now - since:.1f} s since the pause",
+                f"quiet {now - self._search_start:.1f} s since the pause",
             )
             if new >= self._search_to:
                 self._hold(cure=None)
@@ -729,7 +724,7 @@ class PacingModel:
 
     def _follow_readings(self, at: _At429) -> None:
         """Rows 13-18: take every reading this 429 allows and follow the best."""
-        pace = self.rate
+        pace = self._sent_pace(at.drained)
         cold = self._last_drain is None and self._from_full  # the first 429 from full pace
         floor, best = best_estimate(self._readings(at, pace), pace)
         # Only a share read on enough attempts, below saturation, can be compared later.
@@ -812,7 +807,10 @@ class PacingModel:
             rate, accepted = accepted_rate(self._log, drained - pause, drained, pause)
             evidence = f"{accepted} accepted in the {pause:.1f} s before the 429"
             readings.append(Reading(rate, Reason.RECENT, evidence))
-        floor = self._floor(at)
+        # The bucket fit takes the capacity from the first burst: not at the 429 that measures
+        # it, where every rate explains the burst (the fit would return an arbitrary one).
+        burst_known = self._burst is not None
+        floor = self._floor(at, pace)
         if floor is not None:
             readings.append(floor)
         ran = drained - max(self._rate_since, self._resume)  # a pause is not running
@@ -821,16 +819,13 @@ class PacingModel:
             # the floors say (a window's edge, a bucket slowly drained).
             evidence = f"{pace:.4g}/s ran {ran:.1f} s before a 429"
             readings.append(Reading(pace * self.STEP_DOWN / self.HOLD, Reason.STEP_DOWN, evidence))
-        tail = self._drain_tail() if not at.free else None
-        if tail is not None:
-            readings.append(tail)
-        fit = self._bucket_fit(drained, pace) if not at.free else None
+        fit = self._bucket_fit(drained, pace) if burst_known and not at.free else None
         if fit is not None:
             readings.append(fit)
         self._last_drain = drained
         return readings
 
-    def _floor(self, at: _At429) -> Reading | None:
+    def _floor(self, at: _At429, pace: float) -> Reading | None:
         """What the server took from the last 429 to this one, or, at the first 429 from a
         full start, what it took before it (the burst it allowed, noted for the bucket fit)."""
         if at.free:
@@ -851,35 +846,9 @@ class PacingModel:
             # A burst only from a full start at full pace: after a remembered start the
             # first 429 comes after a long stretch near the limit, which says nothing of it.
             self._burst = float(max(accepted, 1))
-        self._first_span, self._first_pace = span, self.rate
+        self._first_span, self._first_pace = span, pace
         evidence = f"{accepted} accepted before the first 429, then a {at.pause:.1f} s pause"
         return Reading(rate, Reason.DRAIN_TO_DRAIN, evidence)
-
-    def _drain_tail(self) -> Reading | None:
-        """What the server took between the first and the last 429 of the last drain: empty at
-        both ends, with no pause between, it took its own rate. Only a busy client's drain
-        lasts long enough to read (its attempts still went out, at a pace it could not keep,
-        while the first 429s were on their way back); a quick one holds too few answers."""
-        first = self._last_drain
-        if first is None:
-            return None
-        throttled = [
-            t.sent
-            for t in self._log
-            if t.state is Outcome.THROTTLED and first <= t.sent < self._resume
-        ]
-        span = max(throttled, default=first) - first
-        if span < self.MIN_SPAN:
-            return None
-        accepted = sum(
-            1 for t in self._log if t.state is Outcome.ACCEPTED and first < t.sent < first + span
-        )
-        if accepted < 3:
-            return None
-        evidence = (
-            f"{accepted} accepted in the {span:.2f} s between the first and last 429 of a drain"
-        )
-        return Reading(accepted / span, Reason.SATURATED, evidence)
 
     def _pausing_alone_is_better(
         self, at: _At429, floor: Reading | None, best: Reading | None
@@ -921,18 +890,6 @@ class PacingModel:
         origin = self._last_drain if self._last_drain is not None else self._started
         if origin is None or drained - max(origin, self._resume) < self.MIN_SPAN:
             return None
-        if self._last_drain is not None:
-            # The bucket was empty at every 429 of the last drain, not only at the one read:
-            # replay from the last of them, so that attempts answered late (sent after the
-            # one read, in a busy client) are not taken from a bucket already replayed empty.
-            origin = max(
-                (
-                    t.sent
-                    for t in self._log
-                    if t.state is Outcome.THROTTLED and origin <= t.sent < self._resume
-                ),
-                default=origin,
-            )
         sent = [
             t.sent for t in self._log if origin <= t.sent < drained and t.state is Outcome.ACCEPTED
         ]
@@ -981,6 +938,18 @@ class PacingModel:
     # --- bookkeeping ---------------------------------------------------------------------------
     def _counts_at_this_rate(self, drained: float) -> tuple[int, int]:
         return counts_at_this_rate(self._log, drained, self.WINDOW, self._rate_since)
+
+    def _sent_pace(self, drained: float) -> float:
+        """The pace attempts went out at up to the 429 sent at ``drained``: the rate, or less
+        when they could not go out that fast (a connection pool or an event loop busy with
+        other accounts' work). Every reading compares the server's answers with what was sent:
+        read against a pace that was never reached, a limit looks other than it is."""
+        since = max(self._rate_since, self._resume, drained - self.WINDOW)
+        span = drained - since
+        if span < self.MIN_SPAN:
+            return self.rate  # too short to tell
+        sent = sum(1 for ticket in self._log if since <= ticket.sent <= drained)
+        return min(self.rate, sent / span)
 
     def _evidence_from(self, drained: float) -> float:
         """When the last CURE_EVIDENCE answered attempts up to ``drained`` began."""

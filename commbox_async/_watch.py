@@ -361,6 +361,7 @@ def _change(
         identity_unread=total,
     )
 
+
 def restore_state(state: WatchState | bytes | None, query: str) -> WatchState | None:
     """A saved state (or its encoded bytes), checked to come from a watch with these filters."""
     if isinstance(state, bytes):

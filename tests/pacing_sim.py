@@ -256,10 +256,13 @@ def simulate(
     deadline: float = 600.0,
     model_factory: Callable[[float, bool], PacingModel] | None = None,
     start_rate: float | None = None,
+    busy: tuple[float, ...] | None = None,
 ) -> SimResult:
     """Run one job of ``ids`` ids through ``server``; returns when every id was accepted.
     ``start_rate`` starts the model there (``RateLimit.start_rate``), unless ``model_factory``
-    makes the model."""
+    makes the model. ``busy`` = (until, sends a second, lag[, in order]): a client busy with
+    other work until ``until``: it sends no faster than that, and its requests reach the server
+    up to ``lag`` seconds late (in the order sent, unless the fourth item is False)."""
     rng = random.Random(seed)
     model = (
         model_factory or (lambda rate, on: PacingModel(rate, adaptive=on, start_rate=start_rate))
@@ -274,6 +277,7 @@ def simulate(
     retries = Retries()
     budget = RetryBudget(retries.budget_ratio, retries.budget_reserve)
     rates: list[tuple[float, float]] = []
+    queue = {"last": 0.0}  # a busy client's last request to reach the server
 
     def at(when: float, action: Callable[[], None]) -> None:
         nonlocal seq
@@ -298,7 +302,10 @@ def simulate(
         rate = model.rate_at(now)
         if not rates or rates[-1][1] != rate:
             rates.append((now, rate))
-        slot = max(now, last_release + 1.0 / rate, now + model.pause_remaining(now))
+        gap = 1.0 / rate
+        if busy is not None and now < busy[0]:
+            gap = max(gap, 1.0 / busy[1])  # a busy client cannot send faster than this
+        slot = max(now, last_release + gap, now + model.pause_remaining(now))
         if slot > now:
             at(slot, dispatch)
             return
@@ -315,6 +322,12 @@ def simulate(
             state["sent"] += 1
             ticket = model.on_send(now)
             arrival = now + latency
+            if busy is not None and now < busy[0]:
+                # Requests queue for a connection (in order); answers queue for the event
+                # loop, and are read out of order.
+                arrival = now + rng.uniform(0.3, 1.0) * busy[2]
+                if len(busy) < 4 or busy[3]:
+                    arrival = queue["last"] = max(arrival, queue["last"])
             at(arrival, lambda: arrive(ident, ticket, call))
 
         acquire(send)

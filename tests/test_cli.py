@@ -621,7 +621,6 @@ async def test_the_progress_bar_counts_failures(tmp_path: Path) -> None:
     _no_token(plain)
 
 
-
 async def test_sigterm_ends_like_ctrl_c(fake: FakeCommbox, tmp_path: Path) -> None:
     """SIGTERM leaves whole lines, prints the summary and the resume hint, and exits 143."""
     ids = list(range(2000, 2300))

@@ -299,4 +299,3 @@ async def test_the_bar_shows_a_pause_and_the_rate_as_they_happen(
     assert re.search(r"paused [0-9.]+ s: server asked Retry-After 1 ETA", plain), plain
     assert re.search(r"rate [0-9.]+/s of 100 \([a-z-]+\) ETA", plain), plain
     assert re.search(r"paused +[0-9]+ pauses?, [0-9.]+ s in all", plain), plain[-800:]
-

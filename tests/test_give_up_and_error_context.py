@@ -61,8 +61,7 @@ async def test_unreachable_after_none_sends_every_id() -> None:
         token="t", base_url=f"http://127.0.0.1:{port}", retries=ONE_TRY, rate_limit=FIXED
     ) as commbox:
         results = [
-            r
-            async for r in commbox.fetch_many(range(1, 21), concurrency=2, unreachable_after=None)
+            r async for r in commbox.fetch_many(range(1, 21), concurrency=2, unreachable_after=None)
         ]
         assert commbox.stats.requests == 20
     assert not any("not sent" in str(r.error) for r in results)
@@ -202,7 +201,6 @@ async def test_unread_counts_takes_a_deadline() -> None:
             await commbox.unread_counts([1], deadline=0)
         counts = await commbox.unread_counts([1, 2], deadline=5)
     assert set(counts) == {1, 2}
-
 
 
 async def test_a_pause_longer_than_the_time_left_fails_at_once_whatever_the_policy() -> None:

@@ -1,63 +1,79 @@
 """The pacing model in a busy client (issue 20: many accounts on one event loop): attempts go
-out more slowly than the rate and their answers come back late, so a drain lasts long enough
-to read, and late 429s stretch the pause."""
+out more slowly than the rate allows and their answers come back late, so the readings must
+compare the server's answers with what was really sent."""
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
+from pacing_sim import ACCOUNT_SCENARIOS, simulate
 
-from commbox_async._pacing import Outcome, PacingModel, Phase, Reason
+from commbox_async._pacing import Outcome, PacingModel, Reason
 
-
-def _busy_first_drain(model: PacingModel, late: float = 0.1) -> float:
-    """A bucket of 20/s with a burst of 5 drained by a client that could only send 40/s (its
-    rate is 250/s), answers 100 ms late (429s after the first: ``late``): 5 accepted, then
-    every other attempt refused until the first 429's answer starts the pause. Returns the
-    pause's end."""
-    tickets = [(model.on_send(i * 0.025), i * 0.025) for i in range(13)]
-    refused = {5, 7, 9, 11}
-    answers = []
-    for i, (ticket, sent) in enumerate(tickets):
-        delay = late if i in refused and i != min(refused) else 0.1
-        answers.append((sent + delay, i in refused, ticket))
-    end = 0.0
-    for answered, throttled, ticket in sorted(answers, key=lambda a: a[0]):
-        if throttled:
-            model.on_answer(ticket, answered, Outcome.THROTTLED, pause=1.0, asked=1.0)
-            end = max(end, answered + 1.0)
-        else:
-            model.on_answer(ticket, answered, Outcome.ACCEPTED)
-    return end
+#: A busy start: for its first 0.5 s the client sends at most 60/s, its requests reach the
+#: server 0.12 to 0.4 s late (in order, or, with False, not), then it is quick again.
+BUSY = [(0.5, 60.0, 0.4, True), (0.5, 60.0, 0.4, False), (1.0, 40.0, 0.4, True)]
 
 
-def test_a_drain_read_from_its_first_to_its_last_429_gives_the_rate() -> None:
-    """Between the first and the last 429 of one drain the bucket was empty at both ends: what
-    it took between them (3 in 0.15 s) is its rate, 20/s, whatever its burst."""
+def _busy_first_drain(model: PacingModel) -> None:
+    """A bucket with a burst of 5 drained by a client that could only send 40/s (its rate is
+    250/s), answered 100 ms late: 5 accepted, then every other attempt refused."""
+    tickets = [model.on_send(i * 0.025) for i in range(13)]
+    for i, ticket in enumerate(tickets):
+        refused = i >= 5 and i % 2 == 1
+        outcome = Outcome.THROTTLED if refused else Outcome.ACCEPTED
+        model.on_answer(ticket, ticket.sent + 0.1, outcome, pause=1.0, asked=1.0)
+
+
+def test_the_pace_read_is_the_pace_attempts_went_out_at() -> None:
+    """At 250/s, attempts that went out at 40/s: the readings take 40/s as the pace that
+    drained the server (the search stops under it), not 250/s."""
     model = PacingModel(250.0)
     _busy_first_drain(model)
-    tail = model._drain_tail()
-    assert tail is not None and tail.reason is Reason.SATURATED
-    assert tail.rate == pytest.approx(20.0)
+    assert model.last_change.reason is Reason.SEARCHING
+    # 6 attempts (5 accepted, the 429 read) went out in the 0.125 s before the 429 read.
+    assert model._search_to == pytest.approx(model.HOLD * 6 / 0.125)
 
 
-def test_a_quick_drain_is_not_read() -> None:
-    """A drain answered at once holds too few answers between its 429s to read a rate."""
-    model = PacingModel(250.0)
-    tickets = [model.on_send(i * 0.004) for i in range(8)]
-    for i, ticket in enumerate(tickets):
-        outcome = Outcome.THROTTLED if i >= 5 else Outcome.ACCEPTED
-        model.on_answer(ticket, ticket.sent + 0.001, outcome, pause=1.0, asked=1.0)
-    assert model._drain_tail() is None
+def test_no_bucket_fit_at_the_429_that_measures_the_burst() -> None:
+    """A first drain long enough to fit (a busy client's) is not fitted: its burst is read
+    from it, and every refill rate explains a burst read from the same attempts (before, a
+    bucket of 11.5/s read as 75/s at its first 429, 0.3 s into a start at 80/s)."""
+    models: list[PacingModel] = []
+
+    def factory(rate: float, adaptive: bool) -> PacingModel:
+        models.append(PacingModel(rate, adaptive=adaptive))
+        return models[-1]
+
+    for sc in ACCOUNT_SCENARIOS:
+        for seed in (1, 2):
+            busy = (0.3, 80.0, 0.3, False)
+            server = sc.make(seed)
+            simulate(
+                server,
+                ids=sc.ids,
+                max_rate=sc.max_rate,
+                seed=seed,
+                busy=busy,
+                model_factory=factory,
+            )
+            first = models[-1].changes[0]
+            assert first.reason is not Reason.BUCKET_FIT, (sc.name, seed, str(first))
 
 
-def test_a_search_does_not_climb_while_late_429s_stretch_the_pause() -> None:
-    """429s answered after the first (sent before the pause began) extend the pause; the
-    search's climbs count from its end, not from the first 429's, so none is taken blind."""
-    model = PacingModel(250.0)
-    end = _busy_first_drain(model, late=0.5)
-    assert model.phase is Phase.SEARCH
-    start = model.rate
-    assert end > model._search_start  # the late 429s stretched the pause past the search start
-    assert model.rate_at(end - 0.01) == start
-    assert model.rate_at(end + 0.01) == start  # no climb yet: less than a SEARCH_STEP after it
-    assert model.rate_at(end + model.SEARCH_STEP + 0.01) > start
+def test_a_busy_start_costs_each_account_little() -> None:
+    """Issue 20's accounts (5 to 25/s, burst 5, 1 s pauses, client at 250/s) after a busy
+    start: the median job within 1.25x its ideal and nine in ten within 1.8x (the model of
+    before took 1.47x and 2.8x: it read the limit against a pace never reached, and fitted
+    a bucket to the burst it was measuring)."""
+    ratios = [
+        simulate(sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed, busy=busy).time
+        / sc.ideal
+        for busy in BUSY
+        for sc in ACCOUNT_SCENARIOS
+        for seed in (1, 2)
+    ]
+    ratios.sort()
+    assert statistics.median(ratios) <= 1.25, ratios
+    assert ratios[int(0.9 * len(ratios))] <= 1.8, ratios
