@@ -26,8 +26,8 @@ __all__ = ["Gate", "Lane"]
 class Lane:
     """One account's place at the gate: the slots it holds, and its requests waiting in order.
 
-    A small object per account (10,000 views may each have one); its queue is made at the
-    first wait."""
+    A small object per account (10,000 views may each have one); its queue exists only while
+    it has requests waiting."""
 
     __slots__ = ("held", "waiters")
 
@@ -99,8 +99,7 @@ class Gate:
             for lane in lanes:
                 for turn in lane.waiters or ():
                     _expire(turn)
-                if lane.waiters is not None:
-                    lane.waiters.clear()
+                lane.waiters = None
         self._levels.clear()
         self._queued = 0
 
@@ -120,12 +119,15 @@ class Gate:
                 waiters.popleft()
             self._unfile(lane)
             if not waiters:
+                lane.waiters = None
                 continue
             self._low = level
             waiters.popleft().set_result(True)
             lane.held += 1
             if waiters:
                 self._file(lane, lane.held)  # behind the lanes of its new level: turns
+            else:
+                lane.waiters = None  # a deque costs 600 B: an idle account keeps none
             return True
         return False
 
@@ -137,7 +139,10 @@ class Gate:
             self._low = held
 
     def _unfile(self, lane: Lane) -> None:
-        del self._levels[lane.held][lane]
+        lanes = self._levels[lane.held]
+        del lanes[lane]
+        if not lanes:  # a dict keeps the room it once had: 500 lanes waiting, 20 kB
+            del self._levels[lane.held]
         self._queued -= 1
 
 

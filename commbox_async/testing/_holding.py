@@ -3,10 +3,10 @@
 A test of how a client shares its connections needs to see, at one moment, how many requests
 of each account are open at the server, and to decide when each is answered, without timing
 anything. ``in_flight`` counts, by account, the requests the server is handling now (and
-``peak`` the most at once); ``hold()`` makes requests (every account's, or one account's)
-wait before they are answered, until ``release()`` lets the oldest go. A held request counts
-as in flight, and holds its connection, until it is let go: a test waits for a count
-(``held() == 4``), looks who holds what, then releases one and waits again.
+``peak`` the most at once, of all accounts); ``hold()`` makes requests (every account's, or
+one account's) wait before they are answered, until ``release()`` lets the oldest go. A held
+request counts as in flight, and holds its connection, until it is let go: a test waits for a
+count (``held() == 4``), looks who holds what, then releases one and waits again.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ class Holding:
     """Counts of the requests being handled, by account, and the requests held back."""
 
     def __init__(self) -> None:
-        #: Requests being handled now, by account ("" for a token the server never knew).
+        #: Requests being handled now, by account ("" for a token the server never knew);
+        #: an account with none is not kept (a server may see 10,000 accounts).
         self.in_flight: Counter[str] = Counter()
-        #: The most requests of each account handled at once, and of all accounts ("*").
-        self.peak: Counter[str] = Counter()
+        #: The most requests handled at once, all accounts together.
+        self.peak = 0
         self._total = 0
         self._all = False  # hold every account's requests
         self._accounts: set[str] = set()  # or these accounts' only
@@ -32,17 +33,17 @@ class Holding:
 
     def enter(self, account: str) -> bool:
         """A request of ``account`` comes in; True when it is to be held."""
-        count = self.in_flight[account] = self.in_flight[account] + 1
-        if count > self.peak[account]:
-            self.peak[account] = count
+        self.in_flight[account] += 1
         self._total += 1
-        if self._total > self.peak["*"]:
-            self.peak["*"] = self._total
+        if self._total > self.peak:
+            self.peak = self._total
         return self._all or account in self._accounts
 
     def leave(self, account: str) -> None:
         """The request of ``account`` is answered (or failed)."""
-        self.in_flight[account] -= 1
+        left = self.in_flight[account] = self.in_flight[account] - 1
+        if not left:
+            del self.in_flight[account]
         self._total -= 1
 
     async def wait(self, account: str) -> None:
