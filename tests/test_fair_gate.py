@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 from waiting import settle
 
 from commbox_async._fair import Gate, Lane
+from commbox_async._transport import _gate_for
 
 
 def _waits(gate: Gate, lane: Lane, count: int) -> list[asyncio.Task[bool]]:
@@ -95,3 +97,13 @@ async def test_closing_ends_every_wait() -> None:
     assert [t.result() for t in waits] == [False, False, False]
     gate.leave(a)
     assert gate.busy == 0
+
+
+async def test_the_gate_has_as_many_slots_as_the_connector_gives_one_host() -> None:
+    """The connector's limit, or its limit per host when that is smaller (the client talks to
+    one host); a connector with neither needs no gate."""
+    for limit, per_host, slots in [(10, 0, 10), (10, 3, 3), (0, 5, 5), (0, 0, None)]:
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=per_host)
+        gate = _gate_for(connector)
+        assert (gate.capacity if gate is not None else None) == slots
+        await connector.close()
