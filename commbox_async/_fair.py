@@ -1,18 +1,21 @@
 """Who gets the next connection slot of the pool: an equal share for each account that waits.
 
 Every account of a client sends through one ``Transport`` and so one connection pool. aiohttp's
-connector serves the requests that wait for a connection in the order they came: one account
-with a queue of a thousand calls would hold the whole pool while an account that arrives later
-waits behind all of them. The ``Gate`` stands in front of the connector with as many slots as
-the pool has connections, so the connector itself never makes anyone wait.
+connector wakes the requests that wait for a connection in the order they came, and a request
+that finds a connection just given back takes it before them: one account with a queue of a
+thousand calls holds the whole pool while an account that arrives later waits behind all of
+them, or until its connect timeout (benchmarks/bench_accounts.py, ``pool``). The ``Gate``
+stands in front of the connector with as many slots as the pool has connections, so the
+connector itself never makes anyone wait.
 
-Each account has a ``Lane``. A request takes a free slot at once (with one account active that
-is all that ever happens: two integers added to); when none is free it waits in its account's
-lane. Each slot given back goes to the oldest waiting request of the lane that holds the fewest
-slots, lanes level with each other taking turns. That is max-min fairness, work-conserving: an
-account that needs less than an equal share keeps what it needs and leaves the rest to the
-others, and no slot stays free while a request waits. Nothing is taken back: an account that
-holds more than its share when another arrives gives the surplus up as its requests end.
+Each account has a ``Lane``. A request takes a free slot at once (while the pool has room that
+is all that happens: two integers added to); when none is free it waits in its account's lane,
+in the order it came. Each slot given back goes to the oldest waiting request of the lane that
+holds the fewest slots, lanes level with each other taking turns. That is max-min fairness,
+work-conserving: an account that needs less than an equal share keeps what it needs and
+leaves the rest to the others, and no slot stays free while a request waits. Nothing is taken
+back: an account that holds more than its share when another arrives gives the surplus up as
+its requests end.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ came. aiohttp's and the OS's exceptions become the library's in one place, ``tra
 (httpx's ``map_httpcore_exceptions`` is the pattern), so that every caller sees one error tree.
 Many accounts can share one transport, and so one connection pool: ``send`` takes a slot of
 the pool's ``_fair.Gate`` in the account's lane before aiohttp takes a connection, so that
-accounts waiting for connections get equal shares instead of first come, first served.
+accounts waiting for connections get equal shares, whoever asked first.
 """
 
 from __future__ import annotations
