@@ -37,6 +37,13 @@ async def _queued(view: AsyncCommbox, calls: int, what: str) -> None:
     await until(lambda: view.stats.in_flight == calls, what)
 
 
+def _settled(view: AsyncCommbox, server: FakeCommbox, pool: int) -> bool:
+    """The view's calls past its limiter hold every connection they can, each with a request
+    held at the server (none is between the server and the pool)."""
+    held = server.holding.held()
+    return held > 0 and held == min(pool, view.stats.in_flight)
+
+
 async def test_an_account_that_arrives_late_gets_its_share_at_once() -> None:
     """a's 100 calls fill the pool of 4; b's get 2 connections after two of a's answers, not
     after a's whole queue, and keep 2 while both wait; once b is done, a has all 4 again."""
@@ -190,3 +197,24 @@ async def test_a_call_that_waits_for_a_connection_too_long_times_out() -> None:
             await first
     finally:
         await server.stop()
+
+
+async def test_one_accounts_requests_get_connections_in_the_order_they_asked() -> None:
+    """A job with more workers than connections: each connection given back goes to the
+    request that waited longest, not to the worker that just finished (which would leave the
+    others waiting, up to their connect timeout); the server sees the ids in order."""
+    server = await _server()
+    holding = server.holding
+    holding.hold()
+    try:
+        async with server.client(pool=PoolConfig(limit=2)) as commbox:
+            view_a = commbox.with_token(A)
+            job_a = asyncio.ensure_future(_drain(view_a, range(1, 31), 10))
+            await _queued(view_a, 10, "a's first 10 calls sent or queued")
+            while not job_a.done():
+                await until(lambda: job_a.done() or _settled(view_a, server, 2), "pool in use")
+                holding.release()
+            assert job_a.result() == 30
+    finally:
+        await server.stop()
+    assert [r.identity_id for r in server.requests] == list(range(1, 31))
