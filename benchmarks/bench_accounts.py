@@ -12,11 +12,18 @@ every account fetches its ids at once (``fetch_many``, 32 workers each) over the
   be unaffected (the same goal as ``plain``).
 - ``memory``: 10,000 views of distinct tokens that each made one call, measured with
   tracemalloc: retained while held, and after they are dropped.
+- ``pool``: how the pool is shared. One account's bulk job (2,000 ids, 400 workers, no limit
+  of its own) fills a pool of 8 connections to a server that answers in 20 ms; once its
+  workers are all waiting, 4 other accounts each fetch 20 ids (4 workers) and a fifth makes 10
+  calls one after another (a page view each). Each run measures it twice, with the pool shared
+  fairly (``_fair``) and by aiohttp's connector alone (the gate switched off, as before it
+  was built): the small jobs' times, a page view's time, the bulk job's rate, failed ids.
 
     .venv/bin/python benchmarks/bench_accounts.py              # 200 ids per account, 3 runs
     .venv/bin/python benchmarks/bench_accounts.py --quick      # 50 ids per account, 1 run
     .venv/bin/python benchmarks/bench_accounts.py --runs 5 --only plain
     .venv/bin/python benchmarks/bench_accounts.py --page full   # the server's 107 KiB pages
+    .venv/bin/python benchmarks/bench_accounts.py --runs 3 --only pool
 
 The fake server runs in this process, on the client's event loop: its pages are small by
 default, because its own 107 KiB pages cost this process more CPU than one core has at the
@@ -28,16 +35,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from commbox_async import AsyncCommbox, AuthenticationError
+from commbox_async import AsyncCommbox, AuthenticationError, PoolConfig, RateLimit, _transport
 from commbox_async.testing import FakeCommbox, Throttling
 
 ACCOUNTS = 20
@@ -189,6 +197,106 @@ async def memory(views: int) -> dict[str, float]:
     }
 
 
+POOL = PoolConfig(limit=8)
+LATENCY = 0.02
+BULK_IDS, BULK_WORKERS = 2_000, 400
+SMALL_ACCOUNTS, SMALL_IDS, SMALL_WORKERS = 4, 20, 4
+PAGE_VIEWS = 10
+
+
+@contextlib.contextmanager
+def without_gate(on: bool) -> Iterator[None]:
+    """With ``on``, the transport makes no gate: aiohttp's connector alone shares the pool,
+    as in the client before ``_fair`` (its waiters are woken in the order they came, but a
+    request that finds a connection just given back takes it before them)."""
+    make = _transport._gate_for
+    if on:
+        _transport._gate_for = lambda connector: None
+    try:
+        yield
+    finally:
+        _transport._gate_for = make
+
+
+async def _timed_job(view: AsyncCommbox, ids: range, workers: int) -> tuple[float, int]:
+    """The job's seconds, and how many of its ids failed."""
+    started = time.perf_counter()
+    failed = 0
+    async for result in view.fetch_many(ids, concurrency=workers):
+        failed += not result.ok
+    return time.perf_counter() - started, failed
+
+
+async def _page_views(view: AsyncCommbox) -> list[float]:
+    times = []
+    for ident in range(1, PAGE_VIEWS + 1):
+        started = time.perf_counter()
+        await view.get_user_objects(ident)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def pool_share(fair: bool) -> dict[str, float]:
+    """The ``pool`` scenario once (see the module docstring)."""
+    server = FakeCommbox(token="bulk-key", latency=LATENCY, record=False)
+    tokens = [f"small-{i}-key" for i in range(SMALL_ACCOUNTS + 1)]
+    for token in tokens:
+        server.add_token(token)
+    unlimited = RateLimit(max_rate=1e9, adaptive=False)
+    with without_gate(not fair):
+        async with (
+            server,
+            AsyncCommbox(
+                token=server.token, base_url=server.url, rate_limit=unlimited, pool=POOL
+            ) as commbox,
+        ):
+            bulk = asyncio.ensure_future(_timed_job(commbox, range(1, BULK_IDS + 1), BULK_WORKERS))
+            await asyncio.sleep(0.1)  # the bulk job's workers have all sent or queued a call
+            assert commbox.stats.in_flight > BULK_WORKERS - POOL.limit, "the bulk job is late"
+            views = [commbox.with_token(token) for token in tokens]
+            small = [_timed_job(view, range(1, SMALL_IDS + 1), SMALL_WORKERS) for view in views[1:]]
+            pages, *jobs = await asyncio.gather(_page_views(views[0]), *small)
+            bulk_seconds, bulk_failed = await bulk
+    times = [seconds for seconds, _ in jobs]
+    return {
+        "small_job_median_s": statistics.median(times),
+        "small_job_worst_s": max(times),
+        "page_view_median_s": statistics.median(pages),
+        "page_view_worst_s": max(pages),
+        "bulk_per_s": BULK_IDS / bulk_seconds,
+        "bulk_failed": bulk_failed,
+        "small_failed": sum(failed for _, failed in jobs),
+    }
+
+
+def report_pool(runs: int) -> None:
+    """The ``pool`` scenario, with and without the gate interleaved, ``runs`` times each."""
+    figures: dict[str, list[dict[str, float]]] = {"fair": [], "no gate": []}
+    for _ in range(runs):
+        figures["fair"].append(asyncio.run(pool_share(fair=True)))
+        figures["no gate"].append(asyncio.run(pool_share(fair=False)))
+    print(
+        f"pool: 1 account's {BULK_IDS:,} ids ({BULK_WORKERS} workers) fill a pool of "
+        f"{POOL.limit} (server latency {LATENCY * 1000:.0f} ms); {SMALL_ACCOUNTS} accounts x "
+        f"{SMALL_IDS} ids ({SMALL_WORKERS} workers) and {PAGE_VIEWS} page views arrive; "
+        f"{runs} run(s), median of runs (worst run):"
+    )
+    for name, runs_of in figures.items():
+
+        def fig(key: str, runs_of: list[dict[str, float]] = runs_of) -> str:
+            values = [f[key] for f in runs_of]
+            worst = min(values) if key == "bulk_per_s" else max(values)
+            return f"{statistics.median(values):.3g} ({worst:.3g})"
+
+        print(
+            f"  {name:>10}: small job {fig('small_job_median_s')} s, its worst account "
+            f"{fig('small_job_worst_s')} s; page view {fig('page_view_median_s')} s, worst "
+            f"{fig('page_view_worst_s')} s; bulk job {fig('bulk_per_s')} ids/s; failed ids in "
+            f"all runs: bulk {sum(f['bulk_failed'] for f in runs_of):.0f}, small "
+            f"{sum(f['small_failed'] for f in runs_of):.0f}"
+        )
+
+
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     """The figures of one run: ratios of the unaffected accounts, what was lost."""
     plain = [o for o in outcomes if o.role == "plain"]
@@ -228,7 +336,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--ids", type=int, default=None, help="ids per account")
     parser.add_argument("--views", type=int, default=None)
-    parser.add_argument("--only", choices=["plain", "revoke+rotate", "memory"], action="append")
+    parser.add_argument(
+        "--only", choices=["plain", "revoke+rotate", "memory", "pool"], action="append"
+    )
     parser.add_argument(
         "--page",
         choices=sorted(PAGES),
@@ -239,7 +349,7 @@ def main() -> None:
     ids = args.ids or (50 if args.quick else 200)
     runs = args.runs or (1 if args.quick else 3)
     views = args.views or (2_000 if args.quick else 10_000)
-    only = args.only or ["plain", "revoke+rotate", "memory"]
+    only = args.only or ["plain", "revoke+rotate", "memory", "pool"]
     if "plain" in only or "revoke+rotate" in only:
         print(
             f"capacity ({args.page} pages): {capacity(ids, args.page):.0f} req/s over all "
@@ -263,6 +373,8 @@ def main() -> None:
                     {k: round(v, 3) if isinstance(v, float) else v for k, v in figure.items()}
                 )
             )
+    if "pool" in only:
+        report_pool(runs)
     if "memory" in only:
         figure = asyncio.run(memory(views))
         print(

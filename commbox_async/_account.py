@@ -92,6 +92,7 @@ class Account:
         rng: random.Random,
     ) -> None:
         self._transport = transport
+        self._lane = transport.lane()  # this account's turn for the shared pool's connections
         self._base = URL(base_url)
         self.token = token
         self._retries = retries
@@ -171,7 +172,7 @@ class Account:
             assert headers is not None
             try:
                 response = await self._transport.send(
-                    call.url, headers, call.deadline, call.timeout
+                    call.url, headers, call.deadline, call.timeout, self._lane
                 )
             except CommboxDecodeError:  # a body over max_body_bytes: the server did answer
                 limiter.report(ticket, Outcome.ACCEPTED)

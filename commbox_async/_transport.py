@@ -5,7 +5,9 @@ limiters or retries: an account hands it a URL, the headers that carry its token
 left to the call, and gets back a ``Response`` or a ``CommboxError`` that says why no answer
 came. aiohttp's and the OS's exceptions become the library's in one place, ``translate``
 (httpx's ``map_httpcore_exceptions`` is the pattern), so that every caller sees one error tree.
-Many accounts can share one transport, and so one connection pool.
+Many accounts can share one transport, and so one connection pool: ``send`` takes a slot of
+the pool's ``_fair.Gate`` in the account's lane before aiohttp takes a connection, so that
+accounts waiting for connections get equal shares, whoever asked first.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ._errors import (
     CommboxError,
     CommboxTimeoutError,
 )
+from ._fair import Gate, Lane
 
 __all__ = ["Response", "Transport", "translate"]
 
@@ -70,6 +73,13 @@ class Transport:
         self._default_timeout = aiohttp.ClientTimeout(
             total=timeout.total, connect=timeout.connect, sock_read=timeout.sock_read
         )
+        # The pool's slots, shared fairly by the accounts (None: a pool without a limit).
+        self._gate: Gate | None = None
+        self._lane = Lane()  # for a send() that names no account's lane
+
+    def lane(self) -> Lane:
+        """A new account's place in the queue for the pool's connections (``send(lane=)``)."""
+        return Lane()
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
@@ -93,6 +103,7 @@ class Transport:
             return
         if self._given_session is not None:
             self._session = self._given_session
+            self._gate = _gate_for(self._given_session.connector)
             return
         self._default_headers = default_headers
         connector = aiohttp.TCPConnector(
@@ -115,6 +126,7 @@ class Transport:
         if hasattr(session, "_retry_connection"):
             session._retry_connection = False
         self._session = session
+        self._gate = _gate_for(connector)
 
     def _proxy_option(self) -> dict[str, Any]:
         """``proxy=`` for the session, only when one is set (aiohttp < 3.10 has no such
@@ -124,6 +136,8 @@ class Transport:
     async def aclose(self) -> None:
         """Close the session we made; a caller's session stays open."""
         session, self._session = self._session, None
+        if self._gate is not None:
+            self._gate.close()  # requests waiting for a connection: none will come
         if session is not None and self._given_session is None:
             await session.close()
 
@@ -133,24 +147,68 @@ class Transport:
         headers: Mapping[str, str],
         deadline: float,
         timeout: Timeout | None = None,
+        lane: Lane | None = None,
     ) -> Response:
         """GET ``url``; the answer, or the ``CommboxError`` that says why none came.
 
         ``deadline`` is the call's end on the monotonic clock: an attempt may not outlive it.
-        ``timeout`` replaces the transport's per-attempt limits for this request.
+        ``timeout`` replaces the transport's per-attempt limits for this request. ``lane`` is
+        the account's place in the queue for a connection when the pool is full (``lane()``).
         A body over ``max_body_bytes`` is a ``CommboxDecodeError`` (the server did answer);
         every other failure is a ``CommboxConnectionError`` or ``CommboxTimeoutError``.
         """
         session = self._session
         if session is None or session.closed:
             raise ClientClosedError("this AsyncCommbox is closed")
+        gate = self._gate
+        if gate is None:
+            return await self._exchange(session, url, headers, deadline, timeout)
+        lane = lane or self._lane
+        waited = 0.0 if gate.enter(lane) else await self._wait_turn(gate, lane, deadline, timeout)
+        try:
+            return await self._exchange(session, url, headers, deadline, timeout, waited)
+        finally:
+            gate.leave(lane)  # after the connection went back to the pool (or was closed)
+
+    async def _wait_turn(
+        self, gate: Gate, lane: Lane, deadline: float, timeout: Timeout | None
+    ) -> float:
+        """Wait for a slot of the full pool in ``lane``; the seconds waited. The wait is bounded
+        as aiohttp bounds its own wait for a pooled connection (``connect``, ``total``) and by
+        the call's deadline."""
+        limits = timeout or self._timeout
+        started = time.monotonic()
+        patience = max(min(limits.connect, limits.total, deadline - started), 0.0)
+        if await gate.wait(lane, patience):
+            if not self.closed:
+                return time.monotonic() - started
+            gate.leave(lane)
+        if self.closed:
+            raise ClientClosedError("this AsyncCommbox is closed")
+        error = CommboxTimeoutError(
+            f"timed out after {patience:.1f} s waiting for a free connection "
+            f"(all {gate.capacity} of the pool are in use)"
+        )
+        error.reason = "no free connection in the pool"
+        raise error
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        headers: Mapping[str, str],
+        deadline: float,
+        timeout: Timeout | None,
+        waited: float = 0.0,
+    ) -> Response:
+        """One GET over ``session``: the answer, or the library's error for why none came."""
         extra = None if headers is self._default_headers else headers
         try:
             response = await session.get(
                 url,
                 headers=extra,
                 allow_redirects=False,
-                timeout=self._attempt_timeout(deadline, timeout),
+                timeout=self._attempt_timeout(deadline, timeout, waited),
             )
             # Not `async with`: release() in the finally is all its exit adds (a body not read
             # to the end closes the connection instead of returning it to the pool).
@@ -173,17 +231,17 @@ class Transport:
             raise translate(exc, url) from exc
 
     def _attempt_timeout(
-        self, deadline: float, timeout: Timeout | None = None
+        self, deadline: float, timeout: Timeout | None = None, waited: float = 0.0
     ) -> aiohttp.ClientTimeout:
         """The session's timeout (or the call's own), shorter when the call's deadline is
-        nearer."""
+        nearer, less what the attempt already waited for a slot of the pool."""
         remaining = deadline - time.monotonic()
         limits = timeout or self._timeout
-        if timeout is None and remaining >= limits.total:
+        if timeout is None and not waited and remaining >= limits.total:
             return self._default_timeout
         return aiohttp.ClientTimeout(
-            total=max(min(remaining, limits.total), 0.001),
-            connect=limits.connect,
+            total=max(min(remaining, limits.total - waited), 0.001),
+            connect=max(limits.connect - waited, 0.001),
             sock_read=limits.sock_read,
         )
 
@@ -209,6 +267,15 @@ class Transport:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _gate_for(connector: aiohttp.BaseConnector | None) -> Gate | None:
+    """The gate of a pool: as many slots as the connector lets this client's one host have
+    (a connector without a limit needs none)."""
+    if connector is None:
+        return None
+    limits = [n for n in (connector.limit, connector.limit_per_host) if n]
+    return Gate(min(limits)) if limits else None
 
 
 #: Short reasons for the usual ways a connection fails, by errno.

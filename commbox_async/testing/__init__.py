@@ -24,8 +24,9 @@ From a shell: ``commbox-async mock`` (or ``python -m commbox_async.testing``). W
 gives the ``fake_commbox`` and ``fake_commbox_factory`` fixtures (see ``plugin``).
 
 The parts: ``_server`` (the app and its request log), ``_faults`` (the fault table),
-``_data`` (pages and error bodies), ``_throttling``, ``_clock``, ``_sockets``, ``_settings``
-(the client's test settings) and ``plugin``.
+``_data`` (pages and error bodies), ``_throttling``, ``_accounts`` (tokens and their
+buckets), ``_holding`` (requests in flight by account, held until a test lets them go),
+``_clock``, ``_sockets``, ``_settings`` (the client's test settings) and ``plugin``.
 """
 
 from __future__ import annotations

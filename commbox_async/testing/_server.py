@@ -3,7 +3,8 @@
 It serves ``GET /v2/users/identities/{id}/objects`` with bearer auth, the synthetic pages of
 ``_data``, a server-wide throttle (``_throttling``), scripted answers, ids that 404, and the
 faults of ``_faults`` at a chosen rate. Every request is logged in ``requests`` (and counted by
-outcome in ``outcomes``) so that tests can assert what reached it.
+outcome in ``outcomes``) so that tests can assert what reached it; ``holding`` counts the
+requests being handled now, by account, and holds them until a test lets them go.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ._accounts import Accounts
 from ._activity import Activity, Changes, Message, run_activity
 from ._data import error_body, page_body
 from ._faults import Faults, inject, json_error
+from ._holding import Holding
 from ._settings import fast_client_settings
 from ._sockets import Listener
 from ._throttling import Bucket, Throttling
@@ -74,6 +76,8 @@ class FakeCommbox:
         self.accounts = Accounts(clock)
         self._token = token
         self.accounts.add(token)
+        #: Requests being handled now, by account, and requests held until a test lets go.
+        self.holding = Holding()
         self.conversations = conversations
         self.childs = childs
         self._not_found = not_found if callable(not_found) else frozenset(not_found)
@@ -245,6 +249,7 @@ class FakeCommbox:
         """Stop listening and close the open connections."""
         if self._stopping is not None:
             self._stopping.set()
+        self.holding.unhold()
         if self._activity_task is not None:
             self._activity_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -313,6 +318,16 @@ class FakeCommbox:
 
     # --- the endpoint -------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        holding = self.holding
+        account = self.accounts.whose(request.headers.get("Authorization")) or ""
+        try:
+            if holding.enter(account):
+                await holding.wait(account)
+            return await self._answer(request)
+        finally:
+            holding.leave(account)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         if self.latency:
             await self.stall(self.latency)
         try:
