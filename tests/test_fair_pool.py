@@ -8,7 +8,9 @@ then exact, and nothing is timed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 
 import pytest
 from waiting import until
@@ -37,6 +39,33 @@ async def _queued(view: AsyncCommbox, calls: int, what: str) -> None:
     await until(lambda: view.stats.in_flight == calls, what)
 
 
+@dataclasses.dataclass
+class _Busy:
+    server: FakeCommbox
+    view_a: AsyncCommbox
+    view_b: AsyncCommbox
+
+
+@contextlib.asynccontextmanager
+async def _a_fills_the_pool(held: str | None = None) -> AsyncIterator[_Busy]:
+    """Account a's job of 100 ids holding all 4 connections of the pool with requests the
+    server holds (``held``: only that account's are held); at the end every request is let
+    go and a's job must have all 100."""
+    server = await _server()
+    server.holding.hold(held)
+    try:
+        async with server.client(pool=POOL) as commbox:
+            busy = _Busy(server, commbox.with_token(A), commbox.with_token(B))
+            job_a = asyncio.ensure_future(_drain(busy.view_a, range(1, 101), 100))
+            await _queued(busy.view_a, 100, "a's calls sent or queued")
+            await until(lambda: server.holding.held("a") == 4, "a holds the pool")
+            yield busy
+            server.holding.unhold()
+            assert await job_a == 100
+    finally:
+        await server.stop()
+
+
 def _settled(view: AsyncCommbox, server: FakeCommbox, pool: int) -> bool:
     """The view's calls past its limiter hold every connection they can, each with a request
     held at the server (none is between the server and the pool)."""
@@ -47,60 +76,39 @@ def _settled(view: AsyncCommbox, server: FakeCommbox, pool: int) -> bool:
 async def test_an_account_that_arrives_late_gets_its_share_at_once() -> None:
     """a's 100 calls fill the pool of 4; b's get 2 connections after two of a's answers, not
     after a's whole queue, and keep 2 while both wait; once b is done, a has all 4 again."""
-    server = await _server()
-    holding = server.holding
-    holding.hold()
-    try:
-        async with server.client(pool=POOL) as commbox:
-            view_a, view_b = commbox.with_token(A), commbox.with_token(B)
-            job_a = asyncio.ensure_future(_drain(view_a, range(1, 101), 100))
-            await _queued(view_a, 100, "a's calls sent or queued")
-            await until(lambda: holding.held("a") == 4, "a holds the pool")
-            job_b = asyncio.ensure_future(_drain(view_b, range(101, 121), 20))
-            await _queued(view_b, 20, "b's calls queued")
-            for _ in range(2):
-                holding.release(account="a")
-                await until(lambda: holding.held() == 4, "the freed connection used again")
-            assert (holding.held("a"), holding.held("b")) == (2, 2)
-            while not job_b.done():
-                waiting_b = view_b.stats.in_flight - holding.held("b")
-                if waiting_b > 0:
-                    assert (holding.held("a"), holding.held("b")) == (2, 2)
-                holding.release()  # the oldest held request, whoever's
-                await until(lambda: holding.held() == 4 or job_b.done(), "the pool full again")
-            await until(lambda: holding.held("a") == 4, "a has the whole pool again")
-            holding.unhold()
-            assert await job_a == 100 and await job_b == 20
-    finally:
-        await server.stop()
+    async with _a_fills_the_pool() as busy:
+        holding = busy.server.holding
+        job_b = asyncio.ensure_future(_drain(busy.view_b, range(101, 121), 20))
+        await _queued(busy.view_b, 20, "b's calls queued")
+        for _ in range(2):
+            holding.release(account="a")
+            await until(lambda: holding.held() == 4, "the freed connection used again")
+        assert (holding.held("a"), holding.held("b")) == (2, 2)
+        while not job_b.done():
+            waiting_b = busy.view_b.stats.in_flight - holding.held("b")
+            if waiting_b > 0:
+                assert (holding.held("a"), holding.held("b")) == (2, 2)
+            holding.release()  # the oldest held request, whoever's
+            await until(lambda: holding.held() == 4 or job_b.done(), "the pool full again")
+        await until(lambda: holding.held("a") == 4, "a has the whole pool again")
+        assert await job_b == 20
     assert holding.peak == 4
 
 
 async def test_an_account_that_needs_less_than_its_share_leaves_the_rest() -> None:
     """b's one call gets a connection at a's next answer; a keeps the other 3 (work-conserving,
     not an even 2 and 2), and has 4 again once b's call is answered."""
-    server = await _server()
-    holding = server.holding
-    holding.hold()
-    try:
-        async with server.client(pool=POOL) as commbox:
-            view_a, view_b = commbox.with_token(A), commbox.with_token(B)
-            job_a = asyncio.ensure_future(_drain(view_a, range(1, 101), 100))
-            await _queued(view_a, 100, "a's calls sent or queued")
-            await until(lambda: holding.held("a") == 4, "a holds the pool")
-            call_b = asyncio.ensure_future(view_b.get_user_objects(500))
-            await _queued(view_b, 1, "b's call queued")
-            for _ in range(3):
-                holding.release(account="a")
-                await until(lambda: holding.held() == 4, "the freed connection used again")
-                assert (holding.held("a"), holding.held("b")) == (3, 1)
-            holding.release(account="b")
-            await call_b
-            await until(lambda: holding.held("a") == 4, "a has the whole pool again")
-            holding.unhold()
-            assert await job_a == 100
-    finally:
-        await server.stop()
+    async with _a_fills_the_pool() as busy:
+        holding = busy.server.holding
+        call_b = asyncio.ensure_future(busy.view_b.get_user_objects(500))
+        await _queued(busy.view_b, 1, "b's call queued")
+        for _ in range(3):
+            holding.release(account="a")
+            await until(lambda: holding.held() == 4, "the freed connection used again")
+            assert (holding.held("a"), holding.held("b")) == (3, 1)
+        holding.release(account="b")
+        await call_b
+        await until(lambda: holding.held("a") == 4, "a has the whole pool again")
 
 
 async def test_one_account_alone_uses_the_whole_pool() -> None:
@@ -125,31 +133,20 @@ async def test_one_account_alone_uses_the_whole_pool() -> None:
 async def test_a_slow_account_keeps_no_more_than_its_share() -> None:
     """a's answers never come (held) and it has 96 calls queued; b's fast calls get in at a's
     first answer, and all 50 are done while a's 2 remaining requests are still held."""
-    server = await _server()
-    holding = server.holding
-    holding.hold("a")
-    try:
-        async with server.client(pool=POOL) as commbox:
-            view_a, view_b = commbox.with_token(A), commbox.with_token(B)
-            job_a = asyncio.ensure_future(_drain(view_a, range(1, 101), 100))
-            await _queued(view_a, 100, "a's calls sent or queued")
-            await until(lambda: holding.held("a") == 4, "a holds the pool")
-            job_b = asyncio.ensure_future(_drain(view_b, range(101, 151), 50))
-            await _queued(view_b, 50, "b's calls queued")
-            holding.release(account="a")
-            await until(
-                lambda: server.count(account="b") > 0 or holding.held("a") == 4,
-                "the freed connection used again",
-            )
-            assert server.count(account="b") > 0, "b waited behind a's queue"
-            holding.release(account="a")
-            await until(job_b.done, "b's job done beside a's 2 held requests")
-            assert job_b.result() == 50
-            assert server.count("ok", account="a") == 2  # a was answered only what we let go
-            holding.unhold()
-            assert await job_a == 100
-    finally:
-        await server.stop()
+    async with _a_fills_the_pool(held="a") as busy:
+        server, holding = busy.server, busy.server.holding
+        job_b = asyncio.ensure_future(_drain(busy.view_b, range(101, 151), 50))
+        await _queued(busy.view_b, 50, "b's calls queued")
+        holding.release(account="a")
+        await until(
+            lambda: server.count(account="b") > 0 or holding.held("a") == 4,
+            "the freed connection used again",
+        )
+        assert server.count(account="b") > 0, "b waited behind a's queue"
+        holding.release(account="a")
+        await until(job_b.done, "b's job done beside a's 2 held requests")
+        assert job_b.result() == 50
+        assert server.count("ok", account="a") == 2  # a was answered only what we let go
 
 
 async def test_a_paused_account_holds_no_connection_and_no_worker_slot() -> None:
