@@ -43,7 +43,7 @@ _RULES: list[tuple[str, tuple[str, ...]]] = [
         (
             "commbox_async/_account.py",
             "commbox_async/_transport.py",
-            "_protocol.py:request_url",
+            "_protocol.py:url",
         ),
     ),
     (

@@ -40,7 +40,7 @@ from ._errors import (
 )
 from ._models import UserObjectsPage
 from ._pacing import Outcome, Ticket
-from ._protocol import parse_response, request_url
+from ._protocol import RequestUrls, parse_response
 from ._retry import CallState, RetryBudget, decide_retry
 from ._stats import ClientStats
 from ._throttle import Limiter
@@ -92,7 +92,7 @@ class Account:
         rng: random.Random,
     ) -> None:
         self._transport = transport
-        self._base = URL(base_url)
+        self._urls = RequestUrls(URL(base_url))
         self.token = token
         self._retries = retries
         self._rng = rng
@@ -118,7 +118,7 @@ class Account:
         if self.token.headers is None:
             await self.token.first()  # a provider's first token, asked on the first call
         now = time.monotonic()
-        url = request_url(self._base, identity_id, query_string)
+        url = self._urls.url(identity_id, query_string)
         call = Call(identity_id, url, now + deadline, now, retries=retries, timeout=timeout)
         self._budget.earn()
         attempt = await self._attempt(call)
