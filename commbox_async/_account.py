@@ -23,10 +23,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import backoff
+import msgspec
 from yarl import URL
 
 from ._config import Retries, Timeout
@@ -55,10 +55,13 @@ logger = logging.getLogger("commbox_async")
 retry_logger = logging.getLogger("commbox_async.retries")
 
 
-@dataclass(slots=True)
-class Attempt:
+class Attempt(msgspec.Struct):
     """How one attempt ended: a page, or an error and the wait before the next try (``None``:
-    the call ends with this error)."""
+    the call ends with this error).
+
+    A Struct, not a dataclass: one is made per attempt, and a Struct is cheaper to make.
+    Tracked by the garbage collector (the default): it can hold an exception.
+    """
 
     page: UserObjectsPage | None = None
     error: CommboxError | None = None
