@@ -163,9 +163,7 @@ class Account:
             limiter = self.limiter
             if limiter is None or self._transport.closed:
                 raise ClientClosedError("this AsyncCommbox is closed")
-            pause = limiter.pause_remaining()
-            if pause > 0.0:
-                _check_pause(pause, call)
+            _check_pause(limiter.pause_remaining(), call)
             ticket = await limiter.acquire()
             call.attempts += 1
             stats.requests += 1
@@ -285,7 +283,7 @@ class Account:
 def _check_pause(pause: float, call: CallState) -> None:
     """A call may not wait out a pause that outlasts its deadline: it fails at once, as a
     timeout that no retry can cure (a page view with ``deadline=3`` during a 20 s pause)."""
-    if call.deadline - time.monotonic() > pause:
+    if pause <= 0.0 or call.deadline - time.monotonic() > pause:
         return
     error = CommboxTimeoutError(
         f"the client is paused for {pause:.1f} s more (the server asked to wait), "

@@ -237,8 +237,7 @@ class _Slots:
 
     def give_back(self) -> None:
         self.free += 1
-        if self.free == 1:  # only then can a worker be waiting in take()
-            self._room.set()
+        self._room.set()
 
 
 def _refused(ident: int, first: AuthenticationError) -> FetchResult:
