@@ -133,3 +133,17 @@ def test_hot_path_and_two_kb_throughput_run() -> None:
     assert "| 2 KB (1x1, 2 KiB)" in fanout.stdout
     assert "raw aiohttp + msgspec" in fanout.stdout
     assert "httpx" not in fanout.stdout
+
+
+@pytest.mark.parametrize("part", ["limiter", "account", "fan-out", "unread_counts"])
+def test_instruction_parts_run(part: str) -> None:
+    """Each part that `bench_instructions` counts under callgrind runs on its own (no valgrind
+    here: one short run, which is what callgrind would watch)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_instructions", "--run", part, "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
