@@ -145,6 +145,26 @@ async def fanout(n: int) -> None:
         pass
 
 
+async def call(n: int, keywords: bool) -> None:
+    """How ``fetch_many`` hands each id to its call: a partial with keywords, or a plain
+    function that passes them positionally (this branch)."""
+
+    async def request(identity_id: int, query_string: str, deadline: float) -> int:
+        return identity_id
+
+    if keywords:
+        each: Callable[[int], Coroutine[Any, Any, int]] = functools.partial(
+            request, query_string="", deadline=30.0
+        )
+    else:
+
+        def each(ident: int) -> Coroutine[Any, Any, int]:
+            return request(ident, "", 30.0)
+
+    for ident in range(n):
+        await each(ident)
+
+
 async def _client(n: int, shared: bool) -> None:
     async with AsyncCommbox(token=TOKEN, base_url=BASE, rate_limit=NO_THROTTLING) as commbox:
         commbox._account._transport = InstantTransport(BODY)  # type: ignore[assignment]
@@ -196,6 +216,8 @@ PARTS: dict[str, tuple[Callable[[int], Coroutine[Any, Any, None]], int, int]] = 
     "decode": (decode, 500, 5500),
     "fan-out": (fanout, 500, 5500),
     "response": (response, 500, 5500),
+    "call, keywords": (functools.partial(call, keywords=True), 1000, 101000),
+    "call, positional": (functools.partial(call, keywords=False), 1000, 101000),
     "fetch_many": (functools.partial(_client, shared=False), 500, 5500),
     "unread_counts": (functools.partial(_client, shared=True), 500, 5500),
     "hotpath library": (_hotpath("commbox_async"), 200, 2200),
