@@ -23,7 +23,7 @@ from pathlib import Path
 from . import bench_throughput as bt
 from . import reference, servers
 from .common import fmt, markdown_table
-from .payloads import Payload, serve_payloads
+from .payloads import SERVED, Payload, serve_payloads
 
 # (category, what a function's file or name must contain), first match wins.
 _RULES: list[tuple[str, tuple[str, ...]]] = [
@@ -43,7 +43,7 @@ _RULES: list[tuple[str, tuple[str, ...]]] = [
         (
             "commbox_async/_account.py",
             "commbox_async/_transport.py",
-            "_protocol.py:request_url",
+            "_protocol.py:url",
         ),
     ),
     (
@@ -111,7 +111,12 @@ class Profile:
 
 
 def profile(
-    entry: bt.Entry, server: servers.Server, payload: Payload, n: int, concurrency: int
+    entry: bt.Entry,
+    server: servers.Server,
+    payload: Payload,
+    n: int,
+    concurrency: int,
+    dump: str | None = None,
 ) -> Profile:
     page = reference.decode(payload.body)
     want = bt.Check(len(page.data), page.data[0].content["guidRT"])
@@ -119,6 +124,8 @@ def profile(
     profiler.enable()
     bt.measure(entry, server, payload, n, concurrency, want)
     profiler.disable()
+    if dump is not None:
+        profiler.dump_stats(dump)
     stats = pstats.Stats(profiler)
     by_category: dict[str, float] = defaultdict(float)
     rows = []
@@ -137,12 +144,19 @@ def profile(
 
 
 def run(
-    server: servers.Server, payload: Payload, n: int = 3000, concurrency: int = 32
+    server: servers.Server,
+    payload: Payload,
+    n: int = 3000,
+    concurrency: int = 32,
+    dump: str | None = None,
 ) -> dict[str, Profile]:
-    """Profiles of the library and of the raw loop on the same body."""
+    """Profiles of the library and of the raw loop on the same body (the library's saved to
+    ``dump`` for pstats, when given)."""
     entries = {e.name: e for e in bt.contenders(with_uvloop=False)[0]}
     return {
-        name: profile(entries[name], server, payload, n, concurrency)
+        name: profile(
+            entries[name], server, payload, n, concurrency, dump if name == bt.LIBRARY else None
+        )
         for name in (bt.LIBRARY, bt.RAW)
     }
 
@@ -194,13 +208,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--server", choices=["auto", "nginx", "raw"], default="auto")
+    parser.add_argument("--body", choices=list(SERVED), default="small")
+    parser.add_argument(
+        "--dump", metavar="FILE", help="also save the library's raw profile (pstats) to FILE"
+    )
     args = parser.parse_args()
-    payload = serve_payloads()[0]
+    payload = serve_payloads([args.body])[0]
     with servers.start([payload], args.server) as server:
-        results, _ = bt.run(server, rounds=3, payloads=[payload], quick=True)
+        results, _ = bt.run(server, rounds=3, payloads=[payload], quick=True, goal_only=True)
         cpu = {name: s.median for name, s in results[0].cpu_us.items()}
         gcs = {name: s.median for name, s in results[0].gc_us.items()}
-        profiles = run(server, payload, args.requests)
+        profiles = run(server, payload, args.requests, dump=args.dump)
     print(f"{payload.label}, CPU per request measured over 3 interleaved rounds")
     print(table(profiles, cpu, gcs))
     for name in (bt.LIBRARY, bt.RAW):

@@ -36,7 +36,7 @@ from commbox_async import AsyncCommbox, RateLimit
 
 from . import reference, servers
 from .common import Series, fmt, markdown_table, ratio_text, rotate
-from .payloads import Payload, serve_payloads, touch_contents
+from .payloads import SERVED, Payload, serve_payloads, touch_contents
 
 LIBRARY = "commbox_async"
 RAW = "raw aiohttp + msgspec"
@@ -213,7 +213,10 @@ class Entry:
     uvloop: bool = False
 
 
-def contenders(with_uvloop: bool = True) -> tuple[list[Entry], list[str]]:
+def contenders(with_uvloop: bool = True, goal_only: bool = False) -> tuple[list[Entry], list[str]]:
+    """The contenders installed; ``goal_only``: the library and the raw loop, nothing else."""
+    if goal_only:
+        return [Entry(LIBRARY, library), Entry(RAW, raw_aiohttp)], []
     out = [Entry(LIBRARY, library), Entry(RAW, raw_aiohttp), Entry(RAW_TUNED, raw_tuned)]
     skipped = []
     try:
@@ -289,9 +292,10 @@ def run(
     concurrency: int = 32,
     quick: bool = False,
     payloads: list[Payload] | None = None,
+    goal_only: bool = False,
 ) -> tuple[list[ThroughputResult], list[str]]:
     """All contenders on every payload, interleaved round by round."""
-    entries, skipped = contenders(with_uvloop=not quick)
+    entries, skipped = contenders(with_uvloop=not quick, goal_only=goal_only)
     results = []
     for payload in payloads or serve_payloads():
         page = reference.decode(payload.body)
@@ -354,8 +358,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--server", choices=["auto", "nginx", "raw"], default="auto")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--body",
+        action="append",
+        choices=list(SERVED),
+        help="a body to serve (repeatable; default: small and synthetic)",
+    )
+    parser.add_argument(
+        "--goal-only",
+        action="store_true",
+        help="only the library and the raw loop (the pair the goal compares)",
+    )
     args = parser.parse_args()
-    payloads = serve_payloads()
+    payloads = serve_payloads(args.body)
     with servers.start(payloads, args.server) as server:
         print(f"server: {server.note}")
         results, skipped = run(
@@ -365,6 +380,7 @@ def main() -> None:
             concurrency=args.concurrency,
             quick=args.quick,
             payloads=payloads,
+            goal_only=args.goal_only,
         )
     print(table(results))
     for note in skipped:

@@ -72,9 +72,15 @@ def decode_payloads(quick: bool = False) -> list[Payload]:
     return [synthetic, build("full page", 100, 10)]
 
 
-def serve_payloads() -> list[Payload]:
-    """The throughput benchmark's bodies: about 8 KB and the synthetic ~80-100 KB page."""
-    return [build("small", 1, 7), build("synthetic", 10, 10)]
+#: The bodies the throughput benchmark can serve, by name: (conversations, children each).
+SERVED = {"2 KB": (1, 1), "small": (1, 7), "synthetic": (10, 10)}
+
+
+def serve_payloads(names: list[str] | None = None) -> list[Payload]:
+    """The throughput benchmark's bodies: by default about 8 KB and the synthetic ~80-100 KB
+    page; ``names`` picks others of ``SERVED`` ("2 KB": one conversation with one child, the
+    body where the per-request cost of the client weighs most)."""
+    return [build(name, *SERVED[name]) for name in names or ["small", "synthetic"]]
 
 
 def expected(body: bytes) -> Summary:

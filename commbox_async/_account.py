@@ -23,10 +23,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import backoff
+import msgspec
 from yarl import URL
 
 from ._config import Retries, Timeout
@@ -40,7 +40,7 @@ from ._errors import (
 )
 from ._models import UserObjectsPage
 from ._pacing import Outcome, Ticket
-from ._protocol import parse_response, request_url
+from ._protocol import RequestUrls, parse_response
 from ._retry import CallState, RetryBudget, decide_retry
 from ._stats import ClientStats
 from ._throttle import Limiter
@@ -55,10 +55,13 @@ logger = logging.getLogger("commbox_async")
 retry_logger = logging.getLogger("commbox_async.retries")
 
 
-@dataclass(slots=True)
-class Attempt:
+class Attempt(msgspec.Struct):
     """How one attempt ended: a page, or an error and the wait before the next try (``None``:
-    the call ends with this error)."""
+    the call ends with this error).
+
+    A Struct, not a dataclass: one is made per attempt, and a Struct is cheaper to make.
+    Tracked by the garbage collector (the default): it can hold an exception.
+    """
 
     page: UserObjectsPage | None = None
     error: CommboxError | None = None
@@ -93,7 +96,7 @@ class Account:
     ) -> None:
         self._transport = transport
         self._lane = transport.lane()  # this account's turn for the shared pool's connections
-        self._base = URL(base_url)
+        self._urls = RequestUrls(URL(base_url))
         self.token = token
         self._retries = retries
         self._rng = rng
@@ -119,7 +122,7 @@ class Account:
         if self.token.headers is None:
             await self.token.first()  # a provider's first token, asked on the first call
         now = time.monotonic()
-        url = request_url(self._base, identity_id, query_string)
+        url = self._urls.url(identity_id, query_string)
         call = Call(identity_id, url, now + deadline, now, retries=retries, timeout=timeout)
         self._budget.earn()
         attempt = await self._attempt(call)

@@ -503,9 +503,21 @@ class AsyncCommbox:
         self._check_open()
         # A job's fan-out skips the cache and the shared calls: its ids are distinct.
         method = self._shared.get if shared else self._account.request
-        request = functools.partial(method, query_string=query_string, deadline=limit)
-        if own is not _NO_OVERRIDES:
-            request = functools.partial(request, retries=own.retries, timeout=own.timeout)
+        request: Callable[[int], Awaitable[UserObjectsPage]]
+        if own is _NO_OVERRIDES:
+
+            def request(ident: int) -> Awaitable[UserObjectsPage]:
+                # Positional: a partial with keywords merges them into a new dict on every call.
+                return method(ident, query_string, limit)
+
+        else:
+            request = functools.partial(
+                method,
+                query_string=query_string,
+                deadline=limit,
+                retries=own.retries,
+                timeout=own.timeout,
+            )
         check_concurrency(concurrency)
         return self._fan_out(
             identity_ids, request, concurrency, dedupe, on_progress, unreachable_after

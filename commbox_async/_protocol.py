@@ -49,6 +49,7 @@ __all__ = [
     "Filters",
     "PagingFilters",
     "Query",
+    "RequestUrls",
     "build_headers",
     "check_base_url",
     "check_identity_id",
@@ -56,7 +57,6 @@ __all__ = [
     "is_insecure_remote",
     "parse_response",
     "parse_retry_after",
-    "request_url",
     "status_by_name",
     "token_fingerprint",
     "user_objects_path",
@@ -239,16 +239,30 @@ def user_objects_path(identity_id: int) -> str:
     return f"/v2/users/identities/{identity_id}/objects"
 
 
-def request_url(base: URL, identity_id: int, query_string: str) -> URL:
-    """The URL of one identity's page: the base URL with its path prefix (an API gateway's,
-    or none), the operation's path and the encoded query."""
-    return URL.build(
-        scheme=base.scheme,
-        authority=base.raw_authority,
-        path=base.raw_path.rstrip("/") + user_objects_path(identity_id),
-        query_string=query_string,
-        encoded=True,
-    )
+class RequestUrls:
+    """The URLs of one base URL's pages: the base with its path prefix (an API gateway's, or
+    none), the operation's path and the encoded query.
+
+    The base's parts are read once: yarl's properties cost as much as the build itself, and
+    an account builds a URL for every call.
+    """
+
+    __slots__ = ("_authority", "_prefix", "_scheme")
+
+    def __init__(self, base: URL) -> None:
+        self._scheme = base.scheme
+        self._authority = base.raw_authority
+        self._prefix = base.raw_path.rstrip("/")
+
+    def url(self, identity_id: int, query_string: str) -> URL:
+        """The URL of one identity's page with ``query_string`` (encoded already)."""
+        return URL.build(
+            scheme=self._scheme,
+            authority=self._authority,
+            path=self._prefix + user_objects_path(identity_id),
+            query_string=query_string,
+            encoded=True,
+        )
 
 
 def token_fingerprint(token: str) -> str:

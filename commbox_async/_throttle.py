@@ -188,6 +188,25 @@ class LocalLimiter:
 
     async def acquire(self) -> Ticket:
         """Wait for any pause to end and for a slot at the model's rate."""
+        now = self._clock()
+        limiter = self._limiter
+        if (
+            limiter is not None
+            and not self._fresh
+            and self.model.pause_remaining(now) <= 0
+            and self._current_limiter(now) is limiter
+            and limiter.has_capacity()
+        ):
+            # The usual case, read at one instant: no pause, the rate as it was, a free slot.
+            # Taking that slot does not wait, so the checks the loop below makes after a wait
+            # would find nothing new; the limiter's own acquire still takes it.
+            await limiter.acquire()
+            return self.model.on_send(now)
+        return await self._acquire_waiting()
+
+    async def _acquire_waiting(self) -> Ticket:
+        """``acquire`` when it may have to wait: for a pause, a new rate's empty bucket, or a
+        slot; the rate and the pause are read again after every wait."""
         model = self.model
         while True:
             if model.pause_remaining(self._clock()) > 0:
@@ -234,8 +253,8 @@ class LocalLimiter:
         slot.result()
         return True
 
-    def _current_limiter(self) -> AsyncLimiter:
-        rate = self.model.rate_at(self._clock())
+    def _current_limiter(self, now: float | None = None) -> AsyncLimiter:
+        rate = self.model.rate_at(self._clock() if now is None else now)
         self._note_change()
         limiter = self._limiter
         if limiter is None or rate != self._limiter_rate:

@@ -97,3 +97,53 @@ def test_quick_throttle_benchmark_reports_every_scenario(tmp_path: Path) -> None
     assert "peak RSS ratio" in done.stdout
     assert "goals: " in done.stdout
     assert (tmp_path / "throttle.png").stat().st_size > 10_000
+
+
+def test_hot_path_and_two_kb_throughput_run() -> None:
+    """`bench_hotpath` (the library's own cost over an instant transport) and the throughput
+    benchmark's 2 KB body, library and raw loop only, run to the end and print their tables."""
+    hot = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_hotpath", "--rounds", "1", "--requests", "300"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert hot.returncode == 0, hot.stdout[-2000:] + hot.stderr[-4000:]
+    assert "library's own cost (difference)" in hot.stdout
+    server = "nginx" if _has_nginx() else "raw"
+    fanout = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_throughput",
+            "--quick",
+            "--goal-only",
+            "--body",
+            "2 KB",
+            "--server",
+            server,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert fanout.returncode == 0, fanout.stdout[-2000:] + fanout.stderr[-4000:]
+    assert "| 2 KB (1x1, 2 KiB)" in fanout.stdout
+    assert "raw aiohttp + msgspec" in fanout.stdout
+    assert "httpx" not in fanout.stdout
+
+
+@pytest.mark.parametrize("part", ["limiter", "account", "fan-out", "unread_counts"])
+def test_instruction_parts_run(part: str) -> None:
+    """Each part that `bench_instructions` counts under callgrind runs on its own (no valgrind
+    here: one short run, which is what callgrind would watch)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_instructions", "--run", part, "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
