@@ -58,6 +58,9 @@ class _AtOnce:
     def __init__(self) -> None:
         self.response = Response(200, {}, BODY)
 
+    def lane(self) -> None:
+        return None  # no pool to share
+
     async def send(self, url: Any, headers: Any, deadline: float, *args: Any, **kw: Any) -> Any:
         return self.response
 
