@@ -35,9 +35,9 @@ from commbox_async import AsyncCommbox
 from commbox_async._transport import Response
 
 from . import reference
-from .bench_throughput import NO_THROTTLING, TOKEN, Check
+from .bench_throughput import NO_THROTTLING, TOKEN, Check, check_results
 from .common import markdown_table
-from .payloads import SERVED, serve_payloads, touch_contents
+from .payloads import SERVED, serve_payloads
 
 BASE = "http://127.0.0.1:9"  # never connected to: the transport below answers instead
 
@@ -60,18 +60,9 @@ async def library(body: bytes, n: int, concurrency: int, check: Check) -> float:
     async with AsyncCommbox(token=TOKEN, base_url=BASE, rate_limit=NO_THROTTLING) as commbox:
         # The account's transport is the only part replaced: every layer above it runs.
         commbox._account._transport = InstantTransport(body)  # type: ignore[assignment]
-        docs: list[Any] = []
         gc.collect()
         cpu0 = time.process_time()
-        async for result in commbox.fetch_many(range(1, n + 1), concurrency=concurrency):
-            page = result.response
-            if page is None:
-                check.bad += 1
-                continue
-            docs = touch_contents(page)
-            first = page.data[0].content if page.data else None
-            check.page(result.identity_id, len(page.data), first["guidRT"] if first else None)
-        del docs
+        await check_results(commbox.fetch_many(range(1, n + 1), concurrency=concurrency), check)
         return time.process_time() - cpu0
 
 
@@ -88,8 +79,7 @@ async def raw_loop(body: bytes, n: int, concurrency: int, check: Check) -> float
                 check.bad += 1
                 continue
             page = reference.decode(response.body)
-            first = page.data[0].content if page.data else None
-            check.page(ident, len(page.data), first["guidRT"] if first else None)
+            check.page(ident, page)
 
     gc.collect()
     cpu0 = time.process_time()

@@ -25,14 +25,14 @@ import argparse
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from commbox_async import AsyncCommbox, RateLimit
+from commbox_async import AsyncCommbox, FetchResult, RateLimit
 
 from . import reference, servers
 from .common import Series, fmt, markdown_table, ratio_text, rotate
@@ -59,8 +59,11 @@ class Check:
     bad: int = 0
     ids: set[int] = field(default_factory=set)
 
-    def page(self, ident: int, conversations: int, guid: str | None) -> None:
-        if conversations == self.conversations and guid == self.guid and ident not in self.ids:
+    def page(self, ident: int, page: Any) -> None:
+        """A decoded page (the library's or the reference's): right, and for a new id?"""
+        first = page.data[0].content if page.data else None
+        guid = first["guidRT"] if first else None
+        if len(page.data) == self.conversations and guid == self.guid and ident not in self.ids:
             self.ids.add(ident)
             self.ok += 1
         else:
@@ -94,22 +97,26 @@ class _GcTimer:
 Timed = Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]
 
 
+async def check_results(results: AsyncIterator[FetchResult], check: Check) -> None:
+    """Every result of a fan-out checked, and its page's documents touched."""
+    docs: list[Any] = []
+    async for result in results:
+        page = result.response
+        if page is None:
+            check.bad += 1
+            continue
+        # The decoded documents stay alive until the next result, as the raw loop's
+        # eagerly decoded page does until its worker's next one.
+        docs = touch_contents(page)
+        check.page(result.identity_id, page)
+    del docs
+
+
 async def library(url: str, ids: range, concurrency: int, check: Check, timed: Timed) -> None:
     async with AsyncCommbox(token=TOKEN, base_url=url, rate_limit=NO_THROTTLING) as commbox:
 
         async def fetch(idents: range, check: Check) -> None:
-            docs: list[Any] = []
-            async for result in commbox.fetch_many(idents, concurrency=concurrency):
-                page = result.response
-                if page is None:
-                    check.bad += 1
-                    continue
-                # The decoded documents stay alive until the next result, as the raw loop's
-                # eagerly decoded page does until its worker's next one.
-                docs = touch_contents(page)
-                first = page.data[0].content if page.data else None
-                check.page(result.identity_id, len(page.data), first["guidRT"] if first else None)
-            del docs
+            await check_results(commbox.fetch_many(idents, concurrency=concurrency), check)
 
         await fetch(range(1, concurrency + 1), Check(check.conversations, check.guid))
         await timed(lambda: fetch(ids, check))
@@ -132,8 +139,7 @@ async def raw_aiohttp(url: str, ids: range, concurrency: int, check: Check, time
                         check.bad += 1
                         continue
                     page = reference.decode(body)
-                    first = page.data[0].content if page.data else None
-                    check.page(ident, len(page.data), first["guidRT"] if first else None)
+                    check.page(ident, page)
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -169,8 +175,7 @@ async def raw_tuned(url: str, ids: range, concurrency: int, check: Check, timed:
                         check.bad += 1
                         continue
                     page = reference.decode(body)
-                    first = page.data[0].content if page.data else None
-                    check.page(ident, len(page.data), first["guidRT"] if first else None)
+                    check.page(ident, page)
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -194,8 +199,7 @@ async def httpx_client(url: str, ids: range, concurrency: int, check: Check, tim
                         check.bad += 1
                         continue
                     page = reference.decode(response.content)
-                    first = page.data[0].content if page.data else None
-                    check.page(ident, len(page.data), first["guidRT"] if first else None)
+                    check.page(ident, page)
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 

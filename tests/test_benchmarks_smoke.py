@@ -35,31 +35,32 @@ def _has_nginx() -> bool:
     )
 
 
+def _benchmark(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.<args>`` from the project's root; it must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
 @pytest.mark.parametrize("server", ["nginx", "raw"])
 def test_quick_benchmarks_run_and_print_their_tables(tmp_path: Path, server: str) -> None:
     """`python -m benchmarks.run_all --quick` exits 0 against nginx and against the raw server,
     prints every table and writes RESULTS.md."""
     if server == "nginx" and not _has_nginx():
         pytest.skip(NGINX_HINT)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run_all",
-            "--quick",
-            "--no-throttle",
-            "--no-install",
-            "--server",
-            server,
-            "--out-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = _benchmark(
+        "benchmarks.run_all",
+        "--quick",
+        "--no-throttle",
+        "--no-install",
+        "--server",
+        server,
+        "--out-dir",
+        str(tmp_path),
         timeout=180,
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     # The server asked for is the one that ran (no silent fallback from nginx to raw).
     assert SERVER_LINES[server] in done.stdout, done.stdout[:2000]
     for heading in TABLES:
@@ -77,14 +78,9 @@ def test_quick_throttle_benchmark_reports_every_scenario(tmp_path: Path) -> None
     """`python -m benchmarks.bench_throttle --quick` exits 0 and reports all eight scenarios
     for all three contenders, the goals, memory, and a chart (the library's figures are not
     judged here: the full run judges them)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_throttle", "--quick", "--out-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = _benchmark(
+        "benchmarks.bench_throttle", "--quick", "--out-dir", str(tmp_path), timeout=600
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "Traceback" not in done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     for scenario in SCENARIOS:
@@ -102,34 +98,19 @@ def test_quick_throttle_benchmark_reports_every_scenario(tmp_path: Path) -> None
 def test_hot_path_and_two_kb_throughput_run() -> None:
     """`bench_hotpath` (the library's own cost over an instant transport) and the throughput
     benchmark's 2 KB body, library and raw loop only, run to the end and print their tables."""
-    hot = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_hotpath", "--rounds", "1", "--requests", "300"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert hot.returncode == 0, hot.stdout[-2000:] + hot.stderr[-4000:]
+    hot = _benchmark("benchmarks.bench_hotpath", "--rounds", "1", "--requests", "300", timeout=120)
     assert "library's own cost (difference)" in hot.stdout
     server = "nginx" if _has_nginx() else "raw"
-    fanout = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bench_throughput",
-            "--quick",
-            "--goal-only",
-            "--body",
-            "2 KB",
-            "--server",
-            server,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    fanout = _benchmark(
+        "benchmarks.bench_throughput",
+        "--quick",
+        "--goal-only",
+        "--body",
+        "2 KB",
+        "--server",
+        server,
         timeout=180,
     )
-    assert fanout.returncode == 0, fanout.stdout[-2000:] + fanout.stderr[-4000:]
     assert "| 2 KB (1x1, 2 KiB)" in fanout.stdout
     assert "raw aiohttp + msgspec" in fanout.stdout
     assert "httpx" not in fanout.stdout
@@ -139,11 +120,4 @@ def test_hot_path_and_two_kb_throughput_run() -> None:
 def test_instruction_parts_run(part: str) -> None:
     """Each part that `bench_instructions` counts under callgrind runs on its own (no valgrind
     here: one short run, which is what callgrind would watch)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_instructions", "--run", part, "20"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    _benchmark("benchmarks.bench_instructions", "--run", part, "20", timeout=120)
