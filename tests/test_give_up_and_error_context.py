@@ -5,9 +5,10 @@ errors that carry the response's headers and first bytes, default headers, statu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pickle
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -134,6 +135,24 @@ def test_an_error_without_a_response_has_no_headers() -> None:
     assert error.headers is None and error.request_id is None and error.body == b""
 
 
+@contextlib.asynccontextmanager
+async def _serving(
+    handle: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[str]:
+    """A loopback server that answers every path with ``handle``; its base URL."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def header_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
     """A server that records each request's headers and answers an empty page."""
@@ -143,15 +162,8 @@ async def header_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         seen.append(dict(request.headers))
         return web.json_response({"status": 200, "data": []})
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    async with _serving(handle) as url:
+        yield url, seen
 
 
 async def test_default_headers_go_with_every_request(
@@ -230,15 +242,8 @@ async def echo_server() -> AsyncIterator[str]:
         body = json.dumps({"status": 502, "description": f"bad gateway for {auth}"})
         return web.Response(status=502, body=body, headers={"X-Echo": auth})
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with _serving(handle) as url:
+        yield url
 
 
 async def test_a_token_echoed_by_the_server_never_reaches_the_error(echo_server: str) -> None:
