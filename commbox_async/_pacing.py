@@ -90,7 +90,11 @@ its floor (the first burst over the pause) and the pace can be a hundredfold apa
 search starts halfway between them in ratio instead (a slow drain at the end is what lets the
 bucket fit read the refill rate to a percent or two; the fit takes the capacity from the first
 burst less the refill during it, and at each 429 the bucket is taken to hold, on average, what
-a pace p over a refill r leaves of the last token, (1 + r/p) / 2). A *ceiling* is a rate
+a pace p over a refill r leaves of the last token, (1 + r/p) / 2; a first burst sent slowly,
+by a busy client, gives the capacity only as an upper bound, the whole burst, taken when
+nothing fits without it). A rate that ran quietly and then drained a bucket within twice the
+time its burst hides that excess, by the fit, is forgotten (row 22 would go back to it and drain
+again). A *ceiling* is a rate
 whose rise failed (row 1, or the rate a flood cut from, row 4); it is trusted
 1% less each second. The *noise* share is ``NOISE_SHARE``, or the share shown not to fall
 when slowing down. 429s tolerated as noise do not break a quiet spell. Row 6 for paused 429s:
@@ -113,6 +117,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 from ._pacing_readings import (
@@ -734,13 +739,8 @@ class PacingModel:
             return
         if best is not None:
             self._hold(cure=(pace, at.share, at.now) if testable else None)
-            good = self._good
-            if good is not None and best.reason is not Reason.STEP_DOWN:
-                # The rate that "ran quietly" was just above this limit (a bucket's burst hid
-                # the excess for a few seconds): going back to it would only drain again. (A
-                # step down says only that the pace was too fast, not that the rate before it
-                # was.)
-                self._good = None if best.rate <= good <= best.rate / self.HOLD**2 else good
+            if self._good is not None and self._hid_the_excess(best, self._good, at.drained):
+                self._good = None
             self._set(at.now, max(self.min_rate, best.rate * self.HOLD), best.reason, best.evidence)
         elif floor is not None and floor.rate < 0.98 * pace:
             self._search(at, floor, pace, cold)
@@ -881,6 +881,25 @@ class PacingModel:
         )
         return True
 
+    def _hid_the_excess(self, best: Reading, good: float, drained: float) -> bool:
+        """Whether the rate that "ran quietly" was above the limit ``best`` reads: a bucket's
+        burst hid the excess for a few seconds, and going back to it would only drain again.
+        Just above the reading; or far above a bucket fit, when it drained no later than a
+        burst (the first one, at most twice over) allows at that excess. (A step down says
+        only that the pace was too fast, not that the rate before it was. A limit that fell
+        after a long quiet stretch at that rate is no such case: that rate may come back.)"""
+        if best.reason is Reason.STEP_DOWN or good < best.rate:
+            return False
+        if good <= best.rate / self.HOLD**2:
+            return True
+        ran = drained - max(self._rate_since, self._resume)
+        return (
+            best.reason is Reason.BUCKET_FIT
+            and self._burst is not None
+            and self._good_at >= self._rate_since  # that rate is the one that drained
+            and ran <= 2.0 * self._burst / (good - best.rate)
+        )
+
     def _bucket_fit(self, drained: float, pace: float) -> Reading | None:
         """The refill rate of a bucket, of the burst seen at the first 429, that is empty at
         ``drained``: replayed from the previous 429 (empty then, refilled during the pause) or,
@@ -895,20 +914,30 @@ class PacingModel:
         ]
         if len(sent) < 5:
             return None
-        rate = bucket_fit(
+        evidence = f"{len(sent)} accepted in the {drained - origin:.1f} s since the last 429"
+        fit = partial(
+            bucket_fit,
             sent,
             origin=origin,
             drained=drained,
             burst=self._burst,
-            first_span=self._first_span,
             first_pace=self._first_pace,
             full=self._last_drain is None,
             lo=self.min_rate,
             hi=pace,
         )
+        rate = fit(first_span=self._first_span)
+        if (rate is None or rate >= 0.98 * pace) and self._first_pace < 0.5 * self.max_rate:
+            # A first burst sent slowly (a client busy with other work) spans long enough that
+            # the refill during it is guesswork, and a capacity read too small leaves no rate
+            # below the pace to explain this drain. The capacity is at most the whole burst:
+            # the lowest refill rate that explains the drain with it is a reading on the safe
+            # side. (At full pace the span is too short to matter: a drain no rate explains
+            # there is not a bucket's, random 429s for one.)
+            rate = fit(first_span=0.0)
+            evidence += f", a capacity of at most {self._burst:.0f}"
         if rate is None:
             return None  # no rate below the pace explains a drain here: not a bucket
-        evidence = f"{len(sent)} accepted in the {drained - origin:.1f} s since the last 429"
         return Reading(rate, Reason.BUCKET_FIT, evidence)
 
     def _judge_cure(self, now: float) -> bool:

@@ -9,7 +9,7 @@ import statistics
 import pytest
 from pacing_sim import ACCOUNT_SCENARIOS, simulate
 
-from commbox_async._pacing import Outcome, PacingModel, Reason
+from commbox_async._pacing import Outcome, PacingModel, RateChange, Reason
 
 #: A busy start: for its first 0.5 s the client sends at most 60/s, its requests reach the
 #: server 0.12 to 0.4 s late (in order, or, with False, not), then it is quick again.
@@ -77,3 +77,46 @@ def test_a_busy_start_costs_each_account_little() -> None:
     ratios.sort()
     assert statistics.median(ratios) <= 1.25, ratios
     assert ratios[int(0.9 * len(ratios))] <= 1.8, ratios
+
+
+def _changes(name: str, seed: int, busy: tuple[float, ...] | None) -> list[RateChange]:
+    """The rate changes of one account's job in the simulator."""
+    sc = next(s for s in ACCOUNT_SCENARIOS if s.name == name)
+    models: list[PacingModel] = []
+
+    def factory(rate: float, adaptive: bool) -> PacingModel:
+        models.append(PacingModel(rate, adaptive=adaptive))
+        return models[-1]
+
+    simulate(
+        sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed, busy=busy, model_factory=factory
+    )
+    return list(models[0].changes)
+
+
+def test_a_first_burst_sent_slowly_still_gives_a_bucket_fit() -> None:
+    """A 25/s bucket (burst 5) whose first burst went out at 40/s, 0.3 s late: the refill
+    during that burst is guesswork, and the capacity it gave was too small for any rate below
+    the pace to explain the next drain. The fit takes the capacity at its upper bound (the
+    whole burst) instead. Before, no reading came: the model searched from a floor and
+    drained again, every 2.4 s, to the end of the job (1.84x its ideal)."""
+    changes = _changes("account_25", 2, (0.5, 40.0, 0.3))
+    fits = [c for c in changes if c.reason is Reason.BUCKET_FIT]
+    assert fits, [str(c) for c in changes]
+    assert "a capacity of at most" in fits[0].evidence
+    searches_after = [c for c in changes if c.at > fits[0].at and c.reason is Reason.SEARCHING]
+    assert not searches_after, [str(c) for c in changes]
+
+
+def test_a_rate_that_drained_a_bucket_is_not_gone_back_to() -> None:
+    """An 11.5/s bucket: the first fit read 12.9/s (held: the burst hides the excess for
+    4 s), the second 11.1/s. The rate that ran quietly for those 4 s drained the bucket in
+    the time its burst allows at that excess: it is not one to recover to. Before, the model
+    went back to it after every 2 quiet seconds and drained again, twice more (1.19x its
+    ideal, against 1.12x)."""
+    changes = _changes("account_11.5", 1, None)
+    fits = [c for c in changes if c.reason is Reason.BUCKET_FIT]
+    assert len(fits) == 2, [str(c) for c in changes]
+    drained_at = fits[0].new  # the rate held after the first fit, which drained
+    later = [c for c in changes if c.at > fits[1].at]
+    assert all(c.new < drained_at for c in later), [str(c) for c in changes]
