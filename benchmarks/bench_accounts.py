@@ -76,6 +76,8 @@ class Outcome:
     role: str = "plain"
     throttled: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    #: The account's rate changes, seconds from the start of the jobs (``--explain``).
+    changes: list[str] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -125,6 +127,7 @@ async def run_jobs(
         server.add_token(token, throttling=throttling)
     current = dict(zip(tokens, tokens, strict=True))  # what each account's provider returns now
     outcomes = [Outcome(rate, ids) for rate in rates()]
+    views: list[AsyncCommbox] = []
     async with (
         server,
         AsyncCommbox(token=server.token, base_url=server.url, rate_limit=CLIENT_RATE) as commbox,
@@ -143,8 +146,16 @@ async def run_jobs(
                     current[token] = server.rotate(token, new_token=f"{token}-2")
 
             view = commbox.with_token(lambda token=token: current[token])  # type: ignore[misc]
+            views.append(view)
             jobs.append(_job(view, outcomes[i], 1 + i * ids, halfway, started))
+        clock_started = time.monotonic()  # the limiters' clock
         await asyncio.gather(*jobs)
+        for view, outcome in zip(views, outcomes, strict=True):
+            # The pacing model's own record (an internal: a benchmark may look inside).
+            model = getattr(view.limiter, "model", None)
+            outcome.changes = (
+                [f"{c.at - clock_started:6.2f} s  {c}" for c in model.changes] if model else []
+            )
     for token, outcome in zip(tokens, outcomes, strict=True):
         outcome.throttled = server.count("throttled", account=server.accounts.account_of(token))
     return outcomes
@@ -328,6 +339,16 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     return result
 
 
+def explain(outcome_runs: list[list[Outcome]]) -> None:
+    """Why each account over the goal was slow: its rate changes, run by run."""
+    for run, outcomes in enumerate(outcome_runs, 1):
+        for outcome in outcomes:
+            if outcome.role == "plain" and outcome.ratio > GOAL:
+                print(f"  run {run}, the {outcome.rate:.1f}/s account, {outcome.ratio:.2f}x:")
+                for line in outcome.changes:
+                    print(f"    {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -345,6 +366,11 @@ def main() -> None:
         default="small",
         help="the fake server's page (default small: see PAGES)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the rate changes of each account over the goal",
+    )
     args = parser.parse_args()
     ids = args.ids or (50 if args.quick else 200)
     runs = args.runs or (1 if args.quick else 3)
@@ -358,7 +384,8 @@ def main() -> None:
     for scenario in ("plain", "revoke+rotate"):
         if scenario not in only:
             continue
-        figures = [summary(asyncio.run(run_jobs(ids, scenario, args.page))) for _ in range(runs)]
+        outcome_runs = [asyncio.run(run_jobs(ids, scenario, args.page)) for _ in range(runs)]
+        figures = [summary(outcomes) for outcomes in outcome_runs]
         worst = [f["worst_ratio"] for f in figures]
         print(
             f"{scenario}: {ACCOUNTS} accounts x {ids} ids, {runs} run(s): worst account "
@@ -373,6 +400,8 @@ def main() -> None:
                     {k: round(v, 3) if isinstance(v, float) else v for k, v in figure.items()}
                 )
             )
+        if args.explain:
+            explain(outcome_runs)
     if "pool" in only:
         report_pool(runs)
     if "memory" in only:
