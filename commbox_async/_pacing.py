@@ -90,15 +90,17 @@ its floor (the first burst over the pause) and the pace can be a hundredfold apa
 search starts halfway between them in ratio instead (a slow drain at the end is what lets the
 bucket fit read the refill rate to a percent or two; the fit takes the capacity from the first
 burst less the refill during it, and at each 429 the bucket is taken to hold, on average, what
-a pace p over a refill r leaves of the last token, (1 + r/p) / 2; a first burst sent slowly,
-by a busy client, gives the capacity only as an upper bound, the whole burst, taken when
-nothing fits without it). A rate that ran quietly and then drained a bucket within twice the
-time its burst hides that excess, by the fit, is forgotten (row 22 would go back to it and drain
-again). A *ceiling* is a rate
-whose rise failed (row 1, or the rate a flood cut from, row 4); it is trusted
-1% less each second. The *noise* share is ``NOISE_SHARE``, or the share shown not to fall
-when slowing down. 429s tolerated as noise do not break a quiet spell. Row 6 for paused 429s:
-each step down they cause (after a cold start's) goes on trial with the share of 429s at the
+a pace p over a refill r leaves of the last token, (1 + r/p) / 2; a first burst sent at under
+half the maximum, by a busy client, gives the capacity only as an upper bound, the whole burst,
+taken when no rate below 0.98 of the pace fits without it and the burst is a tenth or more of
+what was accepted since: the rate it reads is a lower bound, which a step down that reads
+higher overrides). A rate that ran quietly and then
+drained a bucket within twice the time its burst hides that excess, by the fit, is forgotten
+(row 22 would go back to it and drain again). A *ceiling* is a rate whose rise failed (row 1,
+or the rate a flood cut from, row 4); it is trusted 1% less each second. The *noise* share
+is ``NOISE_SHARE``, or the share shown not to fall when slowing down. 429s tolerated as noise
+do not break a quiet spell. Row 6 for paused 429s: each step down they cause (after a cold
+start's) goes on trial with the share of 429s at the
 pace that drained (over CURE_EVIDENCE attempts at least); the steps that follow with no rise
 between keep the pace before the first; a share since the step under a tenth of NOISE_SHARE
 ends the trial (a real limit, held right); row 11 reads a paused 429's share over LOG_SPAN.
@@ -209,6 +211,7 @@ class Reading(NamedTuple):
     rate: float
     reason: Reason
     evidence: str
+    at_least: bool = False  # the rate is at least this (a fit of a capacity's upper bound)
 
 
 def best_estimate(readings: list[Reading], pace: float) -> tuple[Reading | None, Reading | None]:
@@ -326,7 +329,6 @@ class PacingModel:
         self._pause_end = -math.inf
         self._last_drain: float | None = None  # send time of the last 429 that was read
         self._burst: float | None = None  # accepted from a full start to the first 429
-        self._first_start = 0.0  # when the attempts of that burst began
         self._first_span = 0.0  # how long that took
         self._first_pace = max_rate  # at what pace
         self._from_full = self.phase is Phase.FULL  # started at full pace, not remembered
@@ -821,7 +823,11 @@ class PacingModel:
             evidence = f"{pace:.4g}/s ran {ran:.1f} s before a 429"
             readings.append(Reading(pace * self.STEP_DOWN / self.HOLD, Reason.STEP_DOWN, evidence))
         fit = self._bucket_fit(drained, pace) if burst_known and not at.free else None
-        if fit is not None:
+        if fit is not None and not (
+            # A rate's lower bound says nothing against a step down that reads higher.
+            fit.at_least
+            and any(r.rate > fit.rate for r in readings if r.reason is Reason.STEP_DOWN)
+        ):
             readings.append(fit)
         self._last_drain = drained
         return readings
@@ -847,7 +853,7 @@ class PacingModel:
             # A burst only from a full start at full pace: after a remembered start the
             # first 429 comes after a long stretch near the limit, which says nothing of it.
             self._burst = float(max(accepted, 1))
-        self._first_start, self._first_span, self._first_pace = at.start, span, pace
+        self._first_span, self._first_pace = span, pace
         evidence = f"{accepted} accepted before the first 429, then a {at.pause:.1f} s pause"
         return Reading(rate, Reason.DRAIN_TO_DRAIN, evidence)
 
@@ -885,8 +891,9 @@ class PacingModel:
     def _hid_the_excess(self, best: Reading, good: float, drained: float) -> bool:
         """Whether the rate that "ran quietly" was above the limit ``best`` reads: a bucket's
         burst hid the excess for a few seconds, and going back to it would only drain again.
-        Just above the reading; or far above a bucket fit, when it drained no later than a
-        burst (the first one, at most twice over) allows at that excess. (A step down says
+        Within HOLD squared above the reading; or, further above a bucket fit, when that rate
+        itself drained no later than a burst (the first one, twice over) allows at that
+        excess. (A step down says
         only that the pace was too fast, not that the rate before it was. A limit that fell
         after a long quiet stretch at that rate is no such case: that rate may come back.)"""
         if best.reason is Reason.STEP_DOWN or good < best.rate:
@@ -897,24 +904,19 @@ class PacingModel:
         return (
             best.reason is Reason.BUCKET_FIT
             and self._burst is not None
-            and self._good_at >= self._rate_since  # that rate is the one that drained
+            # That rate is the one that drained: marked good after it was set (a probe set
+            # in the same instant as the mark is a rate above it)
+            and self._good_at > self._rate_since
             and ran <= 2.0 * self._burst / (good - best.rate)
         )
 
     def _bucket_fit(self, drained: float, pace: float) -> Reading | None:
         """The refill rate of a bucket, of the burst seen at the first 429, that is empty at
         ``drained``: replayed from the previous 429 (empty then, refilled during the pause) or,
-        before any, from the start (full). None when the log is too short to tell."""
+        before any, from the start (full); with the capacity at its upper bound when a slow
+        first burst leaves nothing to fit. None when the log is too short to tell."""
         if self._burst is None:
             return None
-        # Counted again now that its answers are in: a 429 is answered at once and a page
-        # takes longer, so the first 429 can be read before attempts sent ahead of it are
-        # answered (measured in throttle_zoo's short job: a burst of 10 read as 7, a refill
-        # rate of 150/s fitted as 157/s, and a third drain).
-        accepted, _ = window_counts(
-            self._log, self._first_start, self._first_start + self._first_span
-        )
-        self._burst = max(self._burst, float(accepted))
         origin = self._last_drain if self._last_drain is not None else self._started
         if origin is None or drained - max(origin, self._resume) < self.MIN_SPAN:
             return None
@@ -936,15 +938,21 @@ class PacingModel:
             hi=pace,
         )
         rate = fit(first_span=self._first_span)
-        if (rate is None or rate >= 0.98 * pace) and self._first_pace < 0.5 * self.max_rate:
+        slow_start = self._first_pace < 0.5 * self.max_rate
+        if (rate is None or rate >= 0.98 * pace) and slow_start and self._burst >= 0.1 * len(sent):
             # A first burst sent slowly (a client busy with other work) spans long enough that
             # the refill during it is guesswork, and a capacity read too small leaves no rate
             # below the pace to explain this drain. The capacity is at most the whole burst:
             # the lowest refill rate that explains the drain with it is a reading on the safe
-            # side. (At full pace the span is too short to matter: a drain no rate explains
-            # there is not a bucket's, random 429s for one.)
+            # side. Only where the capacity is a tenth or more of what was accepted since: over
+            # a longer stretch it cannot be what leaves no rate to fit (a limit that fell
+            # can). And not at full pace, where the span is too short to matter: a drain no
+            # rate explains there is not a bucket's (random 429s, for one).
             rate = fit(first_span=0.0)
-            evidence += f", a capacity of at most {self._burst:.0f}"
+            if rate is None:
+                return None
+            evidence += f", a capacity of about the whole burst of {self._burst:.0f}"
+            return Reading(rate, Reason.BUCKET_FIT, evidence, at_least=True)
         if rate is None:
             return None  # no rate below the pace explains a drain here: not a bucket
         return Reading(rate, Reason.BUCKET_FIT, evidence)
