@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from loopback import serve
 
 from commbox_async import (
     AsyncCommbox,
@@ -112,24 +113,6 @@ def paced_client(
         rng=NoJitter(),
     )
     return fast_client(server, limiter=local, retries=retries)
-
-
-@contextlib.asynccontextmanager
-async def serve(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
-    """Serve ``handler`` at the v2 path on a free loopback port; yields the base URL."""
-    app = web.Application()
-    app.router.add_get("/v2/users/identities/{ident}/objects", handler)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 # --- statuses: class and retry ---------------------------------------------------------------

@@ -5,13 +5,13 @@ errors that carry the response's headers and first bytes, default headers, statu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import pickle
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from loopback import serve
 
 from commbox_async import (
     AsyncCommbox,
@@ -135,24 +135,6 @@ def test_an_error_without_a_response_has_no_headers() -> None:
     assert error.headers is None and error.request_id is None and error.body == b""
 
 
-@contextlib.asynccontextmanager
-async def _serving(
-    handle: Callable[[web.Request], Awaitable[web.Response]],
-) -> AsyncIterator[str]:
-    """A loopback server that answers every path with ``handle``; its base URL."""
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture
 async def header_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
     """A server that records each request's headers and answers an empty page."""
@@ -162,7 +144,7 @@ async def header_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         seen.append(dict(request.headers))
         return web.json_response({"status": 200, "data": []})
 
-    async with _serving(handle) as url:
+    async with serve(handle) as url:
         yield url, seen
 
 
@@ -242,7 +224,7 @@ async def echo_server() -> AsyncIterator[str]:
         body = json.dumps({"status": 502, "description": f"bad gateway for {auth}"})
         return web.Response(status=502, body=body, headers={"X-Echo": auth})
 
-    async with _serving(handle) as url:
+    async with serve(handle) as url:
         yield url
 
 
