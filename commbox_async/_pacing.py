@@ -94,14 +94,13 @@ a pace p over a refill r leaves of the last token, (1 + r/p) / 2; a first burst 
 half the maximum, by a busy client, gives the capacity only as an upper bound, the whole burst,
 taken when no rate below 0.98 of the pace fits without it and the burst is a tenth or more of
 what was accepted since: the rate it reads is a lower bound, which a step down that reads
-higher overrides). A rate that ran quietly and then
-drained a bucket within twice the time its burst hides that excess, by the fit, is forgotten
-(row 22 would go back to it and drain again). A *ceiling* is a rate whose rise failed (row 1,
-or the rate a flood cut from, row 4); it is trusted 1% less each second. The *noise* share
-is ``NOISE_SHARE``, or the share shown not to fall when slowing down. 429s tolerated as noise
-do not break a quiet spell. Row 6 for paused 429s: each step down they cause (after a cold
-start's) goes on trial with the share of 429s at the
-pace that drained (over CURE_EVIDENCE attempts at least); the steps that follow with no rise
+higher overrides). A rate that ran quietly and then drained a bucket within twice the time its
+burst hides that excess, by the fit, is forgotten (row 22 would go back to it and drain again).
+A *ceiling* is a rate whose rise failed (row 1, or the rate a flood cut from, row 4); it is
+trusted 1% less each second. The *noise* share is ``NOISE_SHARE``, or the share shown not to
+fall when slowing down. 429s tolerated as noise do not break a quiet spell. Row 6 for paused
+429s: each step down they cause (after a cold start's) goes on trial with the share of 429s at
+the pace that drained (over CURE_EVIDENCE attempts at least); the steps that follow with no rise
 between keep the pace before the first; a share since the step under a tenth of NOISE_SHARE
 ends the trial (a real limit, held right); row 11 reads a paused 429's share over LOG_SPAN.
 
@@ -220,7 +219,8 @@ def best_estimate(readings: list[Reading], pace: float) -> tuple[Reading | None,
     Drain-to-drain readings are floors (the server took at least that); the others are
     estimates. An estimate is plausible between the floor and the pace that drained; one no
     higher than the floor says nothing more than the floor does. A step down is only a
-    fallback: any other plausible estimate knows better.
+    fallback: any other plausible estimate knows better, except a lower bound (``at_least``)
+    below it, which says nothing against it.
     """
     floors = [r for r in readings if r.reason is Reason.DRAIN_TO_DRAIN]
     floor = max(floors, key=lambda r: r.rate) if floors else None
@@ -230,6 +230,8 @@ def best_estimate(readings: list[Reading], pace: float) -> tuple[Reading | None,
         for r in readings
         if r.reason is not Reason.DRAIN_TO_DRAIN and 1.05 * low <= r.rate < 0.98 * pace
     ]
+    step_down = max((r.rate for r in estimates if r.reason is Reason.STEP_DOWN), default=0.0)
+    estimates = [r for r in estimates if not (r.at_least and r.rate < step_down)]
     if len(estimates) > 1:
         estimates = [r for r in estimates if r.reason is not Reason.STEP_DOWN]
     return floor, (max(estimates, key=lambda r: r.rate) if estimates else None)
@@ -823,11 +825,7 @@ class PacingModel:
             evidence = f"{pace:.4g}/s ran {ran:.1f} s before a 429"
             readings.append(Reading(pace * self.STEP_DOWN / self.HOLD, Reason.STEP_DOWN, evidence))
         fit = self._bucket_fit(drained, pace) if burst_known and not at.free else None
-        if fit is not None and not (
-            # A rate's lower bound says nothing against a step down that reads higher.
-            fit.at_least
-            and any(r.rate > fit.rate for r in readings if r.reason is Reason.STEP_DOWN)
-        ):
+        if fit is not None:
             readings.append(fit)
         self._last_drain = drained
         return readings
@@ -893,9 +891,9 @@ class PacingModel:
         burst hid the excess for a few seconds, and going back to it would only drain again.
         Within HOLD squared above the reading; or, further above a bucket fit, when that rate
         itself drained no later than a burst (the first one, twice over) allows at that
-        excess. (A step down says
-        only that the pace was too fast, not that the rate before it was. A limit that fell
-        after a long quiet stretch at that rate is no such case: that rate may come back.)"""
+        excess. (A step down says only that the pace was too fast, not that the rate before it
+        was. A limit that fell after a long quiet stretch at that rate is no such case: that
+        rate may come back.)"""
         if best.reason is Reason.STEP_DOWN or good < best.rate:
             return False
         if good <= best.rate / self.HOLD**2:

@@ -230,3 +230,15 @@ def test_a_share_slowing_did_not_cure_is_tolerated_even_with_a_pause() -> None:
     assert model.rate == 100.0
     assert model.last_change.reason is Reason.TOLERATED
     assert "did not lower it" in model.last_change.evidence
+
+
+def test_a_lower_bound_says_nothing_against_a_higher_step_down() -> None:
+    """A bucket fit of a capacity's upper bound reads the lowest rate that explains the drain:
+    a step down that reads higher wins over it (a co-tenant's bucket after a busy start was
+    held at 60/s for a limit of 70/s). A fit that is not a bound still knows better."""
+    floor = Reading(10.0, Reason.DRAIN_TO_DRAIN, "")
+    step_down = Reading(70.0, Reason.STEP_DOWN, "")
+    bound = Reading(60.0, Reason.BUCKET_FIT, "", at_least=True)
+    assert best_estimate([floor, step_down, bound], 80.0) == (floor, step_down)
+    fit = Reading(60.0, Reason.BUCKET_FIT, "")
+    assert best_estimate([floor, step_down, fit], 80.0) == (floor, fit)
