@@ -22,8 +22,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import backoff
 import msgspec
@@ -44,7 +44,7 @@ from ._protocol import RequestUrls, parse_response
 from ._retry import CallState, RetryBudget, decide_retry
 from ._stats import ClientStats
 from ._throttle import Limiter
-from ._tokens import TokenSource
+from ._tokens import TokenSource, no_token
 from ._transport import Response, Transport
 
 __all__ = ["Account"]
@@ -53,6 +53,8 @@ logger = logging.getLogger("commbox_async")
 #: One INFO record per scheduled retry, so that a caller (the command line on a terminal) can
 #: show a slow call's progress instead of silence.
 retry_logger = logging.getLogger("commbox_async.retries")
+
+T = TypeVar("T")
 
 
 class Attempt(msgspec.Struct):
@@ -119,11 +121,11 @@ class Account:
         """One call, retries included: the page, or the error that ended the call.
 
         ``retries`` and ``timeout`` replace the account's for this call only."""
-        if self.token.headers is None:
-            await self.token.first()  # a provider's first token, asked on the first call
         now = time.monotonic()
         url = self._urls.url(identity_id, query_string)
         call = Call(identity_id, url, now + deadline, now, retries=retries, timeout=timeout)
+        if self.token.headers is None:
+            await self._first_token(call)  # a provider's first token, asked on the first call
         self._budget.earn()
         attempt = await self._attempt(call)
         if attempt.wait is not None:
@@ -185,7 +187,7 @@ class Account:
                 raise
             finally:
                 stats.in_flight -= 1
-            return Attempt(page=self._verdict(call, limiter, ticket, response, started))
+            return Attempt(page=self._verdict(call, limiter, ticket, response, started, headers))
         except CommboxError as exc:
             stats.errors_by_kind[exc.kind] += 1
             if isinstance(exc, RateLimitError):
@@ -202,12 +204,32 @@ class Account:
         if call.renewed or not self.token.refreshable:
             return False
         call.renewed = True
-        return await self.token.renew(epoch)
+        try:
+            return await _within(self.token.renew(epoch), call)
+        except asyncio.TimeoutError:
+            return False  # no fresh token before the call's deadline: the 401 is final
+
+    async def _first_token(self, call: Call) -> None:
+        """A provider's first token, within the call's deadline (a provider that hangs must
+        not hold the call past it: ``deadline=`` is what a page view relies on)."""
+        try:
+            await _within(self.token.first(), call)
+        except asyncio.TimeoutError:
+            error = no_token("gave no token within the call's deadline")
+            error.identity_id = call.identity_id
+            raise error from None
 
     def _verdict(
-        self, call: CallState, limiter: Limiter, ticket: Ticket, response: Response, started: float
+        self,
+        call: CallState,
+        limiter: Limiter,
+        ticket: Ticket,
+        response: Response,
+        started: float,
+        sent: Mapping[str, str],
     ) -> UserObjectsPage:
-        """The answer as a page or an error; the limiter hears which (a 429 is its evidence)."""
+        """The answer as a page or an error; the limiter hears which (a 429 is its evidence).
+        ``sent``: the headers this attempt carried."""
         elapsed = time.perf_counter() - started
         self.stats.record_latency(elapsed)
         if logger.isEnabledFor(logging.DEBUG):
@@ -226,32 +248,17 @@ class Account:
             # One verdict: a 429 in the status or in the body's envelope is the same event
             # for the limiter (a pause, evidence for the rate) and for the retry decision.
             limiter.report(ticket, Outcome.THROTTLED, exc.retry_after)
-            self._scrub(exc)
+            _scrub(exc, sent)
             raise
         except CommboxError as exc:
             limiter.report(ticket, Outcome.ACCEPTED)
             self._answered += 1
-            self._scrub(exc)
+            _scrub(exc, sent)
             raise
         limiter.report(ticket, Outcome.ACCEPTED)
         self._answered += 1
         self.stats.successes += 1
         return page
-
-    def _scrub(self, error: CommboxError) -> None:
-        """Blank this account's token wherever a response put it on ``error`` (a proxy that
-        echoes the request's headers into its answer): the token never reaches an error."""
-        headers = self.token.headers or {}
-        token = str(headers.get("Authorization", "")).removeprefix("Bearer ")
-        if not token:
-            return
-        if error.headers:
-            error.headers = {k: v.replace(token, "***") for k, v in error.headers.items()}
-        error.body = error.body.replace(token.encode(), b"***")
-        error.message = error.message.replace(token, "***")
-        description = getattr(error, "description", None)
-        if isinstance(description, str):
-            error.description = description.replace(token, "***")  # type: ignore[attr-defined]
 
     def _decide(self, call: Call, exc: CommboxError) -> float | None:
         """``decide_retry``'s answer for this failure: the wait, or None to end the call."""
@@ -279,6 +286,30 @@ class Account:
 
     def _on_backoff(self, details: Any) -> None:
         self.stats.retries += 1
+
+
+def _scrub(error: CommboxError, sent: Mapping[str, str]) -> None:
+    """Blank the token the attempt ``sent`` wherever a response put it on ``error`` (a proxy
+    that echoes the request's headers into its answer): the token never reaches an error. The
+    token sent, not the account's current one: after a refresh, the old key (which may still
+    work during its grace period) is the one an echo carries."""
+    token = str(sent.get("Authorization", "")).removeprefix("Bearer ")
+    if not token:
+        return
+    if error.headers:
+        error.headers = {k: v.replace(token, "***") for k, v in error.headers.items()}
+    error.body = error.body.replace(token.encode(), b"***")
+    error.message = error.message.replace(token, "***")
+    error.args = (error.message,)  # the message as first given, token and all
+    description = getattr(error, "description", None)
+    if isinstance(description, str):
+        error.description = description.replace(token, "***")  # type: ignore[attr-defined]
+
+
+async def _within(waiting: Awaitable[T], call: CallState) -> T:
+    """``waiting``, or ``asyncio.TimeoutError`` at the call's deadline. (A refresh that others
+    share is shielded inside ``TokenSource``: giving up here cancels only this call's wait.)"""
+    return await asyncio.wait_for(waiting, max(call.deadline - time.monotonic(), 0.0))
 
 
 def _check_pause(pause: float, call: CallState) -> None:

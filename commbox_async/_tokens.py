@@ -23,10 +23,10 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from ._errors import CommboxError, InvalidArgumentError
+from ._errors import AuthenticationError, InvalidArgumentError
 from ._protocol import check_token, token_fingerprint
 
-__all__ = ["Token", "TokenProvider", "TokenSource"]
+__all__ = ["Token", "TokenProvider", "TokenSource", "no_token"]
 
 logger = logging.getLogger("commbox_async")
 
@@ -44,6 +44,11 @@ def _scope_of_provider() -> str:
     global _provider_count
     _provider_count += 1
     return f"provider-{_provider_count}"
+
+
+def no_token(why: str) -> AuthenticationError:
+    """The error of a call that has no token to send: the provider ``why``."""
+    return AuthenticationError(f"the token provider {why}; nothing was sent", status=401)
 
 
 class TokenSource:
@@ -81,10 +86,12 @@ class TokenSource:
         return self._provider is not None
 
     async def first(self) -> Mapping[str, str]:
-        """The headers, asking the provider for the first token if none is known yet."""
+        """The headers, asking the provider for the first token if none is known yet. A
+        provider that gives none is an ``AuthenticationError`` (as a refused token is: a
+        fan-out stops sending), though nothing was sent."""
         while self.headers is None:
             if not await self.renew(self.epoch) and self.headers is None:
-                raise CommboxError("the token provider gave no usable token")
+                raise no_token("gave no usable token")
         return self.headers
 
     async def renew(self, epoch: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import pickle
 from contextlib import aclosing
@@ -196,6 +197,98 @@ async def test_a_failing_provider_leaves_the_401_and_no_secret() -> None:
     texts += [record.getMessage() for record in records]
     assert any("token provider failed: RuntimeError" in text for text in texts)
     assert not any("SUPERSECRET" in text for text in texts)
+
+
+async def test_a_provider_that_hangs_after_a_401_ends_at_the_deadline() -> None:
+    """A refresh that never comes: the call ends at its deadline with the 401 (not a hang),
+    and the refresh others may share is left running."""
+    async with FakeCommbox(token=SECRET) as server:
+        asked = 0
+        never = asyncio.Event()
+
+        async def provider() -> str:
+            nonlocal asked
+            asked += 1
+            if asked > 1:
+                await never.wait()  # the secrets store never answers
+            return SECRET
+
+        async with server.client(token=provider) as commbox:
+            server.revoke(SECRET)
+            call = commbox.get_user_objects(5, deadline=0.3)
+            with pytest.raises(AuthenticationError):
+                await asyncio.wait_for(call, 30.0)  # (the guard: a hang fails the test)
+            refresh = commbox._account.token._renewing
+            assert refresh is not None and not refresh.done()
+            never.set()
+    assert asked == 2
+
+
+async def test_a_view_whose_provider_hangs_at_first_ends_at_the_deadline() -> None:
+    """A view's first token never comes: its first call fails at its deadline with an
+    AuthenticationError that says nothing was sent."""
+    async with FakeCommbox(token=SECRET) as server:
+        never = asyncio.Event()
+
+        async def provider() -> str:
+            await never.wait()
+            return SECRET
+
+        async with server.client() as commbox:
+            view = commbox.with_token(provider, account="acme")
+            call = view.get_user_objects(5, deadline=0.3)
+            with pytest.raises(AuthenticationError, match="nothing was sent") as info:
+                await asyncio.wait_for(call, 30.0)
+            never.set()
+    assert info.value.identity_id == 5
+    assert server.count() == 0
+
+
+async def test_a_view_whose_provider_fails_at_first_stops_the_fan_out() -> None:
+    """A provider that raises for a view's first token is a refused token: the fan-out stops
+    asking it, and every id gets an AuthenticationError."""
+    async with FakeCommbox(token=SECRET) as server:
+        asked = 0
+
+        def provider() -> str:
+            nonlocal asked
+            asked += 1
+            raise RuntimeError("vault down")
+
+        async with server.client() as commbox:
+            view = commbox.with_token(provider, account="acme")
+            results = [r async for r in view.fetch_many(range(1, 201), concurrency=4)]
+    assert len(results) == 200
+    assert all(isinstance(r.error, AuthenticationError) for r in results)
+    assert asked <= 4  # the calls that began before the first failure, at most
+    assert server.count() == 0
+
+
+async def test_an_echo_of_the_old_key_after_a_refresh_is_scrubbed() -> None:
+    """An answer that quotes the key it was sent with, arriving after a refresh replaced
+    that key: the old key (still valid in its grace period) never reaches the error."""
+    old, new = "OLDSECRET-key-1", "NEWSECRET-key-2"
+    async with FakeCommbox(token=old) as server:
+        account = server.accounts.account_of(old)
+        server.add_token(new, account=account)
+        keys = iter([old, new])
+        echo = json.dumps({"description": f"bad request, Authorization: Bearer {old}"})
+        server.script(7, (400, {}, echo.encode()))
+        server.script(8, 401)  # refused: the client asks the provider for the new key
+        async with server.client(token=lambda: next(keys)) as commbox:
+            server.holding.hold(account)
+            echoed = asyncio.ensure_future(commbox.get_user_objects(7))  # sent with the old key
+            await until(lambda: server.holding.held(account) == 1, "the echo held")
+            server.holding.unhold(release=False)
+            await commbox.get_user_objects(8)  # 401, refresh, sent again with the new key
+            server.holding.release(1, account=account)
+            with pytest.raises(CommboxError) as info:
+                await echoed
+    error = info.value
+    texts = _texts_of(error) + _texts_of(pickle.loads(pickle.dumps(error)))
+    texts += [error.body.decode(), str(getattr(error, "description", ""))]
+    assert any("***" in text for text in texts)
+    assert not any("OLDSECRET" in text for text in texts)
 
 
 async def test_a_provider_with_no_usable_token_fails_the_open() -> None:

@@ -76,8 +76,10 @@ class Holding:
             item[1].set_result(None)
         return len(chosen)
 
-    def unhold(self) -> None:
-        """Hold no more requests, and let every held one go."""
+    def unhold(self, *, release: bool = True) -> None:
+        """Hold no more requests, and let every held one go (``release=False``: keep those
+        held now until ``release``, so that a test can answer them after later requests)."""
         self._all = False
         self._accounts.clear()
-        self.release(len(self._held))
+        if release:
+            self.release(len(self._held))
