@@ -5,7 +5,9 @@ account (the same string token, or the same ``account=`` name) shares one ``Memb
 ``Account`` (limiter, pause, retry budget, stats) and the ``SharedCalls`` (in-flight calls and
 cache entries, keyed by the account's scope, so two accounts never see each other's pages).
 Views and members are held here by weak references only: a view nobody holds is freed, and so
-is its member when no view of that account is left; nothing here grows with the views made.
+is its member when no view of that account is left; nothing here grows with the views made,
+except that a freed account's limiter is kept while the server's pause for it lasts. One name
+is one account: another token under a name in use is refused.
 
 Limiters: the client's own account uses the client's (the one given as ``limiter=``, or a
 ``LocalLimiter`` at ``rate_limit``). Another account gets a ``LocalLimiter`` of the same
@@ -25,6 +27,7 @@ from typing import Any
 from ._account import Account
 from ._cache import Cache
 from ._config import RateLimit, Retries
+from ._errors import InvalidArgumentError
 from ._pacing import PausePolicy
 from ._sharing import SharedCalls
 from ._throttle import Limiter, LocalLimiter
@@ -69,6 +72,8 @@ class Members:
         self._given = limiter
         self._members: weakref.WeakValueDictionary[str, Member] = weakref.WeakValueDictionary()
         self._derived: dict[str, Limiter] = {}
+        # Limiters of accounts that no view holds, kept while paused (``_rest``).
+        self._resting: dict[str, Limiter] = {}
         self._own_scope = ""
         self.opened = False
 
@@ -76,6 +81,13 @@ class Members:
         """The member of ``source``'s account: the live one, or a new one."""
         existing = self._members.get(source.scope)
         if existing is not None:
+            if not source.same_account(existing.account.token):
+                # Two keys under one name would share one cache and one limiter: one
+                # customer's pages could be served to the other.
+                raise InvalidArgumentError(
+                    f"account {source.scope!r} is in use with another token; name each "
+                    "account once, and pass a token provider for a key that rotates"
+                )
             return existing
         account = Account(
             self._transport,
@@ -97,7 +109,22 @@ class Members:
         if self.opened:
             account.limiter = self._limiter_for(source.scope)
         self._members[source.scope] = member
+        weakref.finalize(member, self._rest, source.scope, account)
         return member
+
+    def _rest(self, scope: str, account: Account) -> None:
+        """An account no view holds any more: its limiter is kept while the server's pause
+        lasts, for the account's next view (a view per web request must not send into the
+        Retry-After the last one was given). Kept only while paused: then it is dropped."""
+        self._resting = {s: lim for s, lim in self._resting.items() if lim.pause_remaining() > 0}
+        limiter = account.limiter
+        if (
+            limiter is not None
+            and scope not in self._derived
+            and limiter is not self._given
+            and limiter.pause_remaining() > 0
+        ):
+            self._resting[scope] = limiter
 
     @property
     def derives(self) -> bool:
@@ -114,6 +141,9 @@ class Members:
             if limiter is None:
                 limiter = self._derived[scope] = derive(scope)
             return limiter
+        resting = self._resting.pop(scope, None)
+        if resting is not None and resting.pause_remaining() > 0:
+            return resting  # the account's pause goes on
         config = getattr(given, "config", None)
         return LocalLimiter(
             config if isinstance(config, RateLimit) else self._rate_limit,
@@ -142,7 +172,9 @@ class Members:
         """Release the limiters made here (a limiter given to the client stays its caller's)."""
         limiters = [m.account.limiter for m in list(self._members.values())]
         limiters += self._derived.values()
+        limiters += self._resting.values()
         self._derived.clear()
+        self._resting.clear()
         closed: set[int] = set()
         for limiter in limiters:
             if limiter is None or limiter is self._given or id(limiter) in closed:

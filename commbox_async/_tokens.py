@@ -80,6 +80,14 @@ class TokenSource:
         kind = "provider" if self._provider is not None else "fixed"
         return f"<TokenSource {kind} scope={self.scope} epoch={self.epoch}>"
 
+    def same_account(self, other: TokenSource) -> bool:
+        """Whether ``other`` may stand for the same account under one name: the same fixed
+        token, or providers both (a provider's token is not known before it is asked)."""
+        if self._provider is not None or other._provider is not None:
+            return self._provider is not None and other._provider is not None
+        assert self.headers is not None and other.headers is not None
+        return self.headers["Authorization"] == other.headers["Authorization"]
+
     @property
     def refreshable(self) -> bool:
         """True when a provider can be asked for a fresh token."""

@@ -15,6 +15,7 @@ from commbox_async import (
     AsyncCommbox,
     Cache,
     ClientClosedError,
+    CommboxError,
     InvalidArgumentError,
     RateLimitError,
 )
@@ -126,6 +127,58 @@ async def test_an_unused_view_is_freed() -> None:
             assert len(commbox._members._members) == 1  # the client's own account
     finally:
         await server.stop()
+
+
+async def test_a_freed_accounts_pause_holds_for_its_next_view() -> None:
+    """A view per web request: the view that drew a 429 is freed, and the next view of that
+    account waits the server's pause instead of sending into it (here the pause outlasts the
+    call's deadline, so the call fails at once without a request)."""
+    server = FakeCommbox()
+    account = server.add_token(A, throttling=Throttling(rate=0.01, burst=1, retry_after="30"))
+    await server.start()
+    try:
+        # The server's Retry-After honoured as sent (FAST_RETRIES caps it at 10 ms).
+        retries = dataclasses.replace(FAST_RETRIES, max_retry_after=60.0)
+        async with server.client(retries=retries) as commbox:
+            outcomes = []
+            for ident in range(1, 5):
+                view = commbox.with_token(A)  # one view per request, freed after it
+                try:
+                    await view.get_user_objects(ident, deadline=2.0)
+                    outcomes.append("ok")
+                except CommboxError as exc:
+                    outcomes.append(type(exc).__name__)
+                del view
+
+                def freed() -> bool:
+                    gc.collect()
+                    return len(commbox._members._members) == 1  # the client's own only
+
+                await until(freed, "the view's account freed")
+    finally:
+        await server.stop()
+    assert outcomes == ["ok", "RateLimitError", "CommboxTimeoutError", "CommboxTimeoutError"]
+    assert server.count(account=account) == 2
+
+
+async def test_one_name_is_one_account() -> None:
+    """Another fixed token under an account name in use is refused (the two would share a
+    cache: one customer's pages served to the other); the same token, or providers, are not."""
+    server = await _server()
+    try:
+        async with server.client() as commbox:
+            first = commbox.with_token(A, account="acme")
+            assert commbox.with_token(A, account="acme").limiter is first.limiter
+            with pytest.raises(InvalidArgumentError, match="'acme' is in use with another token"):
+                commbox.with_token(B, account="acme")
+            with pytest.raises(InvalidArgumentError, match="in use with another token"):
+                commbox.with_token(lambda: B, account="acme")
+            provided = commbox.with_token(lambda: A, account="vault")
+            assert commbox.with_token(lambda: A, account="vault").limiter is provided.limiter
+            await first.get_user_objects(1)
+    finally:
+        await server.stop()
+    assert [r.account for r in server.requests] == ["a"]
 
 
 async def test_closing_the_client_closes_its_views() -> None:
