@@ -96,7 +96,10 @@ class Commbox:
         if limiter_factory is not None and not callable(limiter_factory):
             raise InvalidArgumentError("limiter_factory must be callable")
         self._pid = os.getpid()
-        self._lock = threading.Lock()
+        # Reentrant: an abandoned iterator in a reference cycle is closed by the garbage
+        # collector in whichever thread collects, which may be one inside _call's lock (its
+        # close submits to the loop too; a plain Lock would wait for itself there forever).
+        self._lock = threading.RLock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=_serve, args=(self._loop,), name="commbox-blocking", daemon=True
@@ -305,7 +308,7 @@ def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
 
 
 def _shut_down(
-    lock: threading.Lock,
+    lock: contextlib.AbstractContextManager[Any],
     pid: int,
     loop: asyncio.AbstractEventLoop,
     thread: threading.Thread,

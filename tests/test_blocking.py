@@ -100,6 +100,29 @@ def test_fetch_many_reads_ids_lazily_and_stops_at_break(server: FakeCommbox) -> 
     assert server.count() <= read + 1
 
 
+def test_an_iterator_closed_inside_a_call_does_not_hang(server: FakeCommbox) -> None:
+    """An abandoned iterator in a reference cycle is closed by the garbage collector in
+    whichever thread collects, possibly inside another call's hold on the client's lock (here
+    taken by hand, where a collection would fall): its close must not wait for that lock."""
+    with blocking(server) as commbox:
+        pages = commbox.iter_user_objects(5, page_size=1)
+        next(pages)  # started: closing it closes its async generator on the loop
+        closed = threading.Event()
+
+        def collect_inside_a_call() -> None:
+            with commbox._lock:
+                pages.close()  # type: ignore[attr-defined]
+            closed.set()
+
+        worker = threading.Thread(target=collect_inside_a_call, daemon=True)
+        worker.start()
+        worker.join(30.0)  # (a hang guard: with a plain lock this thread never ends)
+        if not closed.is_set():
+            commbox._lock.release()  # a plain Lock, held for ever: free it so close() can run
+            pytest.fail("closing an iterator inside a call's hold on the lock hung")
+        assert commbox.get_user_objects(1).unread_total == unread_of(1, 10)
+
+
 def test_many_threads_share_one_client(server: FakeCommbox) -> None:
     """Eight threads calling at once all get their pages, through one client and limiter."""
     errors: list[BaseException] = []
