@@ -658,6 +658,25 @@ async def test_a_header_without_column_says_use_column(
     assert fake.requests == []
 
 
+@pytest.mark.parametrize("text", [b"201\r202\r203\r", b"201\r\n202\r203"])
+async def test_ids_ended_by_a_lone_cr_read_alike_from_a_file_and_a_pipe(
+    fake: FakeCommbox, tmp_path: Path, text: bytes
+) -> None:
+    """Lines ended by CR alone (old Mac exports) are lines on a pipe as in a file."""
+    (tmp_path / "ids.txt").write_bytes(text)
+    from_file = await cli("fetch", str(tmp_path / "ids.txt"), "--base-url", fake.url)
+    piped = await cli("fetch", "-", "--base-url", fake.url, stdin=text)
+    for run in (from_file, piped):
+        assert run.code == 0, run.err
+        assert sorted(json.loads(line)["identity_id"] for line in run.out.splitlines()) == [
+            201,
+            202,
+            203,
+        ]
+    csv = await cli("fetch", "-", "--column", "id", "--base-url", fake.url, stdin=b"id\r" + text)
+    assert csv.code == 0, csv.err
+
+
 async def test_empty_cells_are_skipped_and_counted(fake: FakeCommbox) -> None:
     """An empty CSV cell is skipped and counted, not a bad line: the job exits 0."""
     csv_text = b"name,identity_id\nada,21\nbob,\ncy,22\n"

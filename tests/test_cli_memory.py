@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from cli_process import start_cli
 
+from commbox_async._protocol import token_fingerprint
 from commbox_async.cli import _memory as memory
 from commbox_async.testing import FakeCommbox, Throttling
 
@@ -47,7 +50,25 @@ def test_an_old_rate_is_not_trusted(state: Path) -> None:
     assert memory.recall(URL, TOKEN, now=memory.MAX_AGE + 1.0) is None
 
 
-@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"x": {"rate": "fast"}}'])
+def _entry(rate: str, saved: str) -> str:
+    """A file with one entry for URL and TOKEN, its values written as given."""
+    key = f"{URL} {token_fingerprint(TOKEN)}"
+    return f'{{"{key}": {{"rate": {rate}, "saved": {saved}}}}}'
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        "[1, 2]",
+        '{"x": {"rate": "fast"}}',
+        _entry("1" + "0" * 400, str(int(time.time()))),  # an int too large for a float
+        _entry("5", "1" + "0" * 400),
+        _entry("NaN", "1"),
+        _entry("true", "1"),
+        "[" * 100_000 + "]" * 100_000,  # too deep for the parser
+    ],
+)
 def test_a_damaged_file_is_an_empty_memory(state: Path, content: str) -> None:
     """A file that is not what we wrote is ignored, then replaced on the next save."""
     (state / "limits.json").write_text(content)
@@ -65,6 +86,39 @@ def test_an_unwritable_state_directory_is_skipped(
     monkeypatch.setenv("COMMBOX_STATE_DIR", str(blocker / "state"))
     memory.remember(URL, TOKEN, 20.0)
     assert memory.recall(URL, TOKEN) is None
+
+
+def test_jobs_ending_together_each_keep_their_entry(state: Path) -> None:
+    """Twenty saves at once, for twenty servers: every entry is in the file (a lock around
+    each read-change-write; without it the last writer dropped the others')."""
+    start = threading.Barrier(20)
+
+    def save(n: int) -> None:
+        start.wait()
+        memory.remember(f"http://127.0.0.1:{9000 + n}", TOKEN, 10.0 + n)
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(json.loads((state / "limits.json").read_text())) == 20
+
+
+def test_a_failed_save_leaves_no_temporary_file(state: Path) -> None:
+    """limits.json a directory: the save is skipped, and its temporary file removed."""
+    (state / "limits.json").mkdir()
+    memory.remember(URL, TOKEN, 20.0)
+    assert sorted(p.name for p in state.iterdir()) == ["limits.json", "limits.lock"]
+
+
+def test_a_relative_xdg_state_home_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The XDG spec: a relative XDG_STATE_HOME is invalid, and ignored."""
+    monkeypatch.delenv("COMMBOX_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")
+    assert memory.state_dir() == Path.home() / ".local" / "state" / "commbox-async"
+    monkeypatch.setenv("XDG_STATE_HOME", "/var/state")
+    assert memory.state_dir() == Path("/var/state/commbox-async")
 
 
 async def _fetch(server: FakeCommbox, ids: Path, state: Path, *extra: str) -> tuple[int, str]:
@@ -97,3 +151,21 @@ async def test_the_second_run_starts_from_the_first_runs_limit(tmp_path: Path) -
         assert "remembered" in summary["start_rate"]
         code, err = await _fetch(server, ids, state, "--fresh")
         assert code == 0 and "--fresh" in err
+
+
+async def test_a_run_below_the_remembered_limit_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose --rate is below the remembered limit starts at --rate, says so, and leaves
+    the remembered limit as it was: its rate is the caller's, not the server's."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{558300 + n}\n" for n in range(10)))
+    state = tmp_path / "state"
+    async with FakeCommbox(token=TOKEN, conversations=1, childs=0) as server:
+        monkeypatch.setenv("COMMBOX_STATE_DIR", str(state))
+        memory.remember(server.url, TOKEN, 51.4)
+        code, err = await _fetch(server, ids, state, "--rate", "20")
+        assert code == 0, err
+        assert "20/s, --rate (a limit of 51.4/s remembered" in err
+    saved = json.loads((state / "limits.json").read_text())
+    assert [entry["rate"] for entry in saved.values()] == [51.4]

@@ -84,7 +84,7 @@ async def fetch_command(args: argparse.Namespace) -> int:
     options["rate_limit"], report.start = _start_rate(args, conn)
     client = AsyncCommbox(conn.token, **options)
     try:
-        return await _fetch(args, filters, conn, client, report)
+        return await _fetch(args, filters, conn, client, report, options["rate_limit"])
     except CliExit as exc:
         if args.summary_json:
             outcome = "interrupted" if exc.status == EXIT_INTERRUPTED else "error"
@@ -104,20 +104,25 @@ def _start_rate(args: argparse.Namespace, conn: Connection) -> tuple[RateLimit, 
     found = memory.recall(conn.base_url, conn.token)
     if found is None or not limit.adaptive:
         return limit, f"{limit.max_rate:g}/s (no limit remembered for this server and token)"
-    start = min(found.rate, limit.max_rate)
-    text = (
-        f"{start:.4g}/s, remembered from a run {found.age(time.time())} ago "
-        "(--fresh starts at --rate)"
-    )
-    return dataclasses.replace(limit, start_rate=start), text
+    age = found.age(time.time())
+    if found.rate >= limit.max_rate:
+        # Nothing to start below: --rate is the lower, and the run says nothing of the limit
+        # above it (_save_rate keeps what was remembered).
+        text = f"{limit.max_rate:g}/s, --rate (a limit of {found.rate:.4g}/s remembered {age} ago)"
+        return limit, text
+    text = f"{found.rate:.4g}/s, remembered from a run {age} ago (--fresh starts at --rate)"
+    return dataclasses.replace(limit, start_rate=found.rate), text
 
 
-def _save_rate(conn: Connection, report: JobReport) -> None:
-    """Remember the rate the job ended at, when it met a limit or started from one."""
+def _save_rate(conn: Connection, report: JobReport, limit: RateLimit) -> None:
+    """Remember the rate the job ended at, when it says something of the server's limit: it
+    met a 429, or it started from a remembered rate (and held it, or probed above it). Not
+    a run that --rate kept below what was remembered: its rate is the caller's, not the
+    server's (a run at --rate 5 left the next full-speed run starting at 5/s)."""
     stats = report.stats
     if stats is None or not stats.requests:
         return
-    if stats.throttled or "remembered" in report.start:
+    if stats.throttled or limit.start_rate is not None:
         memory.remember(conn.base_url, conn.token, stats.current_rate)
 
 
@@ -138,6 +143,7 @@ async def _fetch(
     conn: Connection,
     client: AsyncCommbox,
     report: JobReport,
+    limit: RateLimit,
 ) -> int:
     loud = verbosity(args)
     interrupted = False
@@ -189,7 +195,7 @@ async def _fetch(
             report.bad_lines, report.duplicates = source.bad, source.duplicates
             report.empty = source.empty
             report.resumed = source.resumed
-            _save_rate(conn, report)
+            _save_rate(conn, report, limit)
     return _finish(args, report, source, writer.lines, interrupted=interrupted, host=host)
 
 

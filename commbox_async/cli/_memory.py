@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 from .._protocol import token_fingerprint
 
@@ -26,6 +33,7 @@ __all__ = ["MAX_AGE", "Remembered", "forget_all", "recall", "remember", "state_d
 #: A limit saved longer ago than this (seconds) is not trusted: plans and deploys change.
 MAX_AGE = 7 * 24 * 3600.0
 _FILE = "limits.json"
+_LOCK = "limits.lock"
 #: Entries kept at most (the least recently saved go first).
 _MAX_ENTRIES = 200
 
@@ -48,11 +56,13 @@ class Remembered:
 
 
 def state_dir() -> Path:
-    """Where the command line keeps what it learned."""
+    """Where the command line keeps what it learned. (A relative ``XDG_STATE_HOME`` is
+    ignored, as the XDG spec says: it would scatter state over working directories.)"""
     explicit = os.environ.get("COMMBOX_STATE_DIR")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = xdg if os.path.isabs(xdg) else str(Path.home() / ".local" / "state")
     return Path(base) / "commbox-async"
 
 
@@ -61,21 +71,32 @@ def _key(base_url: str, token: str) -> str:
 
 
 def _load(path: Path) -> dict[str, dict[str, float]]:
-    """The saved entries; a missing or damaged file is an empty memory, never an error."""
+    """The saved entries; a missing or damaged file is an empty memory, never an error
+    (whatever is in it: a number too large for a float, nesting too deep to parse)."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}
-    return {
-        key: value
-        for key, value in data.items()
-        if isinstance(value, dict)
-        and isinstance(value.get("rate"), (int, float))
-        and isinstance(value.get("saved"), (int, float))
-        and value["rate"] > 0
-    }
+    entries = {}
+    for key, value in data.items():
+        rate = _number(value.get("rate")) if isinstance(value, dict) else None
+        saved = _number(value.get("saved")) if isinstance(value, dict) else None
+        if rate is not None and saved is not None and rate > 0:
+            entries[key] = {"rate": rate, "saved": saved}
+    return entries
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a finite float, or None (a bool, a string, NaN, 1e400 are not rates)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def recall(base_url: str, token: str, now: float | None = None) -> Remembered | None:
@@ -92,15 +113,31 @@ def remember(base_url: str, token: str, rate: float, now: float | None = None) -
     now = time.time() if now is None else now
     folder = state_dir()
     path = folder / _FILE
-    entries = _load(path)
-    entries[_key(base_url, token)] = {"rate": round(rate, 3), "saved": round(now, 1)}
-    newest = sorted(entries.items(), key=lambda item: item[1]["saved"])[-_MAX_ENTRIES:]
-    with contextlib.suppress(OSError):
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Written whole and renamed, so that two jobs ending together never leave half a file.
+    with contextlib.suppress(OSError), _locked(folder):
+        # Read, changed and written under one lock: jobs ending together each add their
+        # entry (without it the last writer dropped the others': 8 of 20 kept).
+        entries = _load(path)
+        entries[_key(base_url, token)] = {"rate": round(rate, 3), "saved": round(now, 1)}
+        newest = sorted(entries.items(), key=lambda item: item[1]["saved"])[-_MAX_ENTRIES:]
+        # Written whole and renamed, so that a reader never sees half a file.
         with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as tmp:
             json.dump(dict(newest), tmp, indent=1)
-        os.replace(tmp.name, path)
+        try:
+            os.replace(tmp.name, path)
+        except OSError:
+            os.unlink(tmp.name)  # (limits.json a directory, say): leave no temporary file
+            raise
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the state directory's lock file, for one read-change-write (where
+    the platform has ``fcntl``: elsewhere, the rename alone keeps the file whole)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(folder / _LOCK, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # the lock ends with the file's closing
 
 
 def forget_all() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import codecs
 import io
 import os
+import re
 import stat
 import sys
 import threading
@@ -90,15 +91,31 @@ def _fd_lines(fd: int) -> Iterator[str]:
         while True:
             chunk = os.read(fd, 65536)
             pending += decoder.decode(chunk, final=not chunk)
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                yield line + "\n"
+            lines, pending = _complete_lines(pending, final=not chunk)
+            yield from lines
             if not chunk:
                 if pending:
                     yield pending
                 return
     finally:
         os.close(fd)
+
+
+#: Where a line ends, as for a file read with ``newline=""`` (what csv wants): a lone CR too.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _complete_lines(text: str, *, final: bool) -> tuple[list[str], str]:
+    """The complete lines of ``text``, each with its end, and the rest. A CR at the very end
+    waits for the next chunk (it may be half of a CRLF) unless this is the last."""
+    lines: list[str] = []
+    start = 0
+    for end in _LINE_END.finditer(text):
+        if end.group() == "\r" and end.end() == len(text) and not final:
+            break
+        lines.append(text[start : end.end()])
+        start = end.end()
+    return lines, text[start:]
 
 
 def _is_regular(fileno: int) -> bool:
