@@ -218,6 +218,9 @@ class Account:
             error = no_token("gave no token within the call's deadline")
             error.identity_id = call.identity_id
             raise error from None
+        except AuthenticationError as exc:
+            exc.identity_id = call.identity_id  # (raised by the source, which knows no call)
+            raise
 
     def _verdict(
         self,

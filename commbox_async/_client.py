@@ -222,7 +222,7 @@ class AsyncCommbox:
         if account is not None:
             if not isinstance(account, str) or not account:
                 raise InvalidArgumentError("account must be a non-empty str")
-            source.scope = account
+            source.name(account)
         elif source.refreshable and root._members.derives:
             raise InvalidArgumentError(
                 "with a RedisLimiter, a token provider needs account= (its key's suffix)"

@@ -19,6 +19,7 @@ processes. Derived limiters hold connections, so they are kept until the client 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import weakref
 from collections.abc import Callable
@@ -35,6 +36,9 @@ from ._tokens import TokenSource
 from ._transport import Transport
 
 __all__ = ["Member", "Members"]
+
+#: Resting limiters held before the first sweep of those whose pause ended.
+_SWEEP_MIN = 64
 
 
 class Member:
@@ -74,6 +78,8 @@ class Members:
         self._derived: dict[str, Limiter] = {}
         # Limiters of accounts that no view holds, kept while paused (``_rest``).
         self._resting: dict[str, Limiter] = {}
+        self._sweep_at = _SWEEP_MIN
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by open()
         self._own_scope = ""
         self.opened = False
 
@@ -101,7 +107,7 @@ class Members:
             cache=self._cache,
             share=self._share,
             max_time=self._retries.max_time,
-            scope=source.scope,
+            scope=source.cache_scope,
         )
         member = Member(account, shared)
         if own:
@@ -109,22 +115,31 @@ class Members:
         if self.opened:
             account.limiter = self._limiter_for(source.scope)
         self._members[source.scope] = member
-        weakref.finalize(member, self._rest, source.scope, account)
+        if source.lasting:
+            weakref.finalize(member, self._freed, source.scope, account).atexit = False
         return member
 
-    def _rest(self, scope: str, account: Account) -> None:
-        """An account no view holds any more: its limiter is kept while the server's pause
-        lasts, for the account's next view (a view per web request must not send into the
-        Retry-After the last one was given). Kept only while paused: then it is dropped."""
-        self._resting = {s: lim for s, lim in self._resting.items() if lim.pause_remaining() > 0}
-        limiter = account.limiter
-        if (
-            limiter is not None
-            and scope not in self._derived
-            and limiter is not self._given
-            and limiter.pause_remaining() > 0
-        ):
-            self._resting[scope] = limiter
+    def _freed(self, scope: str, account: Account) -> None:
+        """The finalizer of an account no view holds any more. It runs in whichever thread
+        collected it, so it only hands the account's limiter to the loop (``_rest``)."""
+        loop, limiter = self._loop, account.limiter
+        if loop is None or limiter is None or scope in self._derived or limiter is self._given:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to keep
+            loop.call_soon_threadsafe(self._rest, scope, limiter)
+
+    def _rest(self, scope: str, limiter: Limiter) -> None:
+        """On the loop: keep a freed account's limiter while the server's pause for it lasts,
+        for the account's next view (a view per web request must not send into the
+        Retry-After the last one was given). Dropped once the pause is over; the ones whose
+        pause ended are swept when the count doubles, so a free costs O(1) on average."""
+        if limiter.pause_remaining() <= 0:
+            return
+        self._resting[scope] = limiter
+        if len(self._resting) > self._sweep_at:
+            resting = self._resting.items()
+            self._resting = {s: lim for s, lim in resting if lim.pause_remaining() > 0}
+            self._sweep_at = max(_SWEEP_MIN, 2 * len(self._resting))
 
     @property
     def derives(self) -> bool:
@@ -157,6 +172,7 @@ class Members:
     def open(self) -> None:
         """Give every live account its limiter (they are bound to the running loop)."""
         self.opened = True
+        self._loop = asyncio.get_running_loop()
         for scope, member in list(self._members.items()):
             if member.account.limiter is None:
                 member.account.limiter = self._limiter_for(scope)

@@ -37,13 +37,14 @@ Token = str | TokenProvider
 MakeHeaders = Callable[[str], Mapping[str, str]]
 
 _provider_count = 0
+_PROVIDER_SCOPE = "provider-"
 
 
 def _scope_of_provider() -> str:
     """A name no other provider ever gets in this process (an ``id`` could be reused)."""
     global _provider_count
     _provider_count += 1
-    return f"provider-{_provider_count}"
+    return f"{_PROVIDER_SCOPE}{_provider_count}"
 
 
 def no_token(why: str) -> AuthenticationError:
@@ -54,7 +55,16 @@ def no_token(why: str) -> AuthenticationError:
 class TokenSource:
     """The token of one account, as the headers that carry it; see the module docstring."""
 
-    __slots__ = ("_make", "_provider", "_renewed", "_renewing", "epoch", "headers", "scope")
+    __slots__ = (
+        "_make",
+        "_provider",
+        "_renewed",
+        "_renewing",
+        "cache_scope",
+        "epoch",
+        "headers",
+        "scope",
+    )
 
     def __init__(self, token: object, make_headers: MakeHeaders) -> None:
         self._make = make_headers
@@ -62,11 +72,14 @@ class TokenSource:
         self.headers: Mapping[str, str] | None = None
         if isinstance(token, str):
             self.headers = make_headers(check_token(token))
-            #: What keys this account's cache entries: the same string token, the same scope.
+            #: The account's name among the client's (``with_token(account=)`` may rename it).
             self.scope = token_fingerprint(token)
+            #: What keys its cache entries: a fixed token's own fingerprint, whatever the
+            #: account's name, so that another token later given that name never gets them.
+            self.cache_scope = self.scope
         elif callable(token):
             self._provider = token
-            self.scope = _scope_of_provider()
+            self.scope = self.cache_scope = _scope_of_provider()
         else:
             raise InvalidArgumentError(
                 "token must be a str or a callable (plain or async) that returns one"
@@ -87,6 +100,19 @@ class TokenSource:
             return self._provider is not None and other._provider is not None
         assert self.headers is not None and other.headers is not None
         return self.headers["Authorization"] == other.headers["Authorization"]
+
+    def name(self, account: str) -> None:
+        """Call this account ``account`` (a provider's cache entries go by the name too: its
+        token is not known before it is asked, and changes when the key rotates)."""
+        self.scope = account
+        if self._provider is not None:
+            self.cache_scope = account
+
+    @property
+    def lasting(self) -> bool:
+        """Whether another source can stand for this account later: a fixed token's, or a
+        named one (an unnamed provider's scope is its own, never made again)."""
+        return self._provider is None or not self.scope.startswith(_PROVIDER_SCOPE)
 
     @property
     def refreshable(self) -> bool:

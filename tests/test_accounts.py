@@ -260,6 +260,7 @@ async def test_a_view_whose_provider_fails_at_first_stops_the_fan_out() -> None:
             results = [r async for r in view.fetch_many(range(1, 201), concurrency=4)]
     assert len(results) == 200
     assert all(isinstance(r.error, AuthenticationError) for r in results)
+    assert all(r.error is not None and r.error.identity_id == r.identity_id for r in results)
     assert asked <= 4  # the calls that began before the first failure, at most
     assert server.count() == 0
 

@@ -66,6 +66,7 @@ def _entry(rate: str, saved: str) -> str:
         _entry("5", "1" + "0" * 400),
         _entry("NaN", "1"),
         _entry("true", "1"),
+        _entry("5", str(int(time.time()) + 10**6)),  # saved in 12 days: kept for ever
         "[" * 100_000 + "]" * 100_000,  # too deep for the parser
     ],
 )
@@ -110,6 +111,19 @@ def test_a_failed_save_leaves_no_temporary_file(state: Path) -> None:
     (state / "limits.json").mkdir()
     memory.remember(URL, TOKEN, 20.0)
     assert sorted(p.name for p in state.iterdir()) == ["limits.json", "limits.lock"]
+
+
+def test_a_write_that_fails_leaves_no_temporary_file(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fills up while the file is written: the save is skipped, nothing left."""
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(memory.json, "dump", full)
+    memory.remember(URL, TOKEN, 20.0)
+    assert sorted(p.name for p in state.iterdir()) == ["limits.lock"]
 
 
 def test_a_relative_xdg_state_home_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,3 +183,20 @@ async def test_a_run_below_the_remembered_limit_keeps_it(
         assert "20/s, --rate (a limit of 51.4/s remembered" in err
     saved = json.loads((state / "limits.json").read_text())
     assert [entry["rate"] for entry in saved.values()] == [51.4]
+
+
+async def test_a_fresh_run_replaces_what_was_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--fresh starts at --rate, and its end rate is saved (as its help says), even when no
+    429 came: the next run starts there, not at the rate forgotten."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{558300 + n}\n" for n in range(10)))
+    state = tmp_path / "state"
+    async with FakeCommbox(token=TOKEN, conversations=1, childs=0) as server:
+        monkeypatch.setenv("COMMBOX_STATE_DIR", str(state))
+        memory.remember(server.url, TOKEN, 3.0)
+        code, err = await _fetch(server, ids, state, "--fresh", "--rate", "50")
+        assert code == 0, err
+    saved = json.loads((state / "limits.json").read_text())
+    assert [entry["rate"] for entry in saved.values()] == [50.0]

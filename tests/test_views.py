@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import threading
 import weakref
 from typing import TYPE_CHECKING
 
 import pytest
-from waiting import until
+from waiting import settle, until
 
 from commbox_async import (
     AsyncCommbox,
@@ -155,6 +156,8 @@ async def test_a_freed_accounts_pause_holds_for_its_next_view() -> None:
                     return len(commbox._members._members) == 1  # the client's own only
 
                 await until(freed, "the view's account freed")
+                await settle()  # its limiter is handed to the loop (the finalizer may run
+                # in any thread), kept from the next turn on
     finally:
         await server.stop()
     assert outcomes == ["ok", "RateLimitError", "CommboxTimeoutError", "CommboxTimeoutError"]
@@ -179,6 +182,63 @@ async def test_one_name_is_one_account() -> None:
     finally:
         await server.stop()
     assert [r.account for r in server.requests] == ["a"]
+
+
+async def test_a_name_given_to_another_token_later_gets_none_of_its_pages() -> None:
+    """A fixed token's cached pages go by its own fingerprint, not by the account's name: a
+    view of another token under that name, once the first is freed, fetches its own."""
+    server = await _server()
+    try:
+        async with server.client(cache=Cache(ttl=60)) as commbox:
+            first = commbox.with_token(A, account="acme")
+            await first.get_user_objects(1)
+            del first
+            gc.collect()
+            await commbox.with_token(B, account="acme").get_user_objects(1)
+    finally:
+        await server.stop()
+    assert [r.account for r in server.requests] == ["a", "b"]
+
+
+async def test_freed_accounts_are_kept_while_paused_only() -> None:
+    """The limiters kept for freed accounts: handed to the loop (the finalizer may run in
+    another thread), kept while paused, swept once their pauses are over; an unnamed
+    provider's account, which no later view can name again, is not kept."""
+    server = await _server()
+    try:
+        async with server.client() as commbox:
+            members = commbox._members
+
+            class Paused:
+                remaining = 30.0
+
+                def pause_remaining(self) -> float:
+                    return self.remaining
+
+                async def aclose(self) -> None:
+                    return None
+
+            paused = [Paused() for _ in range(200)]
+            account = commbox._account
+            own = account.limiter
+            for n, limiter in enumerate(paused):
+                account.limiter = limiter  # type: ignore[assignment]
+                freeing = threading.Thread(target=members._freed, args=(f"acct-{n}", account))
+                freeing.start()
+                freeing.join()
+            account.limiter = own
+            assert members._resting == {}  # not yet: on the loop
+            await settle()
+            assert len(members._resting) == 200
+            for limiter in paused[:190]:
+                limiter.remaining = 0.0
+            for n in range(200, 400):
+                members._rest(f"acct-{n}", paused[-1])  # type: ignore[arg-type]
+            assert len(members._resting) < 300  # the over pauses swept, as it grew
+            view = commbox.with_token(lambda: A)
+            assert not view._account.token.lasting
+    finally:
+        await server.stop()
 
 
 async def test_closing_the_client_closes_its_views() -> None:

@@ -114,15 +114,16 @@ def _start_rate(args: argparse.Namespace, conn: Connection) -> tuple[RateLimit, 
     return dataclasses.replace(limit, start_rate=found.rate), text
 
 
-def _save_rate(conn: Connection, report: JobReport, limit: RateLimit) -> None:
+def _save_rate(conn: Connection, report: JobReport, limit: RateLimit, *, fresh: bool) -> None:
     """Remember the rate the job ended at, when it says something of the server's limit: it
-    met a 429, or it started from a remembered rate (and held it, or probed above it). Not
-    a run that --rate kept below what was remembered: its rate is the caller's, not the
-    server's (a run at --rate 5 left the next full-speed run starting at 5/s)."""
+    met a 429, or it started from a remembered rate (and held it, or probed above it), or
+    ``--fresh`` asked to start over (its end rate replaces what was remembered). Not a run
+    that --rate kept below what was remembered: its rate is the caller's, not the server's
+    (a run at --rate 5 left the next full-speed run starting at 5/s)."""
     stats = report.stats
     if stats is None or not stats.requests:
         return
-    if stats.throttled or limit.start_rate is not None:
+    if stats.throttled or limit.start_rate is not None or fresh:
         memory.remember(conn.base_url, conn.token, stats.current_rate)
 
 
@@ -195,7 +196,7 @@ async def _fetch(
             report.bad_lines, report.duplicates = source.bad, source.duplicates
             report.empty = source.empty
             report.resumed = source.resumed
-            _save_rate(conn, report, limit)
+            _save_rate(conn, report, limit, fresh=args.fresh)
     return _finish(args, report, source, writer.lines, interrupted=interrupted, host=host)
 
 

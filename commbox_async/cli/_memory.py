@@ -34,6 +34,8 @@ __all__ = ["MAX_AGE", "Remembered", "forget_all", "recall", "remember", "state_d
 MAX_AGE = 7 * 24 * 3600.0
 _FILE = "limits.json"
 _LOCK = "limits.lock"
+#: How far ahead of this machine's clock a saved time may be (another machine's clock).
+_CLOCK_SLACK = 24 * 3600.0
 #: Entries kept at most (the least recently saved go first).
 _MAX_ENTRIES = 200
 
@@ -80,10 +82,11 @@ def _load(path: Path) -> dict[str, dict[str, float]]:
     if not isinstance(data, dict):
         return {}
     entries = {}
+    latest = time.time() + _CLOCK_SLACK  # a time to come would be trusted, and kept, for ever
     for key, value in data.items():
         rate = _number(value.get("rate")) if isinstance(value, dict) else None
         saved = _number(value.get("saved")) if isinstance(value, dict) else None
-        if rate is not None and saved is not None and rate > 0:
+        if rate is not None and saved is not None and rate > 0 and saved <= latest:
             entries[key] = {"rate": rate, "saved": saved}
     return entries
 
@@ -121,12 +124,15 @@ def remember(base_url: str, token: str, rate: float, now: float | None = None) -
         newest = sorted(entries.items(), key=lambda item: item[1]["saved"])[-_MAX_ENTRIES:]
         # Written whole and renamed, so that a reader never sees half a file.
         with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as tmp:
-            json.dump(dict(newest), tmp, indent=1)
-        try:
-            os.replace(tmp.name, path)
-        except OSError:
-            os.unlink(tmp.name)  # (limits.json a directory, say): leave no temporary file
-            raise
+            try:
+                json.dump(dict(newest), tmp, indent=1)
+                tmp.close()
+                os.replace(tmp.name, path)
+            except BaseException:
+                # A full disk, limits.json a directory: leave no temporary file behind.
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp.name)
+                raise
 
 
 @contextlib.contextmanager
