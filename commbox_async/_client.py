@@ -74,6 +74,7 @@ from ._validate import (
     check_int,
     check_number,
     check_seconds,
+    describe,
 )
 from ._version import __version__
 from ._watch import Watch, WatchState, check_ids, restore_state
@@ -584,7 +585,7 @@ class AsyncCommbox:
             if result.response is not None:
                 counts[result.identity_id] = result.response.unread_total
             elif result.error is not None:
-                errors[result.identity_id] = result.error
+                errors[_error_key(result.identity_id)] = result.error
         if errors and raise_on_error:
             raise FanOutError(counts, errors)
         return counts
@@ -689,3 +690,13 @@ def _check_proxy(proxy: object, session: aiohttp.ClientSession | None) -> str | 
 
 def _encode(query: Query) -> str:
     return urlencode(query.params(), quote_via=quote, safe="")
+
+
+def _error_key(raw: Any) -> Any:
+    """``raw`` as a key of ``unread_counts``' errors: itself, or its repr when it cannot be a
+    key (an invalid id such as a list must get its error, not crash the whole call)."""
+    try:
+        hash(raw)
+    except TypeError:
+        return describe(raw, None)
+    return raw

@@ -138,7 +138,10 @@ class _IdReader:
     def _admit(self, raw: Any) -> bool:
         """Count ``raw`` as taken, unless it was taken before (with ``dedupe``)."""
         if self._seen is not None:
-            key = raw if isinstance(raw, int) else describe(raw, None)
+            # True == 1 (and hashes alike): a bool is keyed apart, or the invalid True would
+            # take the place of the valid 1, which would then get no result at all.
+            usable = isinstance(raw, int) and not isinstance(raw, bool)
+            key = int(raw) if usable else describe(raw, None)
             if key in self._seen:
                 return False
             self._seen.add(key)

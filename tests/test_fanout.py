@@ -79,6 +79,27 @@ async def test_duplicates_fetched_per_occurrence_unless_deduped(server: FakeComm
     assert server.count("ok") == 7
 
 
+async def test_dedupe_keeps_true_apart_from_1(server: FakeCommbox) -> None:
+    """True == 1 in Python: deduped as one, the invalid True took the place of the valid 1,
+    which then got no result at all."""
+    async with _client(server) as commbox:
+        results = [r async for r in commbox.fetch_many([True, 1, 2], dedupe=True)]
+    assert sorted((repr(r.identity_id), r.ok) for r in results) == [
+        ("1", True),
+        ("2", True),
+        ("True", False),
+    ]
+
+
+async def test_unread_counts_with_an_unhashable_invalid_id(server: FakeCommbox) -> None:
+    """A list among the ids gets its error (keyed by its repr), not a crash of the call."""
+    async with _client(server) as commbox:
+        with pytest.raises(FanOutError) as info:
+            await commbox.unread_counts([1, [2], 3])
+    assert sorted(info.value.counts) == [1, 3]
+    assert list(info.value.errors) == ["[2]"]
+
+
 async def test_ids_are_read_lazily_and_break_stops_everything(server: FakeCommbox) -> None:
     """A million-id generator is read only as far as needed; break releases every worker."""
     drawn = 0
