@@ -71,6 +71,7 @@ import time
 from collections.abc import Awaitable
 from types import TracebackType
 from typing import cast
+from urllib.parse import quote
 
 try:
     import redis.asyncio as aioredis
@@ -124,6 +125,10 @@ def _check(
     """Validate the arguments; return the rate limit and the fallback rate."""
     if not isinstance(key, str) or not key:
         raise InvalidArgumentError("key must be a non-empty string")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: every command would fail, not just this
+        raise InvalidArgumentError("key must be text that UTF-8 can encode") from None
     workers = check_int("expected_workers", expected_workers, low=1)
     for name, value in seconds.items():
         check_number(name, value, allow_low=name not in ("reconnect_interval", "op_timeout"))
@@ -292,15 +297,18 @@ class RedisLimiter:
         )
 
     def for_account(self, name: str) -> RedisLimiter:
-        """A limiter like this one for another account, on the key ``<key>:<name>``, over the
-        same Redis client (which it does not close). ``AsyncCommbox.with_token`` calls it with
-        the token's fingerprint (``_protocol.token_fingerprint``), never the token, so that
-        every process derives the same key for the same account."""
+        """A limiter like this one for another account, on the key ``<key>:account:<name>``
+        (the name percent-encoded), over the same Redis client (which it does not close).
+        ``AsyncCommbox.with_token`` calls it with the token's fingerprint
+        (``_protocol.token_fingerprint``), never the token, so that every process derives the
+        same key for the same account. The ``account:`` segment and the encoding keep every
+        account's keys apart from this key's own (``<key>:outcomes``, ``<key>:leader``) and
+        from each other's (an account named ``a:outcomes``)."""
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError("the account's name must be a non-empty str")
         return RedisLimiter(
             self._runner.client,
-            key=f"{self.key}:{name}",
+            key=f"{self.key}:account:{quote(name, safe='')}",
             owns_client=False,
             rng=self._rng,
             **self._settings,  # type: ignore[arg-type]
@@ -476,6 +484,7 @@ class RedisLimiter:
         received = time.monotonic()
         self._outage.came_back()
         reply = AcquireReply.parse(raw)
+        self._schedule.note_epoch(reply.epoch, reply.now)
         self._link.offset = reply.now - received
         self._link.follow(reply.rate, reply.why, reply.evidence)
         self._schedule.note_pause(reply.pause_end, reply.now, received)

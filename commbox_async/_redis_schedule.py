@@ -66,6 +66,15 @@ class ScheduleView:
         if started:
             self.waited += time.monotonic() - started
 
+    def note_epoch(self, epoch: int, redis_now: float) -> None:
+        """A slot booked at ``redis_now`` (Redis's clock) in the schedule's ``epoch``. Booked
+        after the last rebooking known here, yet in an older epoch: Redis's count started over
+        (a Redis restarted or flushed). Take its word, or every slot it books from now on would
+        look booked before that rebooking, and be given back, for ever (no request sent,
+        thousands of Redis commands a second)."""
+        if epoch < self._epoch and redis_now > self._rebook_from:
+            self._epoch, self._rebook_from = epoch, math.inf
+
     def rebooked(self, start: float, epoch: int) -> None:
         """The schedule was rebooked from ``start`` (Redis's clock): wake the slots' holders."""
         if epoch > self._epoch:

@@ -24,6 +24,7 @@ from commbox_async._config import RateLimit
 from commbox_async._pacing import Outcome, PacingModel, Ticket
 from commbox_async._redis import LAG
 from commbox_async._redis_leader import PacingLeader
+from commbox_async._redis_schedule import ScheduleView
 from commbox_async.redis import RedisLimiter
 from commbox_async.testing import FakeCommbox
 
@@ -489,3 +490,34 @@ def test_bad_arguments_are_refused_before_any_connection() -> None:
         RedisLimiter.from_url("redis://127.0.0.1:1/0", key="")
     with pytest.raises(InvalidArgumentError):
         RedisLimiter.from_url("redis://127.0.0.1:1/0", key="k", fallback_rate=0)
+    with pytest.raises(InvalidArgumentError, match="UTF-8"):
+        RedisLimiter.from_url("redis://127.0.0.1:1/0", key="k\udcff")
+
+
+def test_an_accounts_key_never_meets_its_parents_own() -> None:
+    """Derived keys sit under ``account:``, the name percent-encoded: an account named
+    "outcomes" or "leader" used the parent's own keys (a WRONGTYPE error, read as Redis being
+    unreachable), and "a:outcomes" those of the account "a"."""
+    parent = RedisLimiter.from_url("redis://127.0.0.1:1/0", key="k")
+    names = ("outcomes", "leader", "a", "a:outcomes")
+    keys = {name: parent.for_account(name).key for name in names}
+    assert keys["outcomes"] == "k:account:outcomes"
+    assert keys["a:outcomes"] == "k:account:a%3Aoutcomes"
+    internal = {"k:outcomes", "k:leader", "k:pause"} | {f"{keys['a']}:outcomes"}
+    assert not internal & set(keys.values())
+
+
+async def test_a_restarted_redis_count_of_rebookings_is_taken() -> None:
+    """Redis restarted: its count of rebookings starts over at 0. A slot booked after that
+    is kept; before, every slot looked booked before the last rebooking known here and was
+    given back, for ever (no request sent, thousands of Redis commands a second)."""
+    view = ScheduleView()
+    view.rebooked(start=100.0, epoch=5)  # known before the restart
+    now = time.monotonic()
+    view.note_epoch(4, redis_now=99.0)  # booked before that rebooking: an older slot
+    assert not await view.wait_slot(slot=150.0, epoch=4, due=now + 60.0)  # given back
+    view.note_epoch(0, redis_now=120.0)  # booked after it, with a count that started over
+    assert await view.wait_slot(slot=200.0, epoch=0, due=now)
+    assert await view.wait_slot(slot=300.0, epoch=0, due=now)
+    view.rebooked(start=400.0, epoch=1)  # and the restarted Redis's next rebooking is heard
+    assert not await view.wait_slot(slot=500.0, epoch=0, due=now + 60.0)

@@ -323,11 +323,11 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
                 await view.get_user_objects(1)
                 derived = view.limiter
                 assert isinstance(derived, RedisLimiter)
-                assert derived.key == f"cbx:t:{token_fingerprint(A)}"
+                assert derived.key == f"cbx:t:account:{token_fingerprint(A)}"
                 assert A not in derived.key
                 assert commbox.limiter is limiter
                 named = commbox.with_token(lambda: B, account="acct-b")
-                assert named.limiter.key == "cbx:t:acct-b"  # type: ignore[attr-defined]
+                assert named.limiter.key == "cbx:t:account:acct-b"  # type: ignore[attr-defined]
                 with pytest.raises(InvalidArgumentError, match="account="):
                     commbox.with_token(lambda: B)
             assert derived._closed  # the client closed the limiter it derived
