@@ -57,6 +57,10 @@ HOT_SHARE = 0.03
 MAX_HOT = 1000
 
 _NO_STATUS = 0xFFFF  # a conversation without a status id, packed
+#: The most unread messages a snapshot holds for a conversation (47 bits: see ``_pack``).
+MAX_UNREAD = 2**47 - 1
+#: Object ids a snapshot holds: a signed 64-bit slot each.
+_MAX_OBJECT_ID = 2**63 - 1
 
 
 class NewConversation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -155,8 +159,10 @@ class WatchState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _pack(unread: int, status: int | None) -> int:
+    """One signed 64-bit slot: the unread count (capped at ``MAX_UNREAD``: a count beyond is
+    no count a person reads, and must not end the watch) above 16 bits of status."""
     code = _NO_STATUS if status is None else min(max(int(status), 0), _NO_STATUS - 1)
-    return (max(unread, 0) << 16) | code
+    return (min(max(unread, 0), MAX_UNREAD) << 16) | code
 
 
 def _unpack_status(packed: int) -> int | None:
@@ -276,6 +282,8 @@ class Tracker:
         for conversation in _distinct(page.data):
             oid = conversation.object_id
             assert oid is not None
+            if not 0 <= oid <= _MAX_OBJECT_ID:
+                continue  # no id the vendor issues; one that no snapshot can hold is not watched
             if conversation.status_id not in CLOSED_STATUSES:
                 fresh += (oid, _pack(conversation.unread_messages, conversation.status_id))
             previous = before.pop(oid, None)
@@ -374,7 +382,23 @@ def restore_state(state: WatchState | bytes | None, query: str) -> WatchState | 
         raise InvalidArgumentError(
             "state was saved by a watch with other filters; it cannot be reused here"
         )
+    for ident, flat in state.identities.items():
+        _check_snapshot(ident, flat)
     return state
+
+
+def _check_snapshot(ident: int, flat: list[int]) -> None:
+    """A saved identity's snapshot: (object id, unread, status or -1) triples, each within
+    what a snapshot holds; anything else is a damaged state, said so rather than cut short
+    (a tail dropped would read as a new conversation) or overflowing later."""
+    if len(flat) % 3:
+        raise InvalidArgumentError(f"damaged watch state: identity {ident}'s snapshot is cut short")
+    for i in range(0, len(flat), 3):
+        oid, unread, status = flat[i : i + 3]
+        if not (0 <= oid <= _MAX_OBJECT_ID and 0 <= unread <= MAX_UNREAD and status >= -1):
+            raise InvalidArgumentError(
+                f"damaged watch state: identity {ident} holds values out of range"
+            )
 
 
 def check_ids(identity_ids: Iterable[Any]) -> list[int]:

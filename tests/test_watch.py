@@ -28,7 +28,7 @@ from commbox_async import (
     WatchChange,
     WatchState,
 )
-from commbox_async._watch import HOT_SHARE, Tracker
+from commbox_async._watch import HOT_SHARE, MAX_UNREAD, Tracker, restore_state
 from commbox_async.testing import FakeCommbox, VirtualClock, unread_of
 
 
@@ -127,6 +127,31 @@ def test_state_round_trips_through_bytes() -> None:
     assert restored.snapshots[0] is None
     with pytest.raises(InvalidArgumentError):
         WatchState.decode(b"not msgpack")
+
+
+@pytest.mark.parametrize(
+    ("flat", "why"),
+    [
+        ([1, 3], "cut short"),  # the tail dropped read later as a new conversation
+        ([2**63, 0, -1], "out of range"),  # fits MessagePack's uint64, not a snapshot
+        ([1, 2**48, 1], "out of range"),  # an unread count that overflowed the packing
+        ([1, -5, 1], "out of range"),
+    ],
+)
+def test_a_damaged_state_is_refused_with_a_clear_error(flat: list[int], why: str) -> None:
+    """A state whose snapshot is not (object id, unread, status) triples in range is an
+    InvalidArgumentError when restored, not an OverflowError or a snapshot cut short."""
+    data = WatchState(query="", identities={5: flat}).encode()
+    with pytest.raises(InvalidArgumentError, match=why):
+        restore_state(data, "")
+
+
+def test_an_absurd_unread_count_does_not_end_the_watch() -> None:
+    """A page with 2**50 unread messages is capped in the snapshot: no OverflowError."""
+    tracker = _tracker([5])
+    tracker.observe(0, _page((1, 2**50, 1)), 0.0)
+    tracker.observe(0, _page((1, 2**50 + 1, 1)), 1.0)
+    assert tracker.state("").identities == {5: [1, MAX_UNREAD, 1]}
 
 
 # --- what to poll next ----------------------------------------------------------------------
