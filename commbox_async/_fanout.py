@@ -394,6 +394,7 @@ async def fan_out(
     workers = [asyncio.create_task(job.run()) for _ in range(concurrency)]
     tasks.update(workers)
     finished = 0
+    failed: _SourceFailed | None = None
     items = job.mailbox.items
     try:
         while finished < len(workers):
@@ -402,7 +403,10 @@ async def fan_out(
                 finished += 1
                 continue
             if isinstance(item, _SourceFailed):
-                raise item.exc
+                # The caller's ids failed: none is read after it, and the calls already made
+                # still give their results (every id read gets one); then it is raised.
+                failed = item
+                continue
             job.slots.give_back()
             progress.done += 1
             if item.error is None:
@@ -412,6 +416,8 @@ async def fan_out(
             if on_progress is not None:
                 on_progress(progress)
             yield item
+        if failed is not None:
+            raise failed.exc
         _check_all_answered(progress, source, stopped_from_outside)
     finally:
         for task in workers:

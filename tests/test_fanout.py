@@ -15,6 +15,7 @@ from commbox_async import (
     ClientClosedError,
     FanOutError,
     FanOutProgress,
+    FetchResult,
     InvalidArgumentError,
     LocalLimiter,
     NotFoundError,
@@ -98,6 +99,33 @@ async def test_unread_counts_with_an_unhashable_invalid_id(server: FakeCommbox) 
             await commbox.unread_counts([1, [2], 3])
     assert sorted(info.value.counts) == [1, 3]
     assert list(info.value.errors) == ["[2]"]
+
+
+async def test_ids_that_fail_midway_still_give_each_id_read_its_result(
+    server: FakeCommbox,
+) -> None:
+    """The caller's async iterable raises after five ids, while their calls are in flight:
+    the five results come first, then its exception (they were cancelled, unanswered)."""
+
+    async def ids() -> AsyncIterator[int]:
+        for ident in range(1, 6):
+            yield ident
+        raise RuntimeError("the export broke")
+
+    got: list[int] = []
+
+    async def consume(results: AsyncIterator[FetchResult]) -> None:
+        async for result in results:
+            got.append(result.identity_id)
+
+    async with _client(server) as commbox:
+        server.holding.hold()
+        running = asyncio.ensure_future(consume(commbox.fetch_many(ids(), concurrency=8)))
+        await until(lambda: server.holding.held() == 5, "five calls in flight")
+        server.holding.unhold()
+        with pytest.raises(RuntimeError, match="the export broke"):
+            await running
+    assert sorted(got) == [1, 2, 3, 4, 5]
 
 
 async def test_ids_are_read_lazily_and_break_stops_everything(server: FakeCommbox) -> None:
