@@ -167,22 +167,31 @@ async def test_the_second_run_starts_from_the_first_runs_limit(tmp_path: Path) -
         assert code == 0 and "--fresh" in err
 
 
-async def test_a_run_below_the_remembered_limit_keeps_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A run whose --rate is below the remembered limit starts at --rate, says so, and leaves
-    the remembered limit as it was: its rate is the caller's, not the server's."""
+async def _run_remembering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remembered: float, *extra: str
+) -> tuple[str, list[float]]:
+    """A fetch of 10 ids (no 429) after ``remembered`` was saved for its server and token: its
+    stderr, and the rates saved when it ended."""
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"{558300 + n}\n" for n in range(10)))
     state = tmp_path / "state"
     async with FakeCommbox(token=TOKEN, conversations=1, childs=0) as server:
         monkeypatch.setenv("COMMBOX_STATE_DIR", str(state))
-        memory.remember(server.url, TOKEN, 51.4)
-        code, err = await _fetch(server, ids, state, "--rate", "20")
+        memory.remember(server.url, TOKEN, remembered)
+        code, err = await _fetch(server, ids, state, *extra)
         assert code == 0, err
-        assert "20/s, --rate (a limit of 51.4/s remembered" in err
     saved = json.loads((state / "limits.json").read_text())
-    assert [entry["rate"] for entry in saved.values()] == [51.4]
+    return err, [entry["rate"] for entry in saved.values()]
+
+
+async def test_a_run_below_the_remembered_limit_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose --rate is below the remembered limit starts at --rate, says so, and leaves
+    the remembered limit as it was: its rate is the caller's, not the server's."""
+    err, saved = await _run_remembering(tmp_path, monkeypatch, 51.4, "--rate", "20")
+    assert "20/s, --rate (a limit of 51.4/s remembered" in err
+    assert saved == [51.4]
 
 
 async def test_a_fresh_run_replaces_what_was_remembered(
@@ -190,13 +199,5 @@ async def test_a_fresh_run_replaces_what_was_remembered(
 ) -> None:
     """--fresh starts at --rate, and its end rate is saved (as its help says), even when no
     429 came: the next run starts there, not at the rate forgotten."""
-    ids = tmp_path / "ids.txt"
-    ids.write_text("".join(f"{558300 + n}\n" for n in range(10)))
-    state = tmp_path / "state"
-    async with FakeCommbox(token=TOKEN, conversations=1, childs=0) as server:
-        monkeypatch.setenv("COMMBOX_STATE_DIR", str(state))
-        memory.remember(server.url, TOKEN, 3.0)
-        code, err = await _fetch(server, ids, state, "--fresh", "--rate", "50")
-        assert code == 0, err
-    saved = json.loads((state / "limits.json").read_text())
-    assert [entry["rate"] for entry in saved.values()] == [50.0]
+    _, saved = await _run_remembering(tmp_path, monkeypatch, 3.0, "--fresh", "--rate", "50")
+    assert saved == [50.0]
