@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -295,18 +296,30 @@ def _scrub(error: CommboxError, sent: Mapping[str, str]) -> None:
     """Blank the token the attempt ``sent`` wherever a response put it on ``error`` (a proxy
     that echoes the request's headers into its answer): the token never reaches an error. The
     token sent, not the account's current one: after a refresh, the old key (which may still
-    work during its grace period) is the one an echo carries."""
+    work during its grace period) is the one an echo carries. And whatever follows "Bearer ":
+    the body and message were cut before this runs (a token at the cut is only its start),
+    and an echo in JSON may escape it (a plus as a unicode escape, a slash after a backslash),
+    which no literal match finds."""
     token = str(sent.get("Authorization", "")).removeprefix("Bearer ")
     if not token:
         return
+
+    def blank(text: str) -> str:
+        return _BEARER.sub("Bearer ***", text.replace(token, "***"))
+
     if error.headers:
-        error.headers = {k: v.replace(token, "***") for k, v in error.headers.items()}
-    error.body = error.body.replace(token.encode(), b"***")
-    error.message = error.message.replace(token, "***")
+        error.headers = {k: blank(v) for k, v in error.headers.items()}
+    error.body = _BEARER_BYTES.sub(b"Bearer ***", error.body.replace(token.encode(), b"***"))
+    error.message = blank(error.message)
     error.args = (error.message,)  # the message as first given, token and all
     description = getattr(error, "description", None)
     if isinstance(description, str):
-        error.description = description.replace(token, "***")  # type: ignore[attr-defined]
+        error.description = blank(description)  # type: ignore[attr-defined]
+
+
+#: "Bearer" and what follows it up to a space, a quote or the end of a JSON value.
+_BEARER = re.compile(r"Bearer\s+[^\s\"',;}\]]+", re.IGNORECASE)
+_BEARER_BYTES = re.compile(_BEARER.pattern.encode(), re.IGNORECASE)
 
 
 async def _within(waiting: Awaitable[T], call: CallState) -> T:

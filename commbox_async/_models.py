@@ -156,7 +156,7 @@ class _HasContent(Struct, rename="camel", gc=False):
             return None
         try:
             return _content_decoder.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # (JSON nested too deep to read)
             return None
 
 
@@ -331,7 +331,9 @@ class _LenientEnvelope(Struct):
     description: Any = None
     response_time: Any = None
     totalUnreadChatMessages: Any = None  # the wire name
-    data: list[msgspec.Raw] | str | None = None
+    # Raw, whatever it holds: an error envelope may carry {"errors": [...]} here, and its
+    # status must still be read (only a list holds items: ``_raw_items``).
+    data: msgspec.Raw = msgspec.Raw(b"null")
 
 
 # Built once: building a decoder compiles the type, which costs far more than a small decode.
@@ -340,6 +342,7 @@ _item_decoder = msgspec.json.Decoder(UserObject, strict=False)
 _envelope_decoder = msgspec.json.Decoder(_LenientEnvelope)
 _error_decoder = msgspec.json.Decoder(ErrorBody, strict=False)
 _any_decoder = msgspec.json.Decoder()
+_raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 class ModelDecodeError(ValueError):
@@ -363,11 +366,11 @@ def decode_page(body: bytes) -> UserObjectsPage:
     """Decode a 200 body; bad conversations are set aside, never fatal to the page."""
     try:
         return _page_decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         body = _valid_utf8(body)
     try:
         envelope = _envelope_decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelDecodeError(f"the body is not a v2 page: {exc}") from exc
     head = msgspec.structs.asdict(envelope)
     del head["data"]  # the items are read one by one below
@@ -378,27 +381,35 @@ def decode_page(body: bytes) -> UserObjectsPage:
         page = UserObjectsPage()
     items: list[UserObject] = []
     invalid: list[InvalidItem] = []
-    raw_items = envelope.data if isinstance(envelope.data, list) else []
-    for index, raw in enumerate(raw_items):
-        item, reason = _decode_item(bytes(raw))
+    for index, raw_item in enumerate(_raw_items(envelope.data)):
+        raw = bytes(raw_item)
+        item, reason = _decode_item(raw)
         if item is not None:
             items.append(item)
         else:
-            invalid.append(InvalidItem(index=index, reason=reason, raw=bytes(raw)))
+            invalid.append(InvalidItem(index=index, reason=reason, raw=raw))
     page.data = items
     page.__dict__["_invalid_items"] = invalid
     return page
 
 
+def _raw_items(data: msgspec.Raw) -> list[msgspec.Raw]:
+    """The items of ``data`` when it is a list; none otherwise (a string, an object)."""
+    try:
+        return _raw_list_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return []
+
+
 def _decode_item(raw: bytes) -> tuple[UserObject | None, str]:
     try:
         return _item_decoder.decode(raw), ""
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         first_reason = str(exc)
     try:
         repaired = _repair_value(_any_decoder.decode(raw), _ITEM_INFO)
         return msgspec.convert(repaired, UserObject, strict=False), ""
-    except (msgspec.DecodeError, UnicodeDecodeError, _Unrepairable):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, _Unrepairable):
         return None, first_reason
 
 
@@ -410,14 +421,14 @@ def decode_error_body(body: bytes) -> ErrorBody | None:
     """
     try:
         return _error_decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         body = _valid_utf8(body)
     try:
         value = _any_decoder.decode(body)
         if not isinstance(value, dict):
             return None
         return msgspec.convert(_repair_value(value, _ERROR_INFO), ErrorBody, strict=False)
-    except (msgspec.DecodeError, _Unrepairable):
+    except (msgspec.DecodeError, RecursionError, _Unrepairable):
         return None
 
 

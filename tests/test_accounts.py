@@ -362,3 +362,23 @@ async def test_each_account_has_its_own_bucket() -> None:
     assert server.count("throttled", account=slow) >= 3
     assert server.count("throttled", account=fast) == 0
     assert "slow-key" not in repr(server.requests)
+
+
+async def test_an_echo_cut_short_or_escaped_is_scrubbed() -> None:
+    """An echo of the key that the error's 1 KiB body cuts in two, or that JSON escapes (a
+    plus as a unicode escape, a slash after a backslash): no part of the key stays."""
+    token = "k3Y+ab/cd-SECRETTAIL"
+    escaped = token.replace("+", "\\u002B").replace("/", "\\/")
+    cut = b'{"description": "' + b"y" * 1000 + b"Authorization: Bearer " + token.encode() + b'"}'
+    async with FakeCommbox(token=token) as server:
+        server.script(7, (400, {}, cut))
+        server.script(8, (400, {}, ('{"description": "Bearer ' + escaped + '"}').encode()))
+        async with server.client() as commbox:
+            errors = []
+            for ident in (7, 8):
+                with pytest.raises(CommboxError) as info:
+                    await commbox.get_user_objects(ident)
+                errors.append(info.value)
+    for error in errors:
+        texts = [*_texts_of(error), error.body.decode(), str(getattr(error, "description", ""))]
+        assert not any(part in text for text in texts for part in ("k3Y", "SECRETTAIL"))

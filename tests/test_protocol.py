@@ -612,3 +612,36 @@ def test_token_fingerprint_is_stable_short_and_not_the_token() -> None:
     fingerprint = token_fingerprint("secret-token-1")
     assert fingerprint == token_fingerprint("secret-token-1") != token_fingerprint("secret-token-2")
     assert len(fingerprint) == 16 and "secret" not in fingerprint
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": [{"objectId": 1, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+        b'{"status": 200, "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+)
+def test_json_nested_too_deep_is_a_decode_error(body: bytes) -> None:
+    """JSON nested deeper than the parser goes is a CommboxDecodeError, not a RecursionError
+    that ends a job as "unexpected"."""
+    with pytest.raises(CommboxDecodeError):
+        parse_response(200, {}, body, 5)
+
+
+def test_content_nested_too_deep_reads_as_none() -> None:
+    """A ``content`` string that holds JSON too deep to read gives None, as other bad JSON."""
+    inner = "[" * 5000 + "]" * 5000
+    body = json.dumps({"data": [{"objectId": 1, "content": inner}]}).encode()
+    page = parse_response(200, {}, body)
+    assert page.data[0].content is None
+
+
+@pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError), (429, RateLimitError)])
+def test_an_error_inside_a_200_with_data_an_object_keeps_its_status(
+    status: int, error: type[CommboxError]
+) -> None:
+    """The field notes' error bodies carry {"errors": [...]} in ``data``: the envelope's own
+    status still decides (it was a retryable CommboxDecodeError: a revoked token retried 8x)."""
+    body = json.dumps({"status": status, "description": "no", "data": {"errors": ["x"]}})
+    with pytest.raises(error):
+        parse_response(200, {}, body.encode(), 5)
