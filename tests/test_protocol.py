@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -614,6 +616,18 @@ def test_token_fingerprint_is_stable_short_and_not_the_token() -> None:
     assert len(fingerprint) == 16 and "secret" not in fingerprint
 
 
+@pytest.fixture
+def parser_depth_1000() -> Iterator[None]:
+    """The parser's depth as Python's default recursion limit sets it (another test or a
+    plugin may have raised the limit for the session)."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -621,6 +635,7 @@ def test_token_fingerprint_is_stable_short_and_not_the_token() -> None:
         b'{"status": 200, "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
     ],
 )
+@pytest.mark.usefixtures("parser_depth_1000")
 def test_json_nested_too_deep_is_a_decode_error(body: bytes) -> None:
     """JSON nested deeper than the parser goes is a CommboxDecodeError, not a RecursionError
     that ends a job as "unexpected"."""
@@ -628,6 +643,7 @@ def test_json_nested_too_deep_is_a_decode_error(body: bytes) -> None:
         parse_response(200, {}, body, 5)
 
 
+@pytest.mark.usefixtures("parser_depth_1000")
 def test_content_nested_too_deep_reads_as_none() -> None:
     """A ``content`` string that holds JSON too deep to read gives None, as other bad JSON."""
     inner = "[" * 5000 + "]" * 5000
