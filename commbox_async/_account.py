@@ -168,7 +168,15 @@ class Account:
             if limiter is None or self._transport.closed:
                 raise ClientClosedError("this AsyncCommbox is closed")
             _check_pause(limiter.pause_remaining(), call)
-            ticket = await limiter.acquire()
+            try:
+                # Our limiters bound their own wait (free when there is none); others, here.
+                ticket = await (
+                    limiter.acquire(call.deadline)
+                    if getattr(type(limiter), "bounds_deadline", False)
+                    else _within(limiter.acquire(), call)
+                )
+            except asyncio.TimeoutError:  # (not the builtin one before Python 3.11)
+                raise _no_slot(limiter) from None
             call.attempts += 1
             stats.requests += 1
             stats.in_flight += 1
@@ -218,6 +226,7 @@ class Account:
         except asyncio.TimeoutError:
             error = no_token("gave no token within the call's deadline")
             error.identity_id = call.identity_id
+            error.ended_by_deadline = True
             raise error from None
         except AuthenticationError as exc:
             exc.identity_id = call.identity_id  # (raised by the source, which knows no call)
@@ -278,6 +287,7 @@ class Account:
             pause_remaining=pause,
             accepted_total=self._answered,
         )
+        exc.ended_by_deadline = decision.by_deadline
         if decision.delay is not None and retry_logger.isEnabledFor(logging.INFO):
             # The wait includes the account-wide pause that a 429 started.
             retry_logger.info(
@@ -328,6 +338,18 @@ async def _within(waiting: Awaitable[T], call: CallState) -> T:
     return await asyncio.wait_for(waiting, max(call.deadline - time.monotonic(), 0.0))
 
 
+def _no_slot(limiter: Limiter) -> CommboxTimeoutError:
+    """The final error of a call whose deadline came while it waited for a rate slot (a page
+    view with ``deadline=0.5`` must not queue for seconds behind a slow rate)."""
+    error = CommboxTimeoutError(
+        f"no slot under the rate limit ({limiter.current_rate:.3g}/s) before this call's deadline"
+    )
+    error.reason = "no rate slot before the deadline"
+    error.retryable = False
+    error.ended_by_deadline = True
+    return error
+
+
 def _check_pause(pause: float, call: CallState) -> None:
     """A call may not wait out a pause that outlasts its deadline: it fails at once, as a
     timeout that no retry can cure (a page view with ``deadline=3`` during a 20 s pause)."""
@@ -339,6 +361,7 @@ def _check_pause(pause: float, call: CallState) -> None:
     )
     error.reason = "paused past the deadline"
     error.retryable = False
+    error.ended_by_deadline = True
     raise error
 
 

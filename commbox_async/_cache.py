@@ -27,9 +27,11 @@ class Cache:
 
     The pages handed out are shared by every caller that reads the entry: treat them as
     read-only. ``hits`` and ``misses`` count lookups, for a dashboard or a test.
+    ``generation`` changes at every ``invalidate``: a page fetched by a call that began
+    before it is not kept, and a caller after it does not join such a call.
     """
 
-    __slots__ = ("_clock", "_entries", "hits", "max_entries", "misses", "ttl")
+    __slots__ = ("_clock", "_entries", "generation", "hits", "max_entries", "misses", "ttl")
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class Cache:
         self._entries: OrderedDict[Key, tuple[float, UserObjectsPage]] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.generation = 0
 
     def __repr__(self) -> str:
         return f"<Cache ttl={self.ttl:g}s entries={len(self)}/{self.max_entries}>"
@@ -66,8 +69,11 @@ class Cache:
         self.misses += 1
         return None
 
-    def put(self, key: Key, page: UserObjectsPage) -> None:
-        """Keep ``page`` for ``ttl`` seconds from now, evicting the least recently used."""
+    def put(self, key: Key, page: UserObjectsPage, generation: int | None = None) -> None:
+        """Keep ``page`` for ``ttl`` seconds from now, evicting the least recently used;
+        not if it was fetched in an earlier ``generation`` (it may predate an invalidate)."""
+        if generation is not None and generation != self.generation:
+            return
         entries = self._entries
         entries[key] = (self._clock() + self.ttl, page)
         entries.move_to_end(key)
@@ -75,7 +81,9 @@ class Cache:
             entries.popitem(last=False)
 
     def invalidate(self, identity_id: int | None = None) -> int:
-        """Forget one identity's pages (all filters), or everything; returns how many."""
+        """Forget one identity's pages (all filters), or everything; returns how many. Calls
+        already running keep their pages to themselves (see ``generation``)."""
+        self.generation += 1
         if identity_id is None:
             count = len(self._entries)
             self._entries.clear()

@@ -67,6 +67,9 @@ class CommboxError(Exception):
     kind: str = "error"
     #: Why, in a few words, where the message says more ("connection refused"); for logs.
     reason: str | None = None
+    #: True when the call ended because its ``deadline`` came (a wait for a retry, a pause or
+    #: a rate slot would have passed it): the same call with a longer deadline might succeed.
+    ended_by_deadline: bool = False
 
     def __init__(self, message: str, *, identity_id: int | None = None) -> None:
         super().__init__(message)

@@ -106,7 +106,6 @@ class Members:
             account.request,
             cache=self._cache,
             share=self._share,
-            max_time=self._retries.max_time,
             scope=source.cache_scope,
         )
         member = Member(account, shared)

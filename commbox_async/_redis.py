@@ -162,6 +162,9 @@ class RedisLimiter:
     ``max_rate / expected_workers``, so set ``expected_workers`` to the number of processes.
     """
 
+    #: ``acquire`` honours its ``deadline`` (see ``Limiter.acquire``).
+    bounds_deadline = True
+
     def __init__(
         self,
         client: aioredis.Redis,
@@ -350,14 +353,22 @@ class RedisLimiter:
         """Seconds until the shared pause ends, as far as this process knows."""
         return self._schedule.remaining()
 
-    async def acquire(self) -> Ticket:
-        """Wait for the shared pause to end and take the next slot of the shared schedule."""
+    async def acquire(self, deadline: float | None = None) -> Ticket:
+        """Wait for the shared pause to end and take the next slot of the shared schedule;
+        ``TimeoutError`` if that would pass ``deadline`` (a ``time.monotonic()`` instant). A
+        slot booked and then abandoned is forfeited, like a late one: the schedule cannot
+        lend it to another process."""
         if self._closed:
             raise ClientClosedError("this RedisLimiter is closed")
         if self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(self._listen())
             if self.config.adaptive:
                 self._link.start()
+        if deadline is None:
+            return await self._take()
+        return await asyncio.wait_for(self._take(), deadline - time.monotonic())
+
+    async def _take(self) -> Ticket:
         while True:
             await self._schedule.wait_pause()
             if not self._outage.use_redis():

@@ -78,6 +78,7 @@ class RetryDecision:
 
     delay: float | None
     why: str
+    by_deadline: bool = False  # the call ends because its deadline would pass
 
 
 def decide_retry(
@@ -110,7 +111,7 @@ def decide_retry(
         # The shared pause waits first; the call's own back-off only adds to a short one.
         delay = max(0.0, rng.uniform(0.0, ceiling) - pause_remaining)
         if pause_remaining + delay >= remaining:
-            return RetryDecision(None, "the pause would pass the call's deadline")
+            return RetryDecision(None, "the pause would pass the call's deadline", True)
         return RetryDecision(delay, "throttled")
     call.failures += 1
     ceiling = min(config.max_delay, config.base_delay * 2.0 ** (call.failures - 1))
@@ -118,7 +119,7 @@ def decide_retry(
     if call.failures >= config.tries:
         return RetryDecision(None, f"{call.failures} attempts failed")
     if delay >= remaining:
-        return RetryDecision(None, "the wait would pass the call's deadline")
+        return RetryDecision(None, "the wait would pass the call's deadline", True)
     if not budget.spend():
         return RetryDecision(None, "the client's retry budget is spent")
     return RetryDecision(delay, exc.kind)

@@ -23,6 +23,9 @@ __all__ = ["SharedCalls"]
 
 #: Identity, encoded query, the account's scope (two accounts never share a page).
 Key = tuple[int, str, str]
+#: A running call: its key, and the cache's generation when it began (a call begun before
+#: an invalidate is not joined after it).
+Running = tuple[int, str, str, int]
 #: One call: identity, encoded query, deadline in seconds, and the call's own retries and
 #: timeout (None: the account's).
 Request = Callable[[int, str, float, Retries | None, Timeout | None], Awaitable[UserObjectsPage]]
@@ -37,15 +40,13 @@ class SharedCalls:
         *,
         cache: Cache | None,
         share: bool,
-        max_time: float,
         scope: str = "",
     ) -> None:
         self._request = request
         self._scope = scope
         self._cache = cache
         self._share = share
-        self._max_time = max_time  # the default deadline of a call
-        self._in_flight: InFlight[Key, UserObjectsPage] = InFlight(
+        self._in_flight: InFlight[Running, UserObjectsPage] = InFlight(
             lambda: ClientClosedError("this AsyncCommbox was closed during the call")
         )
 
@@ -79,35 +80,36 @@ class SharedCalls:
 
     async def _join(self, key: Key, deadline: float, use_cache: bool) -> UserObjectsPage:
         started = time.monotonic()
+        running = (*key, self._cache.generation if self._cache is not None else 0)
         shared, waiter, joined = self._in_flight.join(
-            key, lambda: self._fetch_and_keep(key, deadline)
+            running, lambda: self._fetch_and_keep(key, deadline)
         )
         if not joined:
             shared.ends = started + deadline
         try:
-            # A joiner's own deadline bounds its wait when it is shorter than the default
-            # (a call with the default deadline ends by then anyway).
-            if joined and deadline < self._max_time:
+            # A joiner's own deadline bounds its wait when the shared call may outlast it.
+            if joined and started + deadline < shared.ends:
                 return await asyncio.wait_for(waiter, deadline)
             return await waiter
         except CommboxError as exc:
-            # The starter's call may have ended only by its own, shorter deadline: a failure of
-            # a passing kind (its class says so; the instance says what the starter's loop
-            # decided) is tried again within what is left of this caller's deadline.
-            left = started + deadline - time.monotonic()
+            # The starter's call may have ended only by its own, shorter deadline: then it is
+            # tried again within what is left of this caller's. Not a call that ended for any
+            # other reason (its tries, a 401): this caller's request would end the same way.
             mine = started + deadline
-            if joined and type(exc).retryable and shared.ends < mine - 0.1 * deadline and left > 0:
+            left = mine - time.monotonic()
+            longer = shared.ends < mine - 0.1 * deadline
+            if joined and exc.ended_by_deadline and longer and left > 0:
                 return await self.get(key[0], key[1], left, use_cache)
             raise
         except asyncio.TimeoutError:
-            self._in_flight.leave(key, shared, waiter)
+            self._in_flight.leave(running, shared, waiter)
             # This caller joined a call with a later deadline, and its own passed first.
             raise CommboxTimeoutError(
                 f"deadline of {deadline:g} s passed waiting for a shared call",
                 identity_id=key[0],
             ) from None
         except asyncio.CancelledError:
-            self._in_flight.leave(key, shared, waiter)
+            self._in_flight.leave(running, shared, waiter)
             raise
 
     async def _fetch_and_keep(
@@ -117,7 +119,9 @@ class SharedCalls:
         retries: Retries | None = None,
         timeout: Timeout | None = None,
     ) -> UserObjectsPage:
+        cache = self._cache
+        generation = cache.generation if cache is not None else 0
         page = await self._request(key[0], key[1], deadline, retries, timeout)
-        if self._cache is not None:
-            self._cache.put(key, page)
+        if cache is not None:
+            cache.put(key, page, generation)
         return page

@@ -39,8 +39,12 @@ LOG_CHANGE = 0.2
 class Limiter(Protocol):
     """What the client needs from a limiter, in-process or shared."""
 
-    async def acquire(self) -> Ticket:
-        """Wait for any pause to end and for a slot under the current rate."""
+    async def acquire(self, deadline: float | None = None) -> Ticket:
+        """Wait for any pause to end and for a slot under the current rate.
+
+        ``deadline``, a ``time.monotonic()`` instant: a wait that would pass it raises
+        ``TimeoutError`` and takes no slot. (The client passes it only to a limiter whose
+        class sets ``bounds_deadline = True``; it bounds any other limiter's wait itself.)"""
         ...
 
     def report(self, ticket: Ticket, outcome: Outcome, retry_after: float | None = None) -> None:
@@ -92,6 +96,9 @@ class LocalLimiter:
     ``clock`` and ``sleep`` can be injected (tests); they default to the monotonic clock and
     ``asyncio.sleep``. Build it inside a running loop or let the client build it.
     """
+
+    #: ``acquire`` honours its ``deadline`` (see ``Limiter.acquire``).
+    bounds_deadline = True
 
     def __init__(
         self,
@@ -186,8 +193,9 @@ class LocalLimiter:
         self._limiter_rate = rate
         return AsyncLimiter(burst, burst / drip)
 
-    async def acquire(self) -> Ticket:
-        """Wait for any pause to end and for a slot at the model's rate."""
+    async def acquire(self, deadline: float | None = None) -> Ticket:
+        """Wait for any pause to end and for a slot at the model's rate; ``TimeoutError``,
+        and no slot taken, if that would pass ``deadline`` (a ``time.monotonic()`` instant)."""
         now = self._clock()
         limiter = self._limiter
         if (
@@ -202,7 +210,10 @@ class LocalLimiter:
             # would find nothing new; the limiter's own acquire still takes it.
             await limiter.acquire()
             return self.model.on_send(now)
-        return await self._acquire_waiting()
+        if deadline is None:
+            return await self._acquire_waiting()
+        # Only a wait pays for the timer (a task: more than the rest of this method).
+        return await asyncio.wait_for(self._acquire_waiting(), deadline - time.monotonic())
 
     async def _acquire_waiting(self) -> Ticket:
         """``acquire`` when it may have to wait: for a pause, a new rate's empty bucket, or a

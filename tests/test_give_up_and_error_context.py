@@ -113,6 +113,48 @@ async def test_a_call_does_not_wait_out_a_pause_past_its_deadline() -> None:
         assert server.count(identity_id=6) == 0
 
 
+async def test_a_call_does_not_queue_for_a_rate_slot_past_its_deadline() -> None:
+    """At 1 request/s, four more calls with deadline=0.2 cannot get a slot in time: each fails
+    as a final timeout that names the rate, and none of them is sent (their slots, a second
+    apart, were never taken)."""
+    slow = RateLimit(max_rate=1.0, burst=1, min_rate=0.5, adaptive=False)
+    async with FakeCommbox(record=True) as server, server.client(rate_limit=slow) as commbox:
+        results = await asyncio.gather(
+            *(commbox.get_user_objects(i, deadline=0.2) for i in range(1, 6)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], UserObjectsPage)
+        for error in results[1:]:
+            assert isinstance(error, CommboxTimeoutError) and not error.retryable
+            assert "no slot under the rate limit" in str(error)
+        assert len(server.requests) == 1
+
+
+class _OwnLimiter:
+    """A user's limiter that knows nothing of deadlines: its slot never comes."""
+
+    def __init__(self, inner: LocalLimiter) -> None:
+        self.inner = inner
+
+    async def acquire(self) -> object:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_limiter_of_ones_own_is_bounded_by_the_deadline_too() -> None:
+    """A limiter whose ``acquire`` takes no deadline is bounded by the client instead."""
+    async with FakeCommbox(record=True) as server:
+        own = _OwnLimiter(LocalLimiter(FIXED))
+        async with server.client(limiter=own) as commbox:
+            with pytest.raises(CommboxTimeoutError, match="no slot"):
+                # (the outer bound only turns a regression's hang into a failure)
+                await asyncio.wait_for(commbox.get_user_objects(1, deadline=0.1), 30)
+        assert server.requests == []
+
+
 def test_an_api_error_carries_headers_request_id_and_the_body_head() -> None:
     """A 503 keeps the response headers (credentials left out), its request id and the first
     1,024 bytes of the body; it pickles with them."""

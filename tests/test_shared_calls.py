@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,12 +26,9 @@ from commbox_async.testing import FakeCommbox, VirtualClock, unread_of
 
 @asynccontextmanager
 async def _client(server: FakeCommbox, **options: Any) -> AsyncIterator[AsyncCommbox]:
+    options.setdefault("retries", FAST_RETRIES)
     async with AsyncCommbox(
-        token=server.token,
-        base_url=server.url,
-        rate_limit=10_000,
-        retries=FAST_RETRIES,
-        **options,
+        token=server.token, base_url=server.url, rate_limit=10_000, **options
     ) as commbox:
         yield commbox
 
@@ -138,6 +136,59 @@ async def test_a_joiner_with_a_longer_deadline_outlives_the_first_callers() -> N
         with pytest.raises(CommboxTimeoutError):
             await first
         assert server.count(identity_id=16) == 2
+
+
+async def test_a_joiner_at_the_default_deadline_is_bounded_by_it() -> None:
+    """The starter's deadline is longer than the client's default one; a caller that joins
+    with a deadline at that default gives up at its own deadline, while the call goes on."""
+    retries = dataclasses.replace(FAST_RETRIES, max_time=0.2)
+    async with FakeCommbox() as server, _client(server, retries=retries) as commbox:
+        server.holding.hold()
+        starter = asyncio.ensure_future(commbox.get_user_objects(17, deadline=60))
+        await until(lambda: server.holding.held() == 1, "the server holds the request")
+        with pytest.raises(CommboxTimeoutError, match="shared call"):
+            await asyncio.wait_for(commbox.get_user_objects(17, deadline=0.2), 30)
+        assert not starter.done()
+        server.holding.unhold()
+        assert (await starter).unread_total == unread_of(17, 10)
+        assert server.count(identity_id=17) == 1
+
+
+async def test_a_joiner_does_not_repeat_a_call_that_ran_out_of_tries() -> None:
+    """Two callers share one call that ends after its 2 tries (503, 503), well before either
+    deadline: the joiner gets that error too, and the server saw 2 requests, not 4."""
+    two_tries = dataclasses.replace(FAST_RETRIES, tries=2)
+    async with FakeCommbox() as server, _client(server, retries=two_tries) as commbox:
+        server.script(18, *[(503, {}, b"")] * 4)
+        server.holding.hold()
+        starter = asyncio.ensure_future(commbox.get_user_objects(18, deadline=5))
+        await until(lambda: server.holding.held() == 1, "the server holds the request")
+        joiner = asyncio.ensure_future(commbox.get_user_objects(18, deadline=60))
+        await until(lambda: len(commbox._shared._in_flight) == 1, "the joiner joined")
+        server.holding.unhold()
+        results = await asyncio.gather(starter, joiner, return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["ServerError", "ServerError"]
+        assert not results[0].ended_by_deadline  # type: ignore[union-attr]
+        assert server.count(identity_id=18) == 2
+
+
+async def test_an_invalidate_reaches_the_calls_already_running() -> None:
+    """A caller after ``invalidate(id)`` does not join the call running since before it,
+    and that call's page, answered last, does not replace the newer one in the cache."""
+    async with FakeCommbox() as server, _client(server, cache=Cache(ttl=60)) as commbox:
+        server.holding.hold()
+        before = asyncio.ensure_future(commbox.get_user_objects(19))
+        await until(lambda: server.holding.held() == 1, "the server holds the request")
+        old = unread_of(19, 10)
+        server.holding.unhold(release=False)  # the first request is answered as it was
+        server.add_message(19, count=5)
+        commbox.cache.invalidate(19)  # type: ignore[union-attr]
+        after = await commbox.get_user_objects(19)
+        assert after.unread_total == old + 5
+        server.holding.release()
+        await before
+        assert await commbox.get_user_objects(19) is after
+        assert server.count(identity_id=19) == 2
 
 
 async def test_sharing_can_be_turned_off() -> None:
