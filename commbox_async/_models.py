@@ -132,14 +132,60 @@ _content_decoder = msgspec.json.Decoder()
 _content_encoder = msgspec.json.Encoder()
 
 
+#: Every backslash escape, left to right, so that an escaped backslash followed by "ud83d"
+#: is never taken for a \u escape. A surrogate pair matches whole (kept); a surrogate escape
+#: outside a pair is ``lone``.
+_ESCAPE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    rb"|(?P<lone>\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
+    rb"|\\.",
+    re.DOTALL,
+)
+_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _keep_or_replace(match: re.Match[bytes]) -> bytes:
+    return b"\\ufffd" if match.group("lone") else match.group(0)
+
+
+def _without_lone_surrogates(body: bytes) -> bytes:
+    """The JSON with each lone UTF-16 surrogate escape (``\\ud83d`` with no low half)
+    replaced by ``\\ufffd``.
+
+    msgspec refuses such a string (Python's json keeps it, and then UTF-8 cannot encode it);
+    U+FFFD is what a browser shows for it. The same body when there is none.
+    """
+    if not _SURROGATE_HINT.search(body):
+        return body
+    return _ESCAPE.sub(_keep_or_replace, body)
+
+
+def _content_fallback(raw: str) -> Any:
+    """A ``content`` that msgspec refused, read again without lone surrogate escapes; None
+    when it is still not JSON."""
+    if "\\u" not in raw:  # most bad content: plain text
+        return None
+    try:
+        data = raw.encode()
+    except UnicodeEncodeError:  # a str built in Python holding a surrogate itself
+        return None
+    fixed = _without_lone_surrogates(data)
+    if fixed == data:
+        return None
+    try:
+        return _content_decoder.decode(fixed)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
 def decode_content(raw: str | None) -> Any:
     """Decode a double-encoded ``content`` string; None when empty, null or not JSON."""
     if not raw:
         return None
     try:
         return _content_decoder.decode(raw)
-    except msgspec.DecodeError:
-        return None
+    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+        return _content_fallback(raw)
 
 
 class _HasContent(Struct, rename="camel", gc=False):
@@ -156,8 +202,8 @@ class _HasContent(Struct, rename="camel", gc=False):
             return None
         try:
             return _content_decoder.decode(raw)
-        except (msgspec.DecodeError, RecursionError):  # (JSON nested too deep to read)
-            return None
+        except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+            return _content_fallback(raw)  # (a lone surrogate; None for bad or too deep JSON)
 
 
 class Identity(Struct, rename="camel", gc=False):
@@ -362,12 +408,17 @@ def _valid_utf8(body: bytes) -> bytes:
     return body
 
 
+def _readable(body: bytes) -> bytes:
+    """The body with invalid UTF-8 and lone surrogate escapes replaced by U+FFFD."""
+    return _without_lone_surrogates(_valid_utf8(body))
+
+
 def decode_page(body: bytes) -> UserObjectsPage:
     """Decode a 200 body; bad conversations are set aside, never fatal to the page."""
     try:
         return _page_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        body = _valid_utf8(body)
+        body = _readable(body)
     try:
         envelope = _envelope_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -422,7 +473,7 @@ def decode_error_body(body: bytes) -> ErrorBody | None:
     try:
         return _error_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        body = _valid_utf8(body)
+        body = _readable(body)
     try:
         value = _any_decoder.decode(body)
         if not isinstance(value, dict):
