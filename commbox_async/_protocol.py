@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -70,6 +69,9 @@ MAX_PAGE_SIZE = 100
 _TOKEN_OK = re.compile(r"[\x21-\x7e]+")
 #: delta-seconds: RFC 9110 says digits only; a decimal fraction is accepted as well.
 _DELTA_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
+#: The longest wait read from a Retry-After (about 31.7 years): above any pause policy's cap,
+#: and still safe to add to a clock or a datetime.
+_RETRY_AFTER_CEILING = 1e9
 _ORDER_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_]*( (asc|desc|ASC|DESC))?")
 
 
@@ -407,8 +409,10 @@ def is_insecure_remote(base_url: str) -> bool:
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date), or None.
 
-    Garbage, negative or non-finite values give None so that the caller's default applies;
-    a date in the past gives 0.
+    A value that is neither (RFC 9110: delta-seconds is digits only, so "-5", "+5", "1e3",
+    "inf" and "nan" are not) gives None, so that the caller's default applies; a date in the
+    past gives 0. A longer wait than 1e9 s, about 31.7 years (digits too many for a float, a
+    date centuries ahead), gives 1e9: finite, and still above any pause's cap.
     """
     if value is None:
         return None
@@ -416,8 +420,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not text:
         return None
     if _DELTA_SECONDS.fullmatch(text):
-        seconds = float(text)
-        return seconds if math.isfinite(seconds) else None
+        # Digits only, so float() never gives NaN: at worst inf, which the ceiling makes finite.
+        return min(float(text), _RETRY_AFTER_CEILING)
     if text[0] in "+-.0123456789":
         # Not delta-seconds (negative, exponent, "1_0"...) and cannot be an HTTP-date either.
         return None
@@ -430,7 +434,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())
+    return min(max(0.0, (when - now).total_seconds()), _RETRY_AFTER_CEILING)
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

@@ -1,5 +1,5 @@
-"""Edge cases of decoding that cost whole pages: lone UTF-16 surrogate escapes in a body or a
-``content``."""
+"""Edge cases of decoding that cost whole pages or pauses: lone UTF-16 surrogate escapes in a
+body or a ``content``, and a Retry-After too large for a float."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from commbox_async import (
     AsyncCommbox,
     AuthenticationError,
     CommboxDecodeError,
+    RateLimitError,
+    Retries,
     UserObject,
     parse_response,
 )
@@ -108,3 +110,19 @@ async def test_a_lone_surrogate_in_an_error_body_keeps_the_description(
     with pytest.raises(AuthenticationError) as info:
         await client.get_user_objects(IDENT)
     assert info.value.description == "Key \ufffd revoked"
+
+
+async def test_a_retry_after_too_large_for_a_float_pauses_for_the_cap() -> None:
+    """A Retry-After of more digits than a float holds read as none given: the pause was the
+    1 s default instead of the policy's cap (120 s)."""
+    huge = "1" + "0" * 400
+    async with FakeCommbox() as server:
+        server.script(IDENT, (429, {"Retry-After": huge}, b'{"status": 429}'))
+        async with server.client(retries=Retries(tries=1, throttled_tries=1)) as commbox:
+            with pytest.raises(RateLimitError) as info:
+                await commbox.get_user_objects(IDENT)
+            retry_after = info.value.retry_after
+            assert retry_after is not None and retry_after >= 1e9
+            limiter = commbox.limiter
+            assert getattr(limiter, "pause_asked", None) == retry_after
+            assert limiter.pause_policy.asked(retry_after) == 120.0

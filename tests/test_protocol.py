@@ -283,7 +283,11 @@ def test_other_errors_pickle() -> None:
         ("7", 7.0),
         (" 120 ", 120.0),
         ("1.5", 1.5),
-        ("31536000000", 31536000000.0),  # huge but finite: returned, the caller caps it
+        ("31536000000", 1e9),  # huge: the ceiling, which the caller caps further
+        ("1" + "0" * 400, 1e9),  # too large for a float: still the ceiling, not "none given"
+        ("1" + "0" * 400 + ".5", 1e9),
+        ("9" * 400, 1e9),
+        ("0" * 400, 0.0),
         (None, None),
         ("", None),
         ("   ", None),
@@ -291,18 +295,20 @@ def test_other_errors_pickle() -> None:
         ("-0.5", None),
         ("+5", None),
         ("1e3", None),
+        ("1e999", None),
+        ("-5", None),
         ("1_0", None),
         ("nan", None),
         ("inf", None),
         ("Infinity", None),
-        ("9" * 400, None),  # too large for a float
         ("soon", None),
         ("5, 6", None),
         ("0x10", None),
     ],
 )
 def test_parse_retry_after_delta_and_garbage(value: str | None, expected: float | None) -> None:
-    """Delta-seconds give their value; negative, non-numeric or non-finite values give None."""
+    """Delta-seconds give their value, at most 1e9 s; what is not delta-seconds (RFC 9110:
+    digits only) gives None: a sign, an exponent, "nan", "inf"."""
     assert parse_retry_after(value, NOW) == expected
 
 
@@ -314,6 +320,7 @@ def test_parse_retry_after_delta_and_garbage(value: str | None, expected: float 
         ("Thursday, 12-Feb-26 15:02:00 GMT", 120.0),  # RFC 850
         ("Thu Feb 12 15:00:05 2026", 5.0),  # asctime, read as UTC
         ("Wed, 11 Feb 2026 15:00:00 GMT", 0.0),  # in the past: no wait
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 1e9),  # centuries ahead: the ceiling
         ("Mon, 01 Jan 99999 00:00:00 GMT", None),
         ("Thu, 32 Feb 2026 15:00:30 GMT", None),
     ],
@@ -335,7 +342,7 @@ def test_parse_retry_after_http_date_default_now() -> None:
 def test_parse_retry_after_never_raises(value: str) -> None:
     """Any header text gives None or a finite, non-negative number of seconds."""
     seconds = parse_retry_after(value, NOW)
-    assert seconds is None or (math.isfinite(seconds) and seconds >= 0)
+    assert seconds is None or (math.isfinite(seconds) and 0 <= seconds <= 1e9)
 
 
 # --- Query ---------------------------------------------------------------------------------
