@@ -59,7 +59,7 @@ change:
                ... then the readings:
  13  FULL      within LOG_SPAN of going back to full pace            FULL    pause-only: =
  14  not FULL  the floor, and the best estimate x HOLD, < 1.1 x       FULL    pause-only: max
-               pausing alone's rate
+               pausing alone's rate, after adapting ran a pause's length
  15  any       a plausible estimate                                  HOLD    its reading: HOLD x
                                                                              the highest
  16  any       a floor only, below 0.98 of the pace                  SEARCH  searching: the floor
@@ -78,8 +78,9 @@ change:
  22  HOLD,     QUIET s without a 429, below a rate that ran          PROBE   quiet: toward it,
      PROBE     quietly within GOOD_MEMORY                                    every RECOVER_STEP
  23  HOLD,     QUIET s without a 429, beyond any such rate: every    PROBE   quiet: + PROBE_FIRST,
-     PROBE     QUIET s (free limit), else PROBE_INTERVAL x 1, 3, 7...        doubling; at most
-               s (6, 18, 42...)                                              halfway to a ceiling
+     PROBE     QUIET s (free limit, or a bucket fit on fewer than            doubling; at most
+               FIT_TOKENS refilled), else PROBE_INTERVAL x 1, 3, 7...        halfway to a ceiling
+               s (6, 18, 42...)
  24  PROBE     row 23 reaching max_rate                              FULL    recovered: max
 
 *HOLD when the failed rate is within ``BISECT_GAP`` of the quiet one. Row 16 starts no lower
@@ -297,6 +298,7 @@ class PacingModel:
     CURE_EVIDENCE = 50  # answered attempts in a window needed to compare shares of 429s
     MIN_EVIDENCE = 20  # answered attempts needed before the first reading
     MIN_SPAN = 0.1  # seconds of a job (or since a restart, for a bucket fit) before a reading
+    FIT_TOKENS = 4  # a bucket fit on fewer tokens refilled since the pause is unsure: probe sooner
     DECISION_GAP = 0.25  # seconds between two decisions (429s without pauses come in floods)
     FLOOD_SHARE = 0.5  # a share of 429s this high, with no pause, cuts the rate at once
     FLOOD_GAP = 0.015  # seconds between two such cuts
@@ -350,6 +352,7 @@ class PacingModel:
         self._paused_from: float | None = None
         self._paused_trial: tuple[float, float] | None = None
         self._cheap_limit = False  # the last limit answered 429s with no pause: probe sooner
+        self._unsure_fit = False  # the last bucket fit rests on too few tokens: probe sooner
         self._throttled_sent = -math.inf  # send time of the latest attempt answered 429
         self._below: float | None = None  # the rate before the last rise, if it ran quietly
         self._rise_at = math.inf  # when that rise happened
@@ -473,8 +476,17 @@ class PacingModel:
         quiet = now - self._quiet_since
         if quiet < self.QUIET:
             return
-        if now - max(self._quiet_since, self._rate_since) >= self.QUIET and (
-            self._good is None or self.rate >= self._good or now - self._good_at >= self.GOOD_MEMORY
+        # Not at an unsure fit, probed every QUIET s: a burst can hide the excess of a rate
+        # for longer than that (5 tokens at 1.4/s over the limit: 3.6 s), and the drain would
+        # be pinned on the probe above it, leaving that rate to go back to and drain again.
+        if (
+            now - max(self._quiet_since, self._rate_since) >= self.QUIET
+            and not self._unsure_fit
+            and (
+                self._good is None
+                or self.rate >= self._good
+                or now - self._good_at >= self.GOOD_MEMORY
+            )
         ):
             self._good, self._good_at = self.rate, now  # this rate ran quietly
         good = self._good
@@ -504,7 +516,7 @@ class PacingModel:
         """Rows 23-24: beyond anything known to work, each probe that drains the server costs
         a pause (unless the limit answers with free 429s): beyond a limit that was read, probes
         come after 6, 18, 42... quiet seconds (each interval doubles)."""
-        if self._cheap_limit:
+        if self._cheap_limit or self._unsure_fit:
             steps = int(quiet / self.QUIET)
         else:
             steps = int(math.log2(quiet / self.PROBE_INTERVAL + 1.0))
@@ -797,6 +809,7 @@ class PacingModel:
         docstring); notes the first burst and this drain for the next ones."""
         drained, pause = at.drained, at.pause
         readings: list[Reading] = []
+        self._unsure_fit = False
         saturated = (
             saturated_rate(self._log, at.now, self.WINDOW)
             if at.share >= self.SATURATED_SHARE
@@ -862,7 +875,10 @@ class PacingModel:
         beat). Adapting that got no more between two 429s (a window's limit comes back whole
         after each pause; adapting only spreads it, and loses at the job's end) goes back to
         pausing alone for LOG_SPAN seconds. "No more" is within 10%, the most adapting may cost
-        over pausing alone (the bar tests/test_pacing.py holds it to)."""
+        over pausing alone (the bar tests/test_pacing.py holds it to). Adapting is judged only
+        once it ran at least as long as the pause before it: a shorter stretch reads mostly the
+        pause, and a bucket's burst, not what the adapted rate gets (an account whose start
+        was slowed by the others' share of the pool went back to pausing alone for 30 s)."""
         if self.phase is Phase.FULL:
             since = max(self._resume, at.start)
             seconds = max(at.drained - since + at.pause, 1e-3)
@@ -873,6 +889,8 @@ class PacingModel:
             return False
         if floor is None or floor.rate >= 1.1 * self._full_rate:
             return False
+        if at.drained - self._resume < at.pause:
+            return False  # too short a stretch to judge adapting by
         if best is not None and best.rate * self.HOLD >= 1.1 * self._full_rate:
             return False  # an estimate says adapting will do better than it did so far
         self._cure = None
@@ -953,6 +971,13 @@ class PacingModel:
             return Reading(rate, Reason.BUCKET_FIT, evidence, at_least=True)
         if rate is None:
             return None  # no rate below the pace explains a drain here: not a bucket
+        # Refilled tokens are counted whole: over a short run after the pause, one more or
+        # fewer moves the rate by a third (17.6/s read as 13.5/s after 0.17 s), which the
+        # slow probes of row 23 would take a minute to undo; a sooner probe reads a longer
+        # run. The run starts at the first send after the pause (the 429s of requests sent
+        # before it, answered late, extend it past ``_resume``).
+        run = drained - next((t for t in sent if t >= self._resume), drained)
+        self._unsure_fit = rate * run < self.FIT_TOKENS
         return Reading(rate, Reason.BUCKET_FIT, evidence)
 
     def _judge_cure(self, now: float) -> bool:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable
 
 from pacing_sim import (
+    ACCOUNT_SCENARIOS,
     EXTRA_SCENARIOS,
     RANDOM_MIX,
     RANDOM_WITH_PAUSE,
@@ -30,8 +31,15 @@ from pacing_sim import (
 from commbox_async._pacing import PacingModel
 
 SEEDS = (1, 2, 3)
-KINDS = [*SCENARIOS, RANDOM_WITH_PAUSE, RANDOM_MIX, *SMALL_BURST_SCENARIOS, *EXTRA_SCENARIOS]
-GOALS = {sc.name for sc in [*SCENARIOS, *SMALL_BURST_SCENARIOS]}
+KINDS = [
+    *SCENARIOS,
+    RANDOM_WITH_PAUSE,
+    RANDOM_MIX,
+    *SMALL_BURST_SCENARIOS,
+    *EXTRA_SCENARIOS,
+    *ACCOUNT_SCENARIOS,
+]
+GOALS = {sc.name for sc in [*SCENARIOS, *SMALL_BURST_SCENARIOS, *ACCOUNT_SCENARIOS]}
 # Below these, a change of a median is not an outcome: it shows as "under 1%" with the largest.
 TIME_STEP = 0.01  # of the ideal time
 SHARE_STEP = 0.001  # of the attempts
