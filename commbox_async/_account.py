@@ -172,10 +172,10 @@ class Account:
                 # Our limiters bound their own wait (free when there is none); others, here.
                 ticket = await (
                     limiter.acquire(call.deadline)
-                    if getattr(type(limiter), "bounds_deadline", False)
+                    if _bounds_deadline(type(limiter))
                     else _within(limiter.acquire(), call)
                 )
-            except asyncio.TimeoutError:  # (not the builtin one before Python 3.11)
+            except (asyncio.TimeoutError, TimeoutError):  # (two classes before Python 3.11)
                 raise _no_slot(limiter) from None
             call.attempts += 1
             stats.requests += 1
@@ -287,7 +287,8 @@ class Account:
             pause_remaining=pause,
             accepted_total=self._answered,
         )
-        exc.ended_by_deadline = decision.by_deadline
+        # (an error that says so already, a pause or no rate slot before the deadline, keeps it)
+        exc.ended_by_deadline = exc.ended_by_deadline or decision.by_deadline
         if decision.delay is not None and retry_logger.isEnabledFor(logging.INFO):
             # The wait includes the account-wide pause that a 429 started.
             retry_logger.info(
@@ -336,6 +337,21 @@ async def _within(waiting: Awaitable[T], call: CallState) -> T:
     """``waiting``, or ``asyncio.TimeoutError`` at the call's deadline. (A refresh that others
     share is shielded inside ``TokenSource``: giving up here cancels only this call's wait.)"""
     return await asyncio.wait_for(waiting, max(call.deadline - time.monotonic(), 0.0))
+
+
+#: Whether a limiter class's ``acquire`` takes a deadline, by class (read on every attempt).
+_BOUNDS: dict[type, bool] = {}
+
+
+def _bounds_deadline(kind: type) -> bool:
+    """True when the class that defines ``kind``'s ``acquire`` says it honours a deadline
+    (``bounds_deadline = True``): a subclass of ours that overrides ``acquire(self)`` does
+    not inherit the promise, and is bounded by the client like any other limiter."""
+    known = _BOUNDS.get(kind)
+    if known is None:
+        owner = next((c for c in kind.__mro__ if "acquire" in vars(c)), kind)
+        known = _BOUNDS[kind] = vars(owner).get("bounds_deadline", False) is True
+    return known
 
 
 def _no_slot(limiter: Limiter) -> CommboxTimeoutError:

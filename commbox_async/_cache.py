@@ -27,11 +27,14 @@ class Cache:
 
     The pages handed out are shared by every caller that reads the entry: treat them as
     read-only. ``hits`` and ``misses`` count lookups, for a dashboard or a test.
-    ``generation`` changes at every ``invalidate``: a page fetched by a call that began
-    before it is not kept, and a caller after it does not join such a call.
+    ``generation(identity_id)`` changes at every ``invalidate`` that covers the identity: a
+    page fetched by a call that began before it is not kept, and a caller after it does not
+    join such a call.
     """
 
-    __slots__ = ("_clock", "_entries", "generation", "hits", "max_entries", "misses", "ttl")
+    __slots__ = (
+        "_clock", "_entries", "_epoch", "_invalidated", "hits", "max_entries", "misses", "ttl"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -49,7 +52,14 @@ class Cache:
         self._entries: OrderedDict[Key, tuple[float, UserObjectsPage]] = OrderedDict()
         self.hits = 0
         self.misses = 0
-        self.generation = 0
+        # Generations: every identity's (a whole invalidate), and those of the identities
+        # invalidated one by one since (at most max_entries of them; beyond, a whole one).
+        self._epoch = 0
+        self._invalidated: dict[int, int] = {}
+
+    def generation(self, identity_id: int) -> tuple[int, int]:
+        """Changes whenever ``invalidate`` covers ``identity_id``."""
+        return self._epoch, self._invalidated.get(identity_id, 0)
 
     def __repr__(self) -> str:
         return f"<Cache ttl={self.ttl:g}s entries={len(self)}/{self.max_entries}>"
@@ -69,10 +79,12 @@ class Cache:
         self.misses += 1
         return None
 
-    def put(self, key: Key, page: UserObjectsPage, generation: int | None = None) -> None:
+    def put(
+        self, key: Key, page: UserObjectsPage, generation: tuple[int, int] | None = None
+    ) -> None:
         """Keep ``page`` for ``ttl`` seconds from now, evicting the least recently used;
         not if it was fetched in an earlier ``generation`` (it may predate an invalidate)."""
-        if generation is not None and generation != self.generation:
+        if generation is not None and generation != self.generation(key[0]):
             return
         entries = self._entries
         entries[key] = (self._clock() + self.ttl, page)
@@ -83,7 +95,11 @@ class Cache:
     def invalidate(self, identity_id: int | None = None) -> int:
         """Forget one identity's pages (all filters), or everything; returns how many. Calls
         already running keep their pages to themselves (see ``generation``)."""
-        self.generation += 1
+        if identity_id is None or len(self._invalidated) >= self.max_entries:
+            self._epoch += 1
+            self._invalidated.clear()
+        if identity_id is not None:
+            self._invalidated[identity_id] = self._invalidated.get(identity_id, 0) + 1
         if identity_id is None:
             count = len(self._entries)
             self._entries.clear()

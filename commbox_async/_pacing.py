@@ -212,6 +212,7 @@ class Reading(NamedTuple):
     reason: Reason
     evidence: str
     at_least: bool = False  # the rate is at least this (a fit of a capacity's upper bound)
+    unsure: bool = False  # a bucket fit on fewer than FIT_TOKENS refilled tokens
 
 
 def best_estimate(readings: list[Reading], pace: float) -> tuple[Reading | None, Reading | None]:
@@ -748,7 +749,8 @@ class PacingModel:
         """Rows 13-18: take every reading this 429 allows and follow the best."""
         pace = self._sent_pace(at.drained)
         cold = self._last_drain is None and self._from_full  # the first 429 from full pace
-        floor, best = best_estimate(self._readings(at, pace), pace)
+        readings = self._readings(at, pace)
+        floor, best = best_estimate(readings, pace)
         # Only a share read on enough attempts, below saturation, can be compared later.
         testable = at.answered >= self.CURE_EVIDENCE and at.share < self.SATURATED_SHARE and at.free
         self._cheap_limit = at.free
@@ -759,6 +761,9 @@ class PacingModel:
             if self._good is not None and self._hid_the_excess(best, self._good, at.drained):
                 self._good = None
             self._set(at.now, max(self.min_rate, best.rate * self.HOLD), best.reason, best.evidence)
+            # A fit on a few tokens says the run since the pause was short: then every reading
+            # of this drain is unsure (one of the pause's length reads mostly the pause).
+            self._unsure_fit = any(r.unsure for r in readings)
         elif floor is not None and floor.rate < 0.98 * pace:
             self._search(at, floor, pace, cold)
         elif at.free:
@@ -809,7 +814,6 @@ class PacingModel:
         docstring); notes the first burst and this drain for the next ones."""
         drained, pause = at.drained, at.pause
         readings: list[Reading] = []
-        self._unsure_fit = False
         saturated = (
             saturated_rate(self._log, at.now, self.WINDOW)
             if at.share >= self.SATURATED_SHARE
@@ -876,9 +880,10 @@ class PacingModel:
         after each pause; adapting only spreads it, and loses at the job's end) goes back to
         pausing alone for LOG_SPAN seconds. "No more" is within 10%, the most adapting may cost
         over pausing alone (the bar tests/test_pacing.py holds it to). Adapting is judged only
-        once it ran at least as long as the pause before it: a shorter stretch reads mostly the
-        pause, and a bucket's burst, not what the adapted rate gets (an account whose start
-        was slowed by the others' share of the pool went back to pausing alone for 30 s)."""
+        once it ran, since the last pause, at least as long as this 429's pause: a shorter
+        stretch reads mostly the pause, and a bucket's burst, not what the adapted rate gets
+        (an account whose start was slowed by the others' share of the pool went back to
+        pausing alone for 30 s)."""
         if self.phase is Phase.FULL:
             since = max(self._resume, at.start)
             seconds = max(at.drained - since + at.pause, 1e-3)
@@ -977,8 +982,7 @@ class PacingModel:
         # run. The run starts at the first send after the pause (the 429s of requests sent
         # before it, answered late, extend it past ``_resume``).
         run = drained - next((t for t in sent if t >= self._resume), drained)
-        self._unsure_fit = rate * run < self.FIT_TOKENS
-        return Reading(rate, Reason.BUCKET_FIT, evidence)
+        return Reading(rate, Reason.BUCKET_FIT, evidence, unsure=rate * run < self.FIT_TOKENS)
 
     def _judge_cure(self, now: float) -> bool:
         """After slowing down, did the share of 429s fall? If not, they are noise: undo (and
@@ -1044,10 +1048,12 @@ class PacingModel:
         return max(self.NOISE_SHARE, self._tolerated_share)
 
     def _hold(self, cure: tuple[float, float, float] | None) -> None:
-        """Into HOLD, with a step down on trial (or none)."""
+        """Into HOLD, with a step down on trial (or none); the rate held is no unsure fit
+        unless the caller says so after."""
         self._cure = cure
         self.phase = Phase.HOLD
         self._step = 0
+        self._unsure_fit = False
 
     def _start_bisecting(self, now: float) -> None:
         self.phase = Phase.BISECT

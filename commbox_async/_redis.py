@@ -365,10 +365,10 @@ class RedisLimiter:
             if self.config.adaptive:
                 self._link.start()
         if deadline is None:
-            return await self._take()
-        return await asyncio.wait_for(self._take(), deadline - time.monotonic())
+            return await self._take(None)
+        return await asyncio.wait_for(self._take(deadline), deadline - time.monotonic())
 
-    async def _take(self) -> Ticket:
+    async def _take(self, deadline: float | None) -> Ticket:
         while True:
             await self._schedule.wait_pause()
             if not self._outage.use_redis():
@@ -376,9 +376,14 @@ class RedisLimiter:
                 if ticket is not None:
                     return ticket
                 continue
-            booked = await self._book()
+            booked = await self._book(deadline)
             if booked is None:
                 continue
+            if booked[0].slot < 0:
+                # Not booked: every slot up to the deadline is taken. (Booking it anyway and
+                # giving up would take it from a caller that could use it, and under load
+                # push the schedule ever further ahead of every process's deadlines.)
+                raise asyncio.TimeoutError
             ticket = await self._hold(*booked)
             if ticket is not None:
                 return ticket
@@ -474,9 +479,9 @@ class RedisLimiter:
         return {k.decode(): float(v) for k, v in raw.items() if k not in (b"why", b"evidence")}
 
     # --- internals ----------------------------------------------------------------------
-    async def _book(self) -> tuple[AcquireReply, float] | None:
-        """Book a slot (the reports ride along); the reply and when it came, None when Redis
-        is unreachable."""
+    async def _book(self, deadline: float | None = None) -> tuple[AcquireReply, float] | None:
+        """Book a slot due by ``deadline`` if given (the reports ride along); the reply (its
+        slot -1 when none was booked) and when it came, None when Redis is unreachable."""
         probe = not self._outage.up
         try:
             if probe:
@@ -484,7 +489,8 @@ class RedisLimiter:
                 with contextlib.suppress(*UNAVAILABLE):
                     pool = self._runner.client.connection_pool
                     await pool.disconnect(inuse_connections=False)
-            args = self._acquire_args.encode(self._link.outbox.take())
+            max_wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            args = self._acquire_args.encode(self._link.outbox.take(), max_wait)
             raw = await self._runner.run(ACQUIRE_SCRIPT, [self.key, self._keys.outcomes], args)
         except UNAVAILABLE as exc:
             self._down(exc)

@@ -99,16 +99,27 @@ local tat = tonumber(s[1]) or 0
 local pause = tonumber(s[2]) or 0
 local rate = shared_rate(s[3], min_rate, max_rate)
 local slot = math.max(now, tat, pause)
-tat = slot + pace / rate
-if #ARGV > 5 then
+-- A slot later than the caller can wait (ARGV[5], seconds; negative: any) is not booked:
+-- the schedule stays as it was, for a caller who can use it (-1 tells the caller).
+local max_wait = tonumber(ARGV[5])
+local refused = max_wait >= 0 and slot - now > max_wait
+if not refused then
+  tat = slot + pace / rate
+end
+if #ARGV > 6 then
   local list = KEYS[2]
-  redis.call('RPUSH', list, unpack(ARGV, 6, #ARGV))
-  redis.call('LTRIM', list, -tonumber(ARGV[5]), -1)
+  redis.call('RPUSH', list, unpack(ARGV, 7, #ARGV))
+  redis.call('LTRIM', list, -tonumber(ARGV[6]), -1)
   redis.call('PEXPIRE', list, ttl)
 end
 -- Only the schedule is written here: the rate is the pacing leader's.
-redis.call('HSET', key, 'tat', f(tat))
+if not refused then
+  redis.call('HSET', key, 'tat', f(tat))
+end
 redis.call('PEXPIRE', key, ttl)
+if refused then
+  slot = -1
+end
 return {f(slot), f(now), f(rate), f(pause), f(tat), s[4] or '', s[5] or '', s[6] or '0'}
 """
 )
@@ -117,7 +128,8 @@ return {f(slot), f(now), f(rate), f(pause), f(tat), s[4] or '', s[5] or '', s[6]
 @dataclass(frozen=True, slots=True)
 class AcquireArgs:
     """ACQUIRE's ARGV: the bounds of the shared rate, the state's lifetime, the slots' spacing
-    (``pace / rate``) and the outcome list's length, then the events."""
+    (``pace / rate``), the longest wait the caller accepts, the outcome list's length, then the
+    events."""
 
     max_rate: float
     min_rate: float
@@ -125,9 +137,11 @@ class AcquireArgs:
     pace: float
     max_events: int
 
-    def encode(self, events: Sequence[str]) -> list[str]:
+    def encode(self, events: Sequence[str], max_wait: float = -1.0) -> list[str]:
+        """``max_wait``: the latest slot the caller can use, in seconds from now (negative:
+        any); a later one is not booked, and the reply's slot is -1."""
         fixed = [repr(self.max_rate), repr(self.min_rate), str(self.ttl_ms), repr(self.pace)]
-        return [*fixed, str(self.max_events), *events]
+        return [*fixed, repr(max_wait), str(self.max_events), *events]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,9 @@ __all__ = ["SharedCalls"]
 
 #: Identity, encoded query, the account's scope (two accounts never share a page).
 Key = tuple[int, str, str]
-#: A running call: its key, and the cache's generation when it began (a call begun before
-#: an invalidate is not joined after it).
-Running = tuple[int, str, str, int]
+#: A running call: its key, and the cache's generation of the identity when it began (a call
+#: begun before an invalidate is not joined after it).
+Running = tuple[int, str, str, tuple[int, int]]
 #: One call: identity, encoded query, deadline in seconds, and the call's own retries and
 #: timeout (None: the account's).
 Request = Callable[[int, str, float, Retries | None, Timeout | None], Awaitable[UserObjectsPage]]
@@ -80,7 +80,8 @@ class SharedCalls:
 
     async def _join(self, key: Key, deadline: float, use_cache: bool) -> UserObjectsPage:
         started = time.monotonic()
-        running = (*key, self._cache.generation if self._cache is not None else 0)
+        cache = self._cache
+        running = (*key, cache.generation(key[0]) if cache is not None else (0, 0))
         shared, waiter, joined = self._in_flight.join(
             running, lambda: self._fetch_and_keep(key, deadline)
         )
@@ -120,7 +121,7 @@ class SharedCalls:
         timeout: Timeout | None = None,
     ) -> UserObjectsPage:
         cache = self._cache
-        generation = cache.generation if cache is not None else 0
+        generation = cache.generation(key[0]) if cache is not None else None
         page = await self._request(key[0], key[1], deadline, retries, timeout)
         if cache is not None:
             cache.put(key, page, generation)

@@ -26,7 +26,7 @@ from commbox_async import (
 )
 from commbox_async._fanout import fan_out
 from commbox_async._models import UserObjectsPage
-from commbox_async._pacing import PausePolicy
+from commbox_async._pacing import PausePolicy, Ticket
 from commbox_async._protocol import Query, parse_response
 from commbox_async._throttle import LocalLimiter
 from commbox_async.testing import FakeCommbox, unused_port
@@ -153,6 +153,36 @@ async def test_a_limiter_of_ones_own_is_bounded_by_the_deadline_too() -> None:
                 # (the outer bound only turns a regression's hang into a failure)
                 await asyncio.wait_for(commbox.get_user_objects(1, deadline=0.1), 30)
         assert server.requests == []
+
+
+async def test_a_joiner_repeats_a_call_that_found_no_slot_before_the_starters_deadline() -> None:
+    """The starter (deadline 0.2 s) finds no rate slot in time; a caller that joined it with a
+    deadline of 30 s is not ended by that: it makes the call itself, at the next slot."""
+    slow = RateLimit(max_rate=1.0, burst=1, min_rate=0.5, adaptive=False)
+    async with FakeCommbox(record=True) as server, server.client(rate_limit=slow) as commbox:
+        await commbox.get_user_objects(1)  # takes the one slot of this second
+        starter = asyncio.ensure_future(commbox.get_user_objects(2, deadline=0.2))
+        joiner = asyncio.ensure_future(commbox.get_user_objects(2, deadline=30))
+        with pytest.raises(CommboxTimeoutError) as caught:
+            await starter
+        assert caught.value.ended_by_deadline
+        assert isinstance(await joiner, UserObjectsPage)
+        assert server.count(identity_id=2) == 1
+
+
+class _Subclassed(LocalLimiter):
+    """A subclass of ours whose ``acquire`` takes no deadline (written before it did)."""
+
+    async def acquire(self) -> Ticket:  # type: ignore[override]
+        return await super().acquire()
+
+
+async def test_a_subclass_that_overrides_acquire_is_called_as_before() -> None:
+    """It does not inherit the promise to honour a deadline: the client calls ``acquire()``
+    and bounds the wait itself (it was called with a deadline and failed with TypeError)."""
+    async with FakeCommbox() as server:
+        async with server.client(limiter=_Subclassed(FIXED)) as commbox:
+            assert isinstance(await commbox.get_user_objects(1, deadline=5), UserObjectsPage)
 
 
 def test_an_api_error_carries_headers_request_id_and_the_body_head() -> None:

@@ -177,6 +177,24 @@ async def test_the_shared_pause_reaches_every_limiter(redis_server: RedisServer)
         await close_all([first, second])
 
 
+async def test_a_slot_past_the_deadline_is_not_booked(redis_server: RedisServer) -> None:
+    """At 1/s, with this second's slot taken, an acquire that can wait 0.2 s fails at once and
+    leaves the shared schedule as it was: the next second's slot stays free for a caller
+    that can use it (booking it and giving up, under load, pushed the schedule ever further
+    past every caller's deadline)."""
+    [limiter] = limiters_for(
+        redis_server, "commbox:deadline", 1, RateLimit(max_rate=1.0, adaptive=False)
+    )
+    try:
+        await limiter.acquire()
+        before = (await limiter.shared_state())["tat"]
+        with pytest.raises(asyncio.TimeoutError):
+            await limiter.acquire(time.monotonic() + 0.2)
+        assert (await limiter.shared_state())["tat"] == before
+    finally:
+        await close_all([limiter])
+
+
 async def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

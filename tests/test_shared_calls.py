@@ -33,6 +33,11 @@ async def _client(server: FakeCommbox, **options: Any) -> AsyncIterator[AsyncCom
         yield commbox
 
 
+def _waiting(commbox: AsyncCommbox) -> int:
+    """Callers waiting on the client's shared calls, all calls together."""
+    return sum(len(shared.waiters) for shared in commbox._shared._in_flight._calls.values())
+
+
 async def test_concurrent_calls_for_one_identity_make_one_request() -> None:
     """Fifty concurrent calls for one identity and filters: one request, one shared page."""
     async with FakeCommbox() as server, _client(server) as commbox:
@@ -164,7 +169,7 @@ async def test_a_joiner_does_not_repeat_a_call_that_ran_out_of_tries() -> None:
         starter = asyncio.ensure_future(commbox.get_user_objects(18, deadline=5))
         await until(lambda: server.holding.held() == 1, "the server holds the request")
         joiner = asyncio.ensure_future(commbox.get_user_objects(18, deadline=60))
-        await until(lambda: len(commbox._shared._in_flight) == 1, "the joiner joined")
+        await until(lambda: _waiting(commbox) == 2, "the joiner joined")
         server.holding.unhold()
         results = await asyncio.gather(starter, joiner, return_exceptions=True)
         assert [type(r).__name__ for r in results] == ["ServerError", "ServerError"]
@@ -189,6 +194,23 @@ async def test_an_invalidate_reaches_the_calls_already_running() -> None:
         await before
         assert await commbox.get_user_objects(19) is after
         assert server.count(identity_id=19) == 2
+
+
+async def test_an_invalidate_of_one_identity_leaves_the_others_calls_alone() -> None:
+    """``invalidate(A)`` while B's call runs: a caller for B still joins it, and B's page is
+    still cached (a global generation made every call in flight miss both)."""
+    async with FakeCommbox() as server, _client(server, cache=Cache(ttl=60)) as commbox:
+        server.holding.hold()
+        first = asyncio.ensure_future(commbox.get_user_objects(23))
+        await until(lambda: server.holding.held() == 1, "the server holds the request")
+        commbox.cache.invalidate(22)  # type: ignore[union-attr]
+        second = asyncio.ensure_future(commbox.get_user_objects(23))
+        await asyncio.sleep(0)
+        server.holding.unhold()
+        page = await first
+        assert await second is page
+        assert await commbox.get_user_objects(23) is page
+        assert server.count(identity_id=23) == 1
 
 
 async def test_sharing_can_be_turned_off() -> None:
