@@ -17,7 +17,7 @@ from pacing_sim import (
     simulate,
 )
 
-from commbox_async._pacing import PacingModel, Reason
+from commbox_async._pacing import PacingModel, RateChange, Reason
 
 SEEDS = range(1, 11)
 SMALL = {sc.name: sc for sc in SMALL_BURST_SCENARIOS}
@@ -105,9 +105,8 @@ def test_each_account_of_many_is_within_its_goal(sc: Scenario) -> None:
         assert run.time / sc.ideal <= sc.goal, (seed, run.time / sc.ideal)
 
 
-def _pause_only_changes(name: str, seed: int) -> tuple[float, int]:
-    """A simulated job of kind ``name``: its time over the ideal, and how many times it went
-    back to pausing alone."""
+def _simulated(name: str, seed: int) -> tuple[float, list[RateChange]]:
+    """A simulated job of kind ``name``: its time over the ideal, and its model's changes."""
     sc = {s.name: s for s in ACCOUNT_SCENARIOS}.get(name) or BY_NAME[name]
     models: list[PacingModel] = []
 
@@ -118,8 +117,14 @@ def _pause_only_changes(name: str, seed: int) -> tuple[float, int]:
     run = simulate(
         sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed, model_factory=factory
     )
-    count = sum(c.reason is Reason.PAUSE_ONLY for c in models[-1].changes)
-    return run.time / sc.ideal, count
+    return run.time / sc.ideal, list(models[-1].changes)
+
+
+def _pause_only_changes(name: str, seed: int) -> tuple[float, int]:
+    """A simulated job's time over the ideal, and how many times it went back to pausing
+    alone."""
+    ratio, changes = _simulated(name, seed)
+    return ratio, sum(c.reason is Reason.PAUSE_ONLY for c in changes)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -140,18 +145,8 @@ def test_a_bucket_fit_on_a_few_tokens_is_probed_sooner(seed: int) -> None:
     0.3 s, so the fit rests on 2-3 tokens refilled and reads 9.2/s (8.9/s held). One token
     more or fewer would move it by a third: the rate rises every QUIET seconds after it, not
     after 6, 18, 42 s, so a fit read low costs seconds, not the job (1.15x before: now 1.12x)."""
-    sc = {s.name: s for s in ACCOUNT_SCENARIOS}["account_10"]
-    models: list[PacingModel] = []
-
-    def factory(rate: float, adaptive: bool) -> PacingModel:
-        models.append(PacingModel(rate, adaptive=adaptive))
-        return models[-1]
-
-    run = simulate(
-        sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed, model_factory=factory
-    )
-    changes = list(models[-1].changes)
+    ratio, changes = _simulated("account_10", seed)
     fit = next(c for c in changes if c.reason is Reason.BUCKET_FIT)
     rises = [c for c in changes if c.reason is Reason.QUIET and fit.at < c.at <= fit.at + 8.0]
     assert len(rises) >= 3, [str(c) for c in changes]
-    assert run.time / sc.ideal <= 1.13
+    assert ratio <= 1.13
