@@ -29,6 +29,11 @@ that loop, waiting for the answer in the calling thread:
   from the loop one result at a time: memory is bounded as in the async client, and leaving the
   loop early (``break``, or closing the iterator) stops the fan-out.
 
+- **Many accounts, one pool.** ``with_token(token)`` returns an ``AccountView``: the same calls
+  for another account (its own limiter, pause, retry budget and ``stats``) over this client's
+  loop, session and pool, as ``AsyncCommbox.with_token``. One ``Commbox`` per worker process
+  then serves every account; closing it ends its views.
+
 ``watch`` is async only: a long poll belongs in async code.
 """
 
@@ -58,7 +63,7 @@ from ._models import UserObject, UserObjectsPage
 from ._stats import StatsSnapshot
 from ._throttle import Limiter
 
-__all__ = ["Commbox"]
+__all__ = ["AccountView", "Commbox"]
 
 T = TypeVar("T")
 
@@ -69,7 +74,62 @@ _FORKED = (
 )
 
 
-class Commbox:
+class _Calls:
+    """The blocking calls, on ``_client``, run by ``_check``, ``_call`` and ``_iterate``."""
+
+    _client: AsyncCommbox
+
+    def _check(self) -> None:
+        raise NotImplementedError
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        raise NotImplementedError
+
+    def _iterate(self, results: AsyncIterator[T]) -> Iterator[T]:
+        raise NotImplementedError
+
+    @property
+    def stats(self) -> StatsSnapshot:
+        """The async client's counters (``StatsSnapshot``); readable after ``close()`` too."""
+        return self._client.stats
+
+    def get_user_objects(self, identity_id: int, **options: Any) -> UserObjectsPage:
+        """One page of an identity's conversations: ``AsyncCommbox.get_user_objects``."""
+        self._check()
+        return self._call(self._client.get_user_objects(identity_id, **options))
+
+    def unread_counts(self, identity_ids: Iterable[Any], **options: Any) -> dict[int, int]:
+        """Total unread chat messages per identity: ``AsyncCommbox.unread_counts``."""
+        self._check()
+        return self._call(self._client.unread_counts(identity_ids, **options))
+
+    def fetch_many(
+        self,
+        identity_ids: Iterable[Any] | AsyncIterable[Any],
+        *,
+        on_progress: Callable[[FanOutProgress], None] | None = None,
+        **options: Any,
+    ) -> Iterator[FetchResult]:
+        """One ``FetchResult`` per identity as each completes: ``AsyncCommbox.fetch_many``.
+
+        An iterator fed from the loop: ids are read lazily there (a generator of ids runs on the
+        loop's thread, as does ``on_progress``), so memory stays bounded by ``concurrency``.
+        Arguments are checked here; ``list(...)`` it for a list.
+        """
+        self._check()
+        client = self._client
+        results = self._call(
+            _apply(lambda: client.fetch_many(identity_ids, on_progress=on_progress, **options))
+        )
+        return self._iterate(results)
+
+    def iter_user_objects(self, identity_id: int, **options: Any) -> Iterator[UserObject]:
+        """Every conversation of an identity, page by page: ``AsyncCommbox.iter_user_objects``."""
+        self._check()
+        return self._iterate(self._client.iter_user_objects(identity_id, **options))
+
+
+class Commbox(_Calls):
     """A blocking client for CommBox's v2 "Get User Objects" API; see the module docstring.
 
     Takes ``AsyncCommbox``'s arguments (``token``, ``base_url``, ``rate_limit``, ``retries``,
@@ -151,46 +211,14 @@ class Commbox:
         """True once ``close()`` has run (or in a process forked from the one that made it)."""
         return not self._finalizer.alive or os.getpid() != self._pid
 
-    @property
-    def stats(self) -> StatsSnapshot:
-        """The async client's counters (``StatsSnapshot``); readable after ``close()`` too."""
-        return self._client.stats
-
-    # --- the calls ----------------------------------------------------------------------
-    def get_user_objects(self, identity_id: int, **options: Any) -> UserObjectsPage:
-        """One page of an identity's conversations: ``AsyncCommbox.get_user_objects``."""
-        self._check()
-        return self._call(self._client.get_user_objects(identity_id, **options))
-
-    def unread_counts(self, identity_ids: Iterable[Any], **options: Any) -> dict[int, int]:
-        """Total unread chat messages per identity: ``AsyncCommbox.unread_counts``."""
-        self._check()
-        return self._call(self._client.unread_counts(identity_ids, **options))
-
-    def fetch_many(
-        self,
-        identity_ids: Iterable[Any] | AsyncIterable[Any],
-        *,
-        on_progress: Callable[[FanOutProgress], None] | None = None,
-        **options: Any,
-    ) -> Iterator[FetchResult]:
-        """One ``FetchResult`` per identity as each completes: ``AsyncCommbox.fetch_many``.
-
-        An iterator fed from the loop: ids are read lazily there (a generator of ids runs on the
-        loop's thread, as does ``on_progress``), so memory stays bounded by ``concurrency``.
-        Arguments are checked here; ``list(...)`` it for a list.
-        """
+    def with_token(self, token: Any, *, account: str | None = None) -> AccountView:
+        """The calls for another account over this client's loop and pool (see
+        ``AsyncCommbox.with_token``): ``token`` is a string or a provider."""
         self._check()
         client = self._client
-        results = self._call(
-            _apply(lambda: client.fetch_many(identity_ids, on_progress=on_progress, **options))
+        return AccountView(
+            self, self._call(_apply(lambda: client.with_token(token, account=account)))
         )
-        return self._iterate(results)
-
-    def iter_user_objects(self, identity_id: int, **options: Any) -> Iterator[UserObject]:
-        """Every conversation of an identity, page by page: ``AsyncCommbox.iter_user_objects``."""
-        self._check()
-        return self._iterate(self._client.iter_user_objects(identity_id, **options))
 
     # --- the loop's side ----------------------------------------------------------------
     def _check(self) -> None:
@@ -243,6 +271,29 @@ class Commbox:
             return
         with contextlib.suppress(ClientClosedError, RuntimeError):
             self._call(results.aclose())
+
+
+class AccountView(_Calls):
+    """One account's blocking calls over a ``Commbox``'s loop and pool: ``Commbox.with_token``.
+
+    Its ``stats`` are the account's own; it lives while referenced, and ends with its
+    ``Commbox`` (a call after ``close()`` raises ``ClientClosedError``)."""
+
+    def __init__(self, parent: Commbox, client: AsyncCommbox) -> None:
+        self._parent = parent
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"<blocking.AccountView {self._client!r}>"
+
+    def _check(self) -> None:
+        self._parent._check()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._parent._call(coro)
+
+    def _iterate(self, results: AsyncIterator[T]) -> Iterator[T]:
+        return self._parent._iterate(results)
 
 
 async def _open(

@@ -306,3 +306,22 @@ def test_after_a_fork_the_parents_client_refuses_and_a_new_one_works(server: Fak
         f"child total {total}",
         f"parent total {total}",
     ]
+
+
+def test_a_view_serves_another_account_over_the_same_loop(
+    served: tuple[ServerThread, FakeCommbox],
+) -> None:
+    """``with_token`` gives another account's calls over the one loop and pool: its requests
+    carry its key and count in its own stats; the view ends with its Commbox."""
+    servers, _ = served
+    server = servers.start(FakeCommbox(token=TOKEN, record=True))
+    other = server.add_token("blocking-token-other-5c3e")
+    with blocking(server) as commbox:
+        view = commbox.with_token("blocking-token-other-5c3e")
+        assert view.get_user_objects(3).unread_total == unread_of(3, 10)
+        assert dict(view.unread_counts([4])) == {4: unread_of(4, 10)}
+        assert [r.account for r in server.requests] == [other, other]
+        assert view.stats.requests == 2 and commbox.stats.requests == 0
+        assert "blocking-token-other" not in repr(view)
+    with pytest.raises(ClientClosedError):
+        view.get_user_objects(3)
