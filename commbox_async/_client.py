@@ -219,6 +219,7 @@ class AsyncCommbox:
         root = self._root
         if root._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed")
+        self._check_loop()
         source = TokenSource(token, root._make_headers)
         if account is not None:
             if not isinstance(account, str) or not account:
@@ -286,6 +287,9 @@ class AsyncCommbox:
         """
         if self._state is ClientState.CLOSED:
             return
+        # Its session's connections belong to the loop that opened it: closing them from
+        # another could hang, or leave them open while saying nothing.
+        self._check_loop()
         self._state = ClientState.CLOSED
         tasks: list[asyncio.Task[Any]] = [*self._tasks]
         if self._root is self:
@@ -338,9 +342,12 @@ class AsyncCommbox:
             )
         if self._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed")
+        self._check_loop()
+
+    def _check_loop(self) -> None:
         opened_in = self._root._loop
         running = asyncio._get_running_loop()
-        if running is not None and running is not opened_in:
+        if opened_in is not None and running is not None and running is not opened_in:
             # aiohttp would fail with "Event loop is closed", or hang: say what is wrong.
             raise ClientClosedError(
                 "this AsyncCommbox was opened in another event loop: its session and "
@@ -389,6 +396,8 @@ class AsyncCommbox:
         first_page: int = 0,
         max_pages: int = 10_000,
         deadline: float | None = None,
+        timeout: Timeout | float | aiohttp.ClientTimeout | None = None,
+        retries: Retries | int | None = None,
         **filters: Unpack[PagingFilters],
     ) -> AsyncIterator[UserObject]:
         """Every conversation of an identity, page by page, stopping on a short page.
@@ -397,19 +406,24 @@ class AsyncCommbox:
         is explicit (``first_page``, default 0). Conversations are de-duplicated by object id,
         so a server that counts from 1 (and reads 0 as 1) costs one request, not duplicates;
         two pages in a row made only of conversations already seen end the iteration.
+        ``deadline``, ``timeout`` and ``retries`` apply to each page's call, as for
+        ``get_user_objects``.
         """
         ident = check_identity_id(identity_id)
         if "page_number" in filters:
             raise InvalidArgumentError("iter_user_objects sets page_number; use first_page")
         Query.from_filters({**filters, "page_size": page_size, "page_number": first_page})
-        limit = check_seconds("deadline", deadline, self._retries.max_time)
+        own = _Overrides.of(timeout, retries)
+        limit = check_seconds("deadline", deadline, (own.retries or self._retries).max_time)
         check_int("max_pages", max_pages, low=1)
         self._check_open()
         seen: set[int] = set()
         repeats = 0
         for number in range(first_page, first_page + max_pages):
             query = Query.from_filters({**filters, "page_size": page_size, "page_number": number})
-            page = await self._account.request(ident, _encode(query), limit)
+            page = await self._account.request(
+                ident, _encode(query), limit, own.retries, own.timeout
+            )
             fresh = 0
             for item in page.data:
                 if item.object_id is not None:

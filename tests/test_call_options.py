@@ -79,6 +79,18 @@ async def test_retries_for_one_fan_out_and_unread_counts() -> None:
     assert server.count(identity_id=1) == 1 and server.count(identity_id=3) == 1
 
 
+async def test_retries_for_one_iteration_of_pages() -> None:
+    """retries= on iter_user_objects applies to each page's call (it had none to take)."""
+    async with FakeCommbox() as server:
+        async with server.client(retries=5) as commbox:
+            server.script(1, 503, 503)
+            with pytest.raises(ServerError):
+                [item async for item in commbox.iter_user_objects(1, retries=1)]
+            assert server.count(identity_id=1) == 1
+            items = [item async for item in commbox.iter_user_objects(2, retries=2, timeout=5.0)]
+            assert len(items) == 10
+
+
 async def test_timeout_for_one_call() -> None:
     """timeout= on one call bounds its attempts; the client's own timeout is untouched."""
     faults = Faults(rate=1.0, kinds=("slow_headers",), slow_seconds=0.5, limit=1)

@@ -338,7 +338,8 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
 
 # --- the event loop ------------------------------------------------------------------------
 def test_a_client_used_from_another_loop_says_so() -> None:
-    """A client opened in one event loop and called from another fails with a clear error."""
+    """A client opened in one event loop and called, closed or given a view from another
+    fails with a clear error (and can still be closed in its own loop)."""
     first = asyncio.new_event_loop()
     try:
         commbox = AsyncCommbox(token="t", base_url="http://127.0.0.1:9")
@@ -347,8 +348,15 @@ def test_a_client_used_from_another_loop_says_so() -> None:
         async def elsewhere() -> None:
             await commbox.get_user_objects(1)
 
-        with pytest.raises(ClientClosedError, match="another event loop"):
-            asyncio.run(elsewhere())
+        async def close_elsewhere() -> None:
+            await commbox.aclose()
+
+        async def view_elsewhere() -> None:
+            commbox.with_token("u")
+
+        for wrong in (elsewhere, close_elsewhere, view_elsewhere):
+            with pytest.raises(ClientClosedError, match="another event loop"):
+                asyncio.run(wrong())
         first.run_until_complete(commbox.aclose())
     finally:
         first.close()
