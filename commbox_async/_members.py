@@ -112,7 +112,7 @@ class Members:
         if own:
             self._own_scope = source.scope
         if self.opened:
-            account.limiter = self._limiter_for(source.scope)
+            account.limiter = self._limiter_for(source)
         self._members[source.scope] = member
         if source.lasting:
             weakref.finalize(member, self._freed, source.scope, account).atexit = False
@@ -145,15 +145,17 @@ class Members:
         """True when other accounts' limiters are derived from the client's (``RedisLimiter``)."""
         return callable(getattr(self._given, "for_account", None))
 
-    def _limiter_for(self, scope: str) -> Limiter:
-        given = self._given
+    def _limiter_for(self, source: TokenSource) -> Limiter:
+        given, scope = self._given, source.scope
         if scope == self._own_scope and given is not None:
             return given
         derive: Callable[[str], Limiter] | None = getattr(given, "for_account", None)
         if derive is not None and scope != self._own_scope:
             limiter = self._derived.get(scope)
             if limiter is None:
-                limiter = self._derived[scope] = derive(scope)
+                # A fixed token's key goes by its fingerprint even when the account is named
+                # (cache_scope): two processes that name one token differently share its limit.
+                limiter = self._derived[scope] = derive(source.cache_scope)
             return limiter
         resting = self._resting.pop(scope, None)
         if resting is not None and resting.pause_remaining() > 0:
@@ -172,9 +174,9 @@ class Members:
         """Give every live account its limiter (they are bound to the running loop)."""
         self.opened = True
         self._loop = asyncio.get_running_loop()
-        for scope, member in list(self._members.items()):
+        for member in list(self._members.values()):
             if member.account.limiter is None:
-                member.account.limiter = self._limiter_for(scope)
+                member.account.limiter = self._limiter_for(member.account.token)
 
     def cancel_all(self) -> list[asyncio.Task[Any]]:
         """Cancel every account's running shared calls; their tasks, to await."""

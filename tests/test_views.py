@@ -328,6 +328,11 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
                 assert commbox.limiter is limiter
                 named = commbox.with_token(lambda: B, account="acct-b")
                 assert named.limiter.key == "cbx:t:account:acct-b"  # type: ignore[attr-defined]
+                # A fixed token named: still its fingerprint (another process may name it
+                # otherwise, or not at all, and must share its limit).
+                fixed = commbox.with_token("token-c-9f1e", account="acct-c")
+                fingerprint = token_fingerprint("token-c-9f1e")
+                assert fixed.limiter.key == f"cbx:t:account:{fingerprint}"  # type: ignore[attr-defined]
                 with pytest.raises(InvalidArgumentError, match="account="):
                     commbox.with_token(lambda: B)
             assert derived._closed  # the client closed the limiter it derived
