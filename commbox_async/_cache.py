@@ -95,11 +95,11 @@ class Cache:
     def invalidate(self, identity_id: int | None = None) -> int:
         """Forget one identity's pages (all filters), or everything; returns how many. Calls
         already running keep their pages to themselves (see ``generation``)."""
-        if identity_id is None or len(self._invalidated) >= self.max_entries:
+        if identity_id is not None and len(self._invalidated) < self.max_entries:
+            self._invalidated[identity_id] = self._invalidated.get(identity_id, 0) + 1
+        else:  # everything, or too many one by one to remember: every identity's at once
             self._epoch += 1
             self._invalidated.clear()
-        if identity_id is not None:
-            self._invalidated[identity_id] = self._invalidated.get(identity_id, 0) + 1
         if identity_id is None:
             count = len(self._entries)
             self._entries.clear()

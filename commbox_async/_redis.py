@@ -356,8 +356,8 @@ class RedisLimiter:
     async def acquire(self, deadline: float | None = None) -> Ticket:
         """Wait for the shared pause to end and take the next slot of the shared schedule;
         ``TimeoutError`` if that would pass ``deadline`` (a ``time.monotonic()`` instant). A
-        slot booked and then abandoned is forfeited, like a late one: the schedule cannot
-        lend it to another process."""
+        slot past the deadline is not booked (ACQUIRE refuses it); one booked before a
+        pause moved it past the deadline is forfeited, like a late one."""
         if self._closed:
             raise ClientClosedError("this RedisLimiter is closed")
         if self._listener is None:
