@@ -203,7 +203,13 @@ class AsyncCommbox:
         )
 
     # --- accounts -----------------------------------------------------------------------
-    def with_token(self, token: Token, *, account: str | None = None) -> AsyncCommbox:
+    def with_token(
+        self,
+        token: Token,
+        *,
+        account: str | None = None,
+        rate_limit: RateLimit | float | None = None,
+    ) -> AsyncCommbox:
         """A client for another account that shares this client's session and pool.
 
         ``token`` is a string or a provider, as for ``AsyncCommbox``. The view has its own
@@ -212,14 +218,17 @@ class AsyncCommbox:
         cache entries: a 429 for one account pauses that account only, and two accounts never
         see each other's pages. Views of one account (the same string token, or the same
         ``account`` name, which a provider's account needs for a ``RedisLimiter``) share
-        all of that while any of them lives. A view costs a few objects and is freed when
-        unused; ``aclose()`` on a view stops its own fan-outs and watches only, and closing
-        this client closes every view.
+        all of that while any of them lives. ``rate_limit`` (requests per second or a
+        ``RateLimit``) is the account's own limit, a customer's plan, instead of this
+        client's; the views of one account must agree on it while any of them lives. A view
+        costs a few objects and is freed when unused; ``aclose()`` on a view stops its own
+        fan-outs and watches only, and closing this client closes every view.
         """
         root = self._root
         if root._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed")
         self._check_loop()
+        own_rate = None if rate_limit is None else as_rate_limit(rate_limit)
         source = TokenSource(token, root._make_headers)
         if account is not None:
             if not isinstance(account, str) or not account:
@@ -235,7 +244,8 @@ class AsyncCommbox:
             for name, value in root.__dict__.items()
             if name not in ("_views", "_member", "_account", "_shared", "_tasks")
         )
-        view._adopt(root._members.member(source))
+        view._adopt(root._members.member(source, rate_limit=own_rate))
+        view._rate_limit = view._member.rate_limit
         if root._state is ClientState.OPEN:
             view._state = ClientState.OPEN
         root._views.add(view)

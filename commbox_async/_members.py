@@ -14,6 +14,8 @@ Limiters: the client's own account uses the client's (the one given as ``limiter
 configuration, or, when the client's limiter can derive one (``RedisLimiter.for_account``),
 that limiter's key with the account's scope appended: one shared limit per account across
 processes. Derived limiters hold connections, so they are kept until the client closes.
+``with_token(rate_limit=)`` gives an account a limit of its own instead of the client's (a
+customer's plan); while the account lives, its views must agree on it.
 """
 
 from __future__ import annotations
@@ -44,11 +46,12 @@ _SWEEP_MIN = 64
 class Member:
     """What the views of one account share: its ``Account`` and its ``SharedCalls``."""
 
-    __slots__ = ("__weakref__", "account", "shared")
+    __slots__ = ("__weakref__", "account", "rate_limit", "shared")
 
-    def __init__(self, account: Account, shared: SharedCalls) -> None:
+    def __init__(self, account: Account, shared: SharedCalls, rate_limit: RateLimit) -> None:
         self.account = account
         self.shared = shared
+        self.rate_limit = rate_limit  # the account's own, or the client's
 
 
 class Members:
@@ -83,8 +86,11 @@ class Members:
         self._own_scope = ""
         self.opened = False
 
-    def member(self, source: TokenSource, *, own: bool = False) -> Member:
-        """The member of ``source``'s account: the live one, or a new one."""
+    def member(
+        self, source: TokenSource, *, own: bool = False, rate_limit: RateLimit | None = None
+    ) -> Member:
+        """The member of ``source``'s account: the live one, or a new one. ``rate_limit`` is
+        the account's own limit (None: the client's)."""
         existing = self._members.get(source.scope)
         if existing is not None:
             if not source.same_account(existing.account.token):
@@ -93,6 +99,12 @@ class Members:
                 raise InvalidArgumentError(
                     f"account {source.scope!r} is in use with another token; name each "
                     "account once, and pass a token provider for a key that rotates"
+                )
+            if rate_limit is not None and rate_limit != existing.rate_limit:
+                # One account, one limiter: a second limit would be silently ignored.
+                raise InvalidArgumentError(
+                    f"account {source.scope!r} is in use with rate_limit "
+                    f"{existing.rate_limit.max_rate:g}/s; give its views one limit"
                 )
             return existing
         account = Account(
@@ -108,11 +120,11 @@ class Members:
             share=self._share,
             scope=source.cache_scope,
         )
-        member = Member(account, shared)
+        member = Member(account, shared, rate_limit or self._default_rate())
         if own:
             self._own_scope = source.scope
         if self.opened:
-            account.limiter = self._limiter_for(source)
+            account.limiter = self._limiter_for(source, member.rate_limit)
         self._members[source.scope] = member
         if source.lasting:
             weakref.finalize(member, self._freed, source.scope, account).atexit = False
@@ -145,24 +157,37 @@ class Members:
         """True when other accounts' limiters are derived from the client's (``RedisLimiter``)."""
         return callable(getattr(self._given, "for_account", None))
 
-    def _limiter_for(self, source: TokenSource) -> Limiter:
+    def _default_rate(self) -> RateLimit:
+        """The limit of an account given none: the client's limiter's, or ``rate_limit``."""
+        config = getattr(self._given, "config", None)
+        return config if isinstance(config, RateLimit) else self._rate_limit
+
+    def _limiter_for(self, source: TokenSource, rate_limit: RateLimit) -> Limiter:
         given, scope = self._given, source.scope
         if scope == self._own_scope and given is not None:
             return given
-        derive: Callable[[str], Limiter] | None = getattr(given, "for_account", None)
+        derive: Callable[..., Limiter] | None = getattr(given, "for_account", None)
         if derive is not None and scope != self._own_scope:
             limiter = self._derived.get(scope)
+            if limiter is not None and getattr(limiter, "config", rate_limit) != rate_limit:
+                # Derived limiters live until the client closes: one limit per account.
+                raise InvalidArgumentError(
+                    f"account {scope!r} has a limiter at another rate_limit in this client"
+                )
             if limiter is None:
                 # A fixed token's key goes by its fingerprint even when the account is named
                 # (cache_scope): two processes that name one token differently share its limit.
-                limiter = self._derived[scope] = derive(source.cache_scope)
+                limiter = self._derived[scope] = derive(source.cache_scope, rate_limit=rate_limit)
             return limiter
         resting = self._resting.pop(scope, None)
-        if resting is not None and resting.pause_remaining() > 0:
-            return resting  # the account's pause goes on
-        config = getattr(given, "config", None)
+        if (
+            resting is not None
+            and resting.pause_remaining() > 0
+            and getattr(resting, "config", rate_limit) == rate_limit
+        ):
+            return resting  # the account's pause goes on (a new limit starts afresh)
         return LocalLimiter(
-            config if isinstance(config, RateLimit) else self._rate_limit,
+            rate_limit,
             pause_policy=PausePolicy(
                 default_retry_after=self._retries.default_retry_after,
                 max_retry_after=self._retries.max_retry_after,
@@ -176,7 +201,7 @@ class Members:
         self._loop = asyncio.get_running_loop()
         for member in list(self._members.values()):
             if member.account.limiter is None:
-                member.account.limiter = self._limiter_for(member.account.token)
+                member.account.limiter = self._limiter_for(member.account.token, member.rate_limit)
 
     def cancel_all(self) -> list[asyncio.Task[Any]]:
         """Cancel every account's running shared calls; their tasks, to await."""

@@ -299,9 +299,13 @@ class RedisLimiter:
             rng=rng,
         )
 
-    def for_account(self, name: str) -> RedisLimiter:
+    def for_account(
+        self, name: str, *, rate_limit: RateLimit | float | None = None
+    ) -> RedisLimiter:
         """A limiter like this one for another account, on the key ``<key>:account:<name>``
         (the name percent-encoded), over the same Redis client (which it does not close).
+        ``rate_limit`` gives that account a limit of its own (its fallback rate is then that
+        limit's share per worker); by default it has this limiter's.
         ``AsyncCommbox.with_token`` calls it with the token's fingerprint
         (``_protocol.token_fingerprint``), never the token, so that every process derives the
         same key for the same account. The ``account:`` segment and the encoding keep every
@@ -309,12 +313,15 @@ class RedisLimiter:
         from each other's (an account named ``a:outcomes``)."""
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError("the account's name must be a non-empty str")
+        settings = dict(self._settings)
+        if rate_limit is not None:
+            settings.update(rate_limit=as_rate_limit(rate_limit), fallback_rate=None)
         return RedisLimiter(
             self._runner.client,
             key=f"{self.key}:account:{quote(name, safe='')}",
             owns_client=False,
             rng=self._rng,
-            **self._settings,  # type: ignore[arg-type]
+            **settings,  # type: ignore[arg-type]
         )
 
     def __repr__(self) -> str:

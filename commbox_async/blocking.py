@@ -211,14 +211,16 @@ class Commbox(_Calls):
         """True once ``close()`` has run (or in a process forked from the one that made it)."""
         return not self._finalizer.alive or os.getpid() != self._pid
 
-    def with_token(self, token: Any, *, account: str | None = None) -> AccountView:
+    def with_token(
+        self, token: Any, *, account: str | None = None, rate_limit: Any = None
+    ) -> AccountView:
         """The calls for another account over this client's loop and pool (see
-        ``AsyncCommbox.with_token``): ``token`` is a string or a provider."""
+        ``AsyncCommbox.with_token``): ``token`` is a string or a provider, ``rate_limit``
+        the account's own limit."""
         self._check()
         client = self._client
-        return AccountView(
-            self, self._call(_apply(lambda: client.with_token(token, account=account)))
-        )
+        view = _apply(lambda: client.with_token(token, account=account, rate_limit=rate_limit))
+        return AccountView(self, self._call(view))
 
     # --- the loop's side ----------------------------------------------------------------
     def _check(self) -> None:

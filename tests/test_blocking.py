@@ -323,5 +323,9 @@ def test_a_view_serves_another_account_over_the_same_loop(
         assert [r.account for r in server.requests] == [other, other]
         assert view.stats.requests == 2 and commbox.stats.requests == 0
         assert "blocking-token-other" not in repr(view)
+        server.add_token("blocking-token-plan-8d0a")
+        planned = commbox.with_token("blocking-token-plan-8d0a", rate_limit=3)
+        planned.get_user_objects(3)
+        assert planned.stats.current_rate == 3  # the account's own limit, not the client's
     with pytest.raises(ClientClosedError):
         view.get_user_objects(3)

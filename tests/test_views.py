@@ -113,6 +113,32 @@ async def test_views_of_one_token_share_one_account() -> None:
         await server.stop()
 
 
+async def test_an_account_can_have_a_limit_of_its_own() -> None:
+    """with_token(rate_limit=) gives the account its limiter at that rate (a customer's plan);
+    its views must agree on it; a bad value is refused before any request."""
+    server = await _server()
+    try:
+        async with server.client(rate_limit=250) as commbox:
+            slow = commbox.with_token(A, rate_limit=5)
+            plain = commbox.with_token(B)
+            await slow.get_user_objects(1)
+            assert slow.limiter.config.max_rate == 5  # type: ignore[attr-defined]
+            assert plain.limiter.config.max_rate == 250  # type: ignore[attr-defined]
+            assert "rate_limit=5/s" in repr(slow)
+            assert commbox.with_token(A).limiter is slow.limiter  # no limit: the account's
+            assert commbox.with_token(A, rate_limit=5).limiter is slow.limiter
+            with pytest.raises(InvalidArgumentError, match="rate_limit 5/s"):
+                commbox.with_token(A, rate_limit=6)
+            with pytest.raises(InvalidArgumentError, match="rate_limit"):
+                commbox.with_token(B, rate_limit=-1)
+            with pytest.raises(InvalidArgumentError, match="250/s"):
+                commbox.with_token(server.token, rate_limit=9)  # the client's own account
+    finally:
+        await server.stop()
+    assert server.count("ok", account="a") == 1
+    assert server.count("ok", account="b") == 0
+
+
 async def test_an_unused_view_is_freed() -> None:
     """A view nobody holds is freed, and with it its account; the client keeps no trace."""
     server = await _server()
@@ -335,6 +361,16 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
                 assert fixed.limiter.key == f"cbx:t:account:{fingerprint}"  # type: ignore[attr-defined]
                 with pytest.raises(InvalidArgumentError, match="account="):
                     commbox.with_token(lambda: B)
+                # An account's own limit: its derived key at that rate, shared with the
+                # other processes that derive it.
+                planned = commbox.with_token("token-d-71aa", rate_limit=7)
+                assert planned.limiter.config.max_rate == 7  # type: ignore[attr-defined]
+                assert planned.limiter.key.endswith(token_fingerprint("token-d-71aa"))  # type: ignore[attr-defined]
+                assert planned.limiter.fallback_rate == 7 / 4  # type: ignore[attr-defined]
+                del planned
+                gc.collect()  # the view is gone; its derived limiter stays with the client
+                with pytest.raises(InvalidArgumentError, match="another rate_limit"):
+                    commbox.with_token("token-d-71aa", rate_limit=8)
             assert derived._closed  # the client closed the limiter it derived
             assert not limiter._closed  # and left the one it was given
     finally:
