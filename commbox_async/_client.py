@@ -91,6 +91,12 @@ __all__ = ["AsyncCommbox", "ClientState", "FanOutError", "FanOutProgress", "Fetc
 logger = logging.getLogger("commbox_async")
 
 
+def _no_account_of_its_own() -> str:
+    """The token provider of an ``accounts_only`` client: never asked (its calls are refused
+    before any request), and raising if it were."""
+    raise InvalidArgumentError("this AsyncCommbox has no account of its own")
+
+
 class ClientState(enum.Enum):
     """Where a client is in its life: a client is opened once and closed once."""
 
@@ -123,7 +129,10 @@ class AsyncCommbox:
     proxy; ``trust_env=True`` lets the owned session read ``HTTPS_PROXY``/``NO_PROXY`` (and
     ``~/.netrc``) from the environment, as aiohttp does. ``token`` may be a callable, plain
     or async, that returns the current token: after a 401 it is asked once for a fresh one.
-    ``with_token`` gives a client for another account over the same session and pool.
+    ``with_token`` gives a client for another account over the same session and pool;
+    ``accounts_only=True`` makes a client with no token and no account of its own, whose
+    every call goes through ``with_token`` (a service's pool and configuration for all its
+    customers: with a ``RedisLimiter``, every account then gets its derived key).
     """
 
     def __init__(
@@ -146,10 +155,21 @@ class AsyncCommbox:
         default_headers: Mapping[str, str] | None = None,
         proxy: str | None = None,
         trust_env: bool = False,
+        accounts_only: bool = False,
     ) -> None:
+        self._accounts_only = check_bool("accounts_only", accounts_only)
+        if accounts_only:
+            if token is not None:
+                raise InvalidArgumentError(
+                    "accounts_only=True takes no token: each account's comes with with_token"
+                )
+            token = _no_account_of_its_own
         token = token if token is not None else os.environ.get("COMMBOX_TOKEN")
         if token is None:
-            raise InvalidArgumentError("no token: pass token= or set COMMBOX_TOKEN")
+            raise InvalidArgumentError(
+                "no token: pass token= or set COMMBOX_TOKEN (or accounts_only=True for a "
+                "client that serves accounts through with_token only)"
+            )
         base = base_url if base_url is not None else os.environ.get("COMMBOX_BASE_URL")
         check_bool("allow_insecure_http", allow_insecure_http)
         self._base_url = check_base_url(
@@ -281,8 +301,10 @@ class AsyncCommbox:
             logger.warning(
                 "plain http to a remote host (%s): the token travels unencrypted", self._base_url
             )
-        # The session carries the first token's headers (a provider is asked for it now).
-        self._transport.open(await self._account.token.first())
+        # The session carries the first token's headers (a provider is asked for it now);
+        # a client with no account of its own has none: each view sends its own.
+        own = None if self._accounts_only else await self._account.token.first()
+        self._transport.open(own)
         self._members.open()
         self._loop = asyncio.get_running_loop()
         self._state = ClientState.OPEN
@@ -354,6 +376,15 @@ class AsyncCommbox:
             raise ClientClosedError("this AsyncCommbox is closed")
         self._check_loop()
 
+    def _check_calls(self) -> None:
+        """Before a call: the client is open, in its loop, and has an account to call for."""
+        self._check_open()
+        if self._accounts_only and self._root is self:
+            raise InvalidArgumentError(
+                "this AsyncCommbox has no account of its own (accounts_only=True): call "
+                "through commbox.with_token(token)"
+            )
+
     def _check_loop(self) -> None:
         opened_in = self._root._loop
         running = asyncio._get_running_loop()
@@ -394,7 +425,7 @@ class AsyncCommbox:
         own = _Overrides.of(timeout, retries)
         limit = check_seconds("deadline", deadline, (own.retries or self._retries).max_time)
         check_bool("cache", cache)
-        self._check_open()
+        self._check_calls()
         return await self._shared.get(ident, query_string, limit, cache, own.retries, own.timeout)
 
     # --- all pages ----------------------------------------------------------------------
@@ -426,7 +457,7 @@ class AsyncCommbox:
         own = _Overrides.of(timeout, retries)
         limit = check_seconds("deadline", deadline, (own.retries or self._retries).max_time)
         check_int("max_pages", max_pages, low=1)
-        self._check_open()
+        self._check_calls()
         seen: set[int] = set()
         repeats = 0
         for number in range(first_page, first_page + max_pages):
@@ -525,7 +556,7 @@ class AsyncCommbox:
             raise InvalidArgumentError("identity_ids must be an iterable of ints")
         if on_progress is not None:
             check_callable("on_progress", on_progress)
-        self._check_open()
+        self._check_calls()
         # A job's fan-out skips the cache and the shared calls: its ids are distinct.
         method = self._shared.get if shared else self._account.request
         request: Callable[[int], Awaitable[UserObjectsPage]]
@@ -560,7 +591,7 @@ class AsyncCommbox:
         """The fan-out engine over any one-identity call (the command line's ``--all-pages``
         reads every page of each), its workers in this client's registry, so that closing
         the client stops them."""
-        self._check_open()
+        self._check_calls()
         return fan_out(
             identity_ids,
             request,
@@ -656,7 +687,7 @@ class AsyncCommbox:
         query = Query.from_filters({"page_size": MAX_PAGE_SIZE, "include_childs": False, **filters})
         query_string = _encode(query)
         restored = restore_state(state, query_string)
-        self._check_open()
+        self._check_calls()
         limiter = self._account.limiter
         assert limiter is not None
         return Watch(

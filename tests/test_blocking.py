@@ -329,3 +329,14 @@ def test_a_view_serves_another_account_over_the_same_loop(
         assert planned.stats.current_rate == 3  # the account's own limit, not the client's
     with pytest.raises(ClientClosedError):
         view.get_user_objects(3)
+
+
+def test_a_commbox_with_no_account_of_its_own(server: FakeCommbox) -> None:
+    """accounts_only=True: the facade's own calls are refused before any request; its
+    views serve their accounts."""
+    commbox = Commbox(base_url=server.url, accounts_only=True, **fast_client_settings())
+    with commbox:
+        with pytest.raises(InvalidArgumentError, match="with_token"):
+            commbox.get_user_objects(3)
+        assert commbox.with_token(TOKEN).get_user_objects(3).unread_total == unread_of(3, 10)
+    assert server.count("ok") == 1

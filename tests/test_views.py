@@ -139,6 +139,26 @@ async def test_an_account_can_have_a_limit_of_its_own() -> None:
     assert server.count("ok", account="b") == 0
 
 
+async def test_a_client_with_no_account_of_its_own() -> None:
+    """accounts_only=True: no token, its own calls refused before any request, its views
+    served as usual; a token given with it is refused."""
+    server = await _server()
+    try:
+        commbox = AsyncCommbox(base_url=server.url, accounts_only=True, retries=FAST_RETRIES)
+        async with commbox:
+            with pytest.raises(InvalidArgumentError, match="with_token"):
+                await commbox.get_user_objects(1)
+            with pytest.raises(InvalidArgumentError, match="with_token"):
+                [r async for r in commbox.fetch_many([1])]
+            view = commbox.with_token(A)
+            assert (await view.get_user_objects(1)).unread_total >= 0
+    finally:
+        await server.stop()
+    assert len(server.requests) == 1
+    with pytest.raises(InvalidArgumentError, match="no token"):
+        AsyncCommbox(token=A, accounts_only=True)
+
+
 async def test_an_unused_view_is_freed() -> None:
     """A view nobody holds is freed, and with it its account; the client keeps no trace."""
     server = await _server()
@@ -371,6 +391,14 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
                 gc.collect()  # the view is gone; its derived limiter stays with the client
                 with pytest.raises(InvalidArgumentError, match="another rate_limit"):
                     commbox.with_token("token-d-71aa", rate_limit=8)
+            # With no account of its own, every account, the one a parent would have had
+            # too, gets its derived key: any process reaches it the same way.
+            parent = AsyncCommbox(base_url=server.url, limiter=limiter, accounts_only=True)
+            async with parent:
+                only = parent.with_token(server.token)
+                await only.get_user_objects(1)
+                assert only.limiter.key == f"cbx:t:account:{token_fingerprint(server.token)}"  # type: ignore[attr-defined]
+            assert derived._closed
             assert derived._closed  # the client closed the limiter it derived
             assert not limiter._closed  # and left the one it was given
     finally:
