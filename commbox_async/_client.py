@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import random
+import ssl
 import time
 import weakref
 from collections.abc import (
@@ -74,7 +75,9 @@ from ._validate import (
     check_int,
     check_number,
     check_seconds,
+    check_verify_tls,
     describe,
+    tls_verification_off,
 )
 from ._version import __version__
 from ._watch import Watch, WatchState, check_ids, restore_state
@@ -133,6 +136,10 @@ class AsyncCommbox:
     ``accounts_only=True`` makes a client with no token and no account of its own, whose
     every call goes through ``with_token`` (a service's pool and configuration for all its
     customers: with a ``RedisLimiter``, every account then gets its derived key).
+    ``verify_tls`` checks the server's certificate against the system's CAs (``True``), not
+    at all (``False``, with a warning), or as an ``ssl.SSLContext`` of yours does: a custom
+    CA, such as a corporate proxy's that inspects TLS
+    (``ssl.create_default_context(cafile="corp-ca.pem")``).
     """
 
     def __init__(
@@ -146,7 +153,7 @@ class AsyncCommbox:
         session: aiohttp.ClientSession | None = None,
         pool: PoolConfig | None = None,
         limiter: Limiter | None = None,
-        verify_tls: bool = True,
+        verify_tls: bool | ssl.SSLContext = True,
         allow_insecure_http: bool = False,
         user_agent: str | None = None,
         rng: random.Random | None = None,
@@ -181,7 +188,7 @@ class AsyncCommbox:
             raise InvalidArgumentError("pool must be a PoolConfig")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise InvalidArgumentError("session must be an aiohttp.ClientSession")
-        self._verify_tls = check_bool("verify_tls", verify_tls)
+        self._verify_tls = check_verify_tls(verify_tls)
         if cache is not None and not isinstance(cache, Cache):
             raise InvalidArgumentError("cache must be a Cache (or None: no cache)")
         self._cache = cache
@@ -295,7 +302,7 @@ class AsyncCommbox:
                 raise ClientClosedError("open the client this view came from first")
             self._state = ClientState.OPEN
             return
-        if not self._verify_tls:
+        if tls_verification_off(self._verify_tls):
             logger.warning("TLS certificate verification is OFF for %s", self._base_url)
         if is_insecure_remote(self._base_url):
             logger.warning(

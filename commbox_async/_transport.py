@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -62,7 +63,7 @@ class Transport:
         *,
         pool: PoolConfig,
         timeout: Timeout,
-        verify_tls: bool,
+        verify_tls: bool | ssl.SSLContext,
         session: aiohttp.ClientSession | None = None,
         proxy: str | None = None,
         trust_env: bool = False,

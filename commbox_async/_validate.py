@@ -8,6 +8,7 @@ request is made. ``describe`` shows a caller's value in a message without ever f
 from __future__ import annotations
 
 import math
+import ssl
 from typing import Any
 
 from ._errors import InvalidArgumentError
@@ -20,7 +21,9 @@ __all__ = [
     "check_int",
     "check_number",
     "check_seconds",
+    "check_verify_tls",
     "describe",
+    "tls_verification_off",
 ]
 
 INT64_MAX = 2**63 - 1
@@ -44,6 +47,23 @@ def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidArgumentError(f"{name} must be a bool, got {type(value).__name__}")
     return value
+
+
+def check_verify_tls(value: object) -> bool | ssl.SSLContext:
+    """A bool, or an ``ssl.SSLContext`` that verifies against the CAs it was given (a
+    corporate proxy that inspects TLS signs with its own CA): never 0, 1 or a CA's path."""
+    if isinstance(value, (bool, ssl.SSLContext)):
+        return value
+    raise InvalidArgumentError(
+        f"verify_tls must be a bool or an ssl.SSLContext, got {type(value).__name__}"
+    )
+
+
+def tls_verification_off(verify_tls: bool | ssl.SSLContext) -> bool:
+    """``verify_tls=False``, or a context that checks no certificate (``CERT_NONE``)."""
+    if isinstance(verify_tls, ssl.SSLContext):
+        return verify_tls.verify_mode == ssl.CERT_NONE
+    return not verify_tls
 
 
 def check_int(name: str, value: object, *, low: int, high: int = INT64_MAX) -> int:

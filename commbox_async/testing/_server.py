@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -70,6 +71,7 @@ class FakeCommbox:
         record: bool = True,
         clock: Callable[[], float] = time.monotonic,
         activity: Activity | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.clock = clock
         #: The tokens the server accepts, by account (``add_token``, ``revoke``, ``rotate``).
@@ -85,6 +87,8 @@ class FakeCommbox:
         self.faults = faults
         self.latency = latency
         self.host, self.port = host, port
+        #: Serve https with this server-side context (its certificate and key); None: http.
+        self.ssl_context = ssl_context
         self.record = record
         self.requests: list[RequestRecord] = []
         #: Requests by outcome; counted even with ``record=False`` (bounded memory for soaks).
@@ -205,8 +209,10 @@ class FakeCommbox:
 
     @property
     def url(self) -> str:
-        """The base URL a client uses (``http://host:port``)."""
-        return f"http://{self.host}:{self.port}"
+        """The base URL a client uses (``http://host:port``, ``https://`` with
+        ``ssl_context``)."""
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def client(self, **settings: Any) -> AsyncCommbox:
         """A client for this server with fast test settings (``fast_client_settings``).
@@ -236,7 +242,9 @@ class FakeCommbox:
         )
         await self._runner.setup()
         assert self._runner.server is not None
-        self._listener = Listener(self.host, self.port, self._runner.server)
+        self._listener = Listener(
+            self.host, self.port, self._runner.server, ssl_context=self.ssl_context
+        )
         self._listener.open()
         self.port = self._listener.port
         if self.activity is not None:

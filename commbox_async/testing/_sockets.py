@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Callable
 
@@ -67,14 +68,21 @@ class Listener:
     The socket and its accept loop are ours rather than a TCPSite's, so that the open
     connections carry on while new ones are refused. (Closing an asyncio Server instead races
     with its pending accepts and leaks their sockets.) Each accepted socket is handed to
-    ``protocol_factory`` (an aiohttp ``web.Server``).
+    ``protocol_factory`` (an aiohttp ``web.Server``), after a TLS handshake when
+    ``ssl_context`` is given.
     """
 
     def __init__(
-        self, host: str, port: int, protocol_factory: Callable[[], asyncio.BaseProtocol]
+        self,
+        host: str,
+        port: int,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
         self._factory = protocol_factory
+        self._ssl = ssl_context
         #: How many times ``refuse`` closed the listening socket.
         self.refusals = 0
         self._socket: socket.socket | None = None
@@ -138,8 +146,19 @@ class Listener:
             task.add_done_callback(self._adopting.discard)
 
     async def _adopt(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(self._factory, conn)
+            if self._ssl is None:
+                await loop.connect_accepted_socket(self._factory, conn)
+                return
+            try:
+                # A bounded handshake: closing the server waits for the sockets being adopted.
+                await loop.connect_accepted_socket(
+                    self._factory, conn, ssl=self._ssl, ssl_handshake_timeout=10.0
+                )
+            except (ssl.SSLError, ConnectionError, TimeoutError):
+                # A client that refused our certificate, or left: the client sees its error.
+                conn.close()
         except BaseException:
             conn.close()
             raise

@@ -1,0 +1,205 @@
+"""https through a real proxy's CONNECT tunnel (``HTTPS_PROXY``, ``proxy=``), and a custom CA.
+
+The fake server serves https on loopback with a throwaway certificate of a throwaway CA
+(trustme); the client trusts that CA through ``verify_tls=<ssl.SSLContext>``, as a user behind
+a corporate proxy that inspects TLS trusts the proxy's CA. The proxy is Debian's tinyproxy
+(tests/tinyproxy_server.py), not one of ours.
+
+How aiohttp picks a proxy (aiohttp/client.py ``_request``, helpers.py
+``get_env_proxy_for_url``): the session's ``proxy=`` is used for every request, whatever the
+host and whatever ``NO_PROXY`` says; without one, and only with ``trust_env=True``, it asks
+``urllib.request.proxy_bypass(host)``, which on Linux reads ``no_proxy``/``NO_PROXY`` only
+(loopback is *not* bypassed by default), then takes the proxy for the URL's scheme from
+``getproxies()`` (``https_proxy`` before ``HTTPS_PROXY``: the lowercase name wins, so the
+tests clear both). An https URL through an http proxy is a ``CONNECT host:port`` tunnel, with
+the TLS handshake to the server inside it: the proxy sees the host and port, never the path,
+the headers or the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+import pytest_asyncio
+import trustme
+
+from commbox_async import AsyncCommbox, CommboxConnectionError, InvalidArgumentError, Retries
+from commbox_async.testing import FakeCommbox, fast_client_settings
+
+if TYPE_CHECKING:
+    from tinyproxy_server import TinyProxy
+
+# The start_tinyproxy fixture (it skips without the binary, and fails so under CI=true).
+pytest_plugins = ["tinyproxy_server"]
+
+TOKEN = "proxy-connect-secret-7f3a9c"
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY")
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A throwaway CA: it signs the server's certificate, and the client trusts it only."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    """The client's context: the default checks (hostname, chain), with the test CA only."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No proxy variable of the machine's (either case) leaks into a test."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    yield monkeypatch
+
+
+@pytest_asyncio.fixture
+async def tls_server(ca: trustme.CA) -> AsyncIterator[FakeCommbox]:
+    """The fake server over https on 127.0.0.1, its certificate for IP 127.0.0.1."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with FakeCommbox(token=TOKEN, ssl_context=context) as server:
+        yield server
+
+
+def client(server: FakeCommbox, **settings: object) -> AsyncCommbox:
+    return AsyncCommbox(token=TOKEN, base_url=server.url, **fast_client_settings(**settings))
+
+
+def tunnels(proxy: TinyProxy) -> list[str]:
+    return [request for request in proxy.requests() if request.startswith("CONNECT ")]
+
+
+# --- verify_tls=<ssl.SSLContext>: a custom CA ---------------------------------------------------
+
+
+async def test_verify_tls_takes_a_context_that_trusts_a_custom_ca(
+    tls_server: FakeCommbox, trusting: ssl.SSLContext
+) -> None:
+    """The default client refuses the test CA's certificate; a context that trusts it works."""
+    assert tls_server.url.startswith("https://127.0.0.1:")
+    async with client(tls_server, retries=Retries(tries=1)) as commbox:
+        with pytest.raises(CommboxConnectionError):
+            await commbox.get_user_objects(1)
+    assert tls_server.count() == 0  # no request got past the handshake
+    async with client(tls_server, verify_tls=trusting) as commbox:
+        page = await commbox.get_user_objects(1)
+    assert len(page.data) == 10
+    assert tls_server.count("ok", identity_id=1) == 1
+
+
+@pytest.mark.parametrize("value", ["/etc/ssl/certs/ca.pem", 1, None], ids=repr)
+def test_verify_tls_takes_a_bool_or_a_context_only(value: object) -> None:
+    """A CA's path (a common guess) or a number is refused when the client is built."""
+    with pytest.raises(InvalidArgumentError, match=r"verify_tls must be a bool or an ssl\."):
+        AsyncCommbox(token=TOKEN, base_url="https://api.commbox.io", verify_tls=value)  # type: ignore[arg-type]
+
+
+async def test_a_context_that_checks_nothing_logs_the_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A context with CERT_NONE is verification off, and says so as verify_tls=False does."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    caplog.set_level(logging.WARNING, logger="commbox_async")
+    async with AsyncCommbox(token=TOKEN, base_url="https://api.commbox.io", verify_tls=context):
+        pass
+    assert "TLS certificate verification is OFF" in caplog.text
+    assert TOKEN not in caplog.text
+    caplog.clear()
+    async with AsyncCommbox(
+        token=TOKEN, base_url="https://api.commbox.io", verify_tls=ssl.create_default_context()
+    ):
+        pass
+    assert "verification is OFF" not in caplog.text
+
+
+# --- through tinyproxy's CONNECT tunnel ----------------------------------------------------------
+
+
+async def test_https_proxy_from_the_environment_tunnels_by_connect(
+    tls_server: FakeCommbox,
+    trusting: ssl.SSLContext,
+    start_tinyproxy: Callable[..., TinyProxy],
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY with trust_env=True: every request goes through a CONNECT tunnel to the
+    server's port; the proxy's log has the host and port only, never the token or a path."""
+    proxy = start_tinyproxy(connect_ports=[tls_server.port])
+    clean_environment.setenv("HTTPS_PROXY", proxy.url)
+    async with client(tls_server, verify_tls=trusting) as commbox:
+        await commbox.get_user_objects(1)  # trust_env off (the default): straight there
+    assert proxy.requests() == []
+    async with client(tls_server, verify_tls=trusting, trust_env=True) as commbox:
+        first = await commbox.get_user_objects(2)
+        second = await commbox.get_user_objects(3)
+    assert (len(first.data), len(second.data)) == (10, 10)
+    assert tls_server.count("ok") == 3
+    requests = proxy.requests()
+    assert requests, "nothing went through the proxy"
+    assert set(requests) == {f"CONNECT 127.0.0.1:{tls_server.port}"}
+    log = proxy.log()
+    assert TOKEN not in log and "/v2/" not in log
+
+
+async def test_proxy_argument_tunnels_https_by_connect_whatever_no_proxy_says(
+    tls_server: FakeCommbox,
+    trusting: ssl.SSLContext,
+    start_tinyproxy: Callable[..., TinyProxy],
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """proxy= with an https base URL is a CONNECT tunnel too; aiohttp uses the session's
+    proxy for every request, so NO_PROXY (read with trust_env=True) does not bypass it."""
+    proxy = start_tinyproxy(connect_ports=[tls_server.port])
+    clean_environment.setenv("NO_PROXY", "127.0.0.1")
+    async with client(tls_server, verify_tls=trusting, proxy=proxy.url, trust_env=True) as cb:
+        page = await cb.get_user_objects(4)
+    assert len(page.data) == 10
+    assert tls_server.count("ok", identity_id=4) == 1
+    assert tunnels(proxy) == [f"CONNECT 127.0.0.1:{tls_server.port}"]
+    assert TOKEN not in proxy.log()
+
+
+async def test_no_proxy_bypasses_the_environment_proxy(
+    tls_server: FakeCommbox,
+    trusting: ssl.SSLContext,
+    start_tinyproxy: Callable[..., TinyProxy],
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """NO_PROXY covering 127.0.0.1 sends the requests straight to the server."""
+    proxy = start_tinyproxy(connect_ports=[tls_server.port])
+    clean_environment.setenv("HTTPS_PROXY", proxy.url)
+    clean_environment.setenv("NO_PROXY", "localhost,127.0.0.1")
+    async with client(tls_server, verify_tls=trusting, trust_env=True) as commbox:
+        await commbox.get_user_objects(5)
+    assert tls_server.count("ok", identity_id=5) == 1
+    assert proxy.requests() == []
+
+
+async def test_a_tunnel_the_proxy_refuses_is_a_connection_error(
+    tls_server: FakeCommbox,
+    trusting: ssl.SSLContext,
+    start_tinyproxy: Callable[..., TinyProxy],
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """A proxy whose ConnectPort list leaves out the server's port answers CONNECT 403: the
+    call fails with CommboxConnectionError, without the token, and nothing reaches the server."""
+    proxy = start_tinyproxy(connect_ports=[443])
+    async with client(tls_server, verify_tls=trusting, proxy=proxy.url, retries=1) as commbox:
+        with pytest.raises(CommboxConnectionError) as caught:
+            await commbox.get_user_objects(6)
+    assert TOKEN not in repr(caught.value) and TOKEN not in str(caught.value)
+    assert tunnels(proxy) == [f"CONNECT 127.0.0.1:{tls_server.port}"]
+    assert "Refused CONNECT" in proxy.log()
+    assert tls_server.count() == 0
