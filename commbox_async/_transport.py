@@ -335,6 +335,15 @@ def translate(exc: BaseException, url: URL | None = None) -> CommboxError:
         error.reason = reason
         error.could_not_connect = True
         return error
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        # The proxy answered CONNECT with an error (403: a port it does not tunnel to, 407: it
+        # wants credentials): the server was never reached. Not a "malformed response".
+        refused = CommboxConnectionError(
+            f"the proxy refused the tunnel: {exc.status} {exc.message[:200]}"
+        )
+        refused.reason = f"proxy answered {exc.status}"
+        refused.could_not_connect = True
+        return refused
     if isinstance(exc, aiohttp.ClientResponseError):
         # A response aiohttp could not parse (bad status line, bad headers).
         return CommboxConnectionError(f"malformed HTTP response: {exc.message[:200]}")

@@ -194,12 +194,16 @@ async def test_a_tunnel_the_proxy_refuses_is_a_connection_error(
     clean_environment: pytest.MonkeyPatch,
 ) -> None:
     """A proxy whose ConnectPort list leaves out the server's port answers CONNECT 403: the
-    call fails with CommboxConnectionError, without the token, and nothing reaches the server."""
+    call fails with a CommboxConnectionError that says so (could_not_connect: the server was
+    never reached), without the token, and nothing reaches the server."""
     proxy = start_tinyproxy(connect_ports=[443])
     async with client(tls_server, verify_tls=trusting, proxy=proxy.url, retries=1) as commbox:
         with pytest.raises(CommboxConnectionError) as caught:
             await commbox.get_user_objects(6)
-    assert TOKEN not in repr(caught.value) and TOKEN not in str(caught.value)
+    error = caught.value
+    assert "the proxy refused the tunnel: 403" in str(error)
+    assert error.could_not_connect and error.reason == "proxy answered 403"
+    assert TOKEN not in repr(error) and TOKEN not in str(error)
     assert tunnels(proxy) == [f"CONNECT 127.0.0.1:{tls_server.port}"]
     assert "Refused CONNECT" in proxy.log()
     assert tls_server.count() == 0
