@@ -71,7 +71,7 @@ change:
      ... as time passes:
  19  BISECT    every SEARCH_STEP                                     BISECT  searching: geometric
                                                                              mean with the failed
- 20  BISECT    that mean within BISECT_GAP of the rate               HOLD    =
+ 20  BISECT    that mean within PROBE_FIRST of the rate              HOLD    =
  21  SEARCH    every SEARCH_STEP after the pause                     SEARCH  searching: its start
                                                                              x the climbs so far
      SEARCH    that reaching HOLD x the pace that drained            HOLD    searching: that
@@ -83,7 +83,7 @@ change:
                s (6, 18, 42...)
  24  PROBE     row 23 reaching max_rate                              FULL    recovered: max
 
-*HOLD when the failed rate is within ``BISECT_GAP`` of the quiet one. Row 16 starts no lower
+*HOLD when the failed rate is within ``PROBE_FIRST`` of the quiet one. Row 16 starts no lower
 than one attempt per ``SEARCH_STEP``. Row 21's climbs: the first ``PROBE_FIRST``, each
 doubling the last (at most x2), and each at least ``SEARCH_RISE`` (so that the drain that ends
 a search comes slowly). A *cold start* is the first 429 of a model that started at full pace:
@@ -285,9 +285,9 @@ class PacingModel:
     QUIET = 2.0  # seconds without a 429 before the rate rises
     RECOVER_STEP = 0.5  # seconds between rises toward a rate that ran quietly before
     PROBE_INTERVAL = 6.0  # quiet seconds between rises beyond any rate known to run quietly
-    PROBE_FIRST = 0.02  # the first such rise, and the first climb of a search; each doubles
+    PROBE_FIRST = 0.02  # the first such rise, and the first climb of a search; each doubles;
+    # and as close as bisection goes to a failed rate (a probe would cover a smaller gap)
     RISE_STRAYS = 2  # 429s after a rise (beyond noise) that are strays, not the rise's
-    BISECT_GAP = 0.02  # a failed rate this close above the rate is close enough: no nearer
     FLOOD_CUT = 0.1  # a flood of free 429s cuts the rate to at least this fraction
     QUIET_RUN = 0.15  # seconds a rate must run with no 429 to be taken back to after a rise
     SEARCH_STEP = 0.2  # seconds between two climbs while searching
@@ -441,7 +441,7 @@ class PacingModel:
             return
         self._step = steps
         target = math.sqrt(self.rate * self._ceiling[0])
-        if target < self.rate * (1.0 + self.BISECT_GAP):
+        if target < self.rate * (1.0 + self.PROBE_FIRST):
             self.phase = Phase.HOLD  # close enough: hold, and probe slowly
             self._step = 0
             self._quiet_since = max(self._quiet_since, now)
@@ -535,7 +535,7 @@ class PacingModel:
             failed, at = self._ceiling
             ceiling = failed * (1.0 + 0.01 * (now - at))
             new = min(new, math.sqrt(self.rate * ceiling))
-            if new < self.rate * (1.0 + self.BISECT_GAP):
+            if new < self.rate * (1.0 + self.PROBE_FIRST):
                 return  # as close to the ceiling as is worth going for now
         self.phase = Phase.PROBE
         reason = Reason.RECOVERED if new >= self.max_rate else Reason.QUIET
@@ -593,7 +593,7 @@ class PacingModel:
             Reason.RISE_FAILED,
             f"{self._ceiling[0]:.4g}/s drew 429s; {below:.4g}/s ran quietly",
         )
-        if self._ceiling[0] > self.rate * (1.0 + self.BISECT_GAP):
+        if self._ceiling[0] > self.rate * (1.0 + self.PROBE_FIRST):
             self._start_bisecting(at.now)
         return True
 
