@@ -32,7 +32,8 @@ that loop, waiting for the answer in the calling thread:
 - **Many accounts, one pool.** ``with_token(token)`` returns an ``AccountView``: the same calls
   for another account (its own limiter, pause, retry budget and ``stats``) over this client's
   loop, session and pool, as ``AsyncCommbox.with_token``. One ``Commbox`` per worker process
-  then serves every account; closing it ends its views.
+  then serves every account; closing it ends its views. ``pause_remaining()`` tells how long
+  an account (or the client's own) stays paused after a 429.
 
 ``watch`` is async only: a long poll belongs in async code.
 """
@@ -92,6 +93,14 @@ class _Calls:
     def stats(self) -> StatsSnapshot:
         """The async client's counters (``StatsSnapshot``); readable after ``close()`` too."""
         return self._client.stats
+
+    def pause_remaining(self) -> float:
+        """Seconds until this account's pause ends (a 429's ``Retry-After``), as far as this
+        process knows: 0 when not paused. Read-only: a task may give its worker back while the
+        account is paused, instead of waiting in it (``examples/celery_app.py``)."""
+        self._check()
+        client = self._client
+        return self._call(_apply(lambda: client.limiter.pause_remaining()))
 
     def get_user_objects(self, identity_id: int, **options: Any) -> UserObjectsPage:
         """One page of an identity's conversations: ``AsyncCommbox.get_user_objects``."""

@@ -19,6 +19,8 @@ from commbox_async import (
     LocalLimiter,
     NotFoundError,
     RateLimit,
+    RateLimitError,
+    Retries,
 )
 from commbox_async.blocking import Commbox
 from commbox_async.testing import FakeCommbox, fast_client_settings, unread_of
@@ -340,3 +342,21 @@ def test_a_commbox_with_no_account_of_its_own(server: FakeCommbox) -> None:
             commbox.get_user_objects(3)
         assert commbox.with_token(TOKEN).get_user_objects(3).unread_total == unread_of(3, 10)
     assert server.count("ok") == 1
+
+
+def test_pause_remaining_reads_an_accounts_pause(server: FakeCommbox) -> None:
+    """After a 429 with Retry-After, the account's view reports its pause; another account and
+    the client's own are not paused (a task reads it to give its worker back)."""
+    server.add_token("blocking-token-paused-3b9f")
+    server.script(3, (429, {"Retry-After": "60"}, b""))
+    # The server's Retry-After as given (not the fast settings' cap), and no retry of a 429.
+    with blocking(server, retries=Retries(throttled_tries=1)) as commbox:
+        paused = commbox.with_token("blocking-token-paused-3b9f")
+        assert paused.pause_remaining() == 0
+        with pytest.raises(RateLimitError):
+            paused.get_user_objects(3)
+        assert 30 < paused.pause_remaining() < 120  # Retry-After 60, give or take its jitter
+        assert commbox.with_token("blocking-token-other-5c3e").pause_remaining() == 0
+        assert commbox.pause_remaining() == 0
+    with pytest.raises(ClientClosedError):
+        paused.pause_remaining()
