@@ -1,15 +1,15 @@
-"""The job-queue examples run for real: fake servers per account, redis-server, worker processes.
+"""The job-queue examples run for real: one fake server for every account, redis-server, workers.
 
 Used by ``bench_queues.py`` (each account's time against its ideal) and by the tests of the
 Celery and Arq examples (every id fetched once, each account within its limit):
 
 - ``ServerThread``: fake CommBox servers on their own event loop in a thread, so that blocking
   code (a Celery client, a test) can drive them and read their request logs;
-- ``Fleet``: one fake server per account, each with its own token and its own throttle (the
-  fake server's throttle is server-wide, so one server per account is one limit per token);
+- ``Fleet``: one fake server, as CommBox is one API, that knows every account's token and
+  gives each account its own token bucket (``add_token(..., throttling=...)``);
 - ``start_workers`` / ``stop_workers``: worker processes, each stopped by its pid;
-- ``account_report``: from a server's log, each id's successful fetches, the 429s, the most
-  requests in any one second, and the time of the last answer.
+- ``account_report``: from the server's log, one account's successful fetches per id, its 429s,
+  the most of its requests in any one second, and the time of its last answer.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class ServerThread:
 
 @dataclass(frozen=True)
 class Account:
-    """One CommBox account of the example: its name, its server's limit and its ids."""
+    """One CommBox account of the example: its name, its limit at the server and its ids."""
 
     name: str
     rate: float
@@ -105,55 +105,54 @@ def make_accounts(rates: Sequence[float], seconds: float) -> list[Account]:
 
 
 class Fleet:
-    """One fake server per account on a ``ServerThread``: its own token, its own throttle."""
+    """One fake server on a ``ServerThread`` for every account: each account's token, each
+    account's own throttle."""
 
     def __init__(self, servers: ServerThread, accounts: Sequence[Account], burst: float) -> None:
         self.servers = servers
         self.accounts = list(accounts)
-        self.by_name = {
-            account.name: servers.start(
-                FakeCommbox(
-                    token=account.token,
-                    conversations=3,
-                    childs=1,
-                    throttling=Throttling(rate=account.rate, burst=burst, retry_after="1"),
-                )
+        # The server's own token belongs to no account of the example: only theirs are used.
+        self.server = servers.start(
+            FakeCommbox(token="token-fleet-unused-0d4e", conversations=3, childs=1)
+        )
+        for account in accounts:
+            self.server.add_token(
+                account.token,
+                account=account.name,
+                throttling=Throttling(rate=account.rate, burst=burst, retry_after="1"),
             )
-            for account in accounts
-        }
 
     def environment(self) -> dict[str, str]:
-        """What the example's workers read: the accounts, each one's token and base URL."""
-        env = {"COMMBOX_ACCOUNTS": ",".join(f"{a.name}={a.rate:g}" for a in self.accounts)}
+        """What the example's workers read: the accounts, each one's token, the base URL."""
+        env = {
+            "COMMBOX_ACCOUNTS": ",".join(f"{a.name}={a.rate:g}" for a in self.accounts),
+            "COMMBOX_BASE_URL": self.server.url,
+        }
         for account in self.accounts:
-            suffix = account.name.upper()
-            env[f"COMMBOX_TOKEN_{suffix}"] = account.token
-            env[f"COMMBOX_BASE_URL_{suffix}"] = self.by_name[account.name].url
+            env[f"COMMBOX_TOKEN_{account.name.upper()}"] = account.token
         return env
 
     def clear(self) -> None:
-        """Forget what the servers logged (between two runs of the benchmark)."""
+        """Forget what the server logged (between two runs of the benchmark)."""
 
         def clear() -> None:
-            for server in self.by_name.values():
-                server.requests.clear()
-                server.outcomes.clear()
+            self.server.requests.clear()
+            self.server.outcomes.clear()
 
         self.servers.call(clear)
 
     def now(self) -> float:
-        """The servers' clock (their logs' ``at``)."""
+        """The server's clock (its log's ``at``)."""
         return self.servers.call(time.monotonic)
 
     def report(self, account: Account) -> AccountReport:
-        """What ``account``'s server saw."""
-        server = self.by_name[account.name]
-        return self.servers.call(lambda: account_report(server))
+        """What the server saw of ``account``."""
+        return self.servers.call(lambda: account_report(self.server, account.name))
 
 
 @dataclass(frozen=True)
 class AccountReport:
-    """What one account's server saw."""
+    """What the server saw of one account."""
 
     ok_per_id: Mapping[int, int]
     throttled: int
@@ -161,10 +160,12 @@ class AccountReport:
     last_ok: float
 
 
-def account_report(server: FakeCommbox) -> AccountReport:
-    """Successful fetches per id, 429s, the most requests in one second, the last answer."""
-    ok = [r for r in server.requests if r.outcome == "ok"]
-    times = sorted(r.at for r in server.requests)
+def account_report(server: FakeCommbox, account: str) -> AccountReport:
+    """``account``'s successful fetches per id, its 429s, the most of its requests in one
+    second, its last answer (from the server's log, which names each request's account)."""
+    mine = [r for r in server.requests if r.account == account]
+    ok = [r for r in mine if r.outcome == "ok"]
+    times = sorted(r.at for r in mine)
     busiest, start = 0, 0
     for end, at in enumerate(times):
         while at - times[start] >= 1.0:
@@ -172,7 +173,7 @@ def account_report(server: FakeCommbox) -> AccountReport:
         busiest = max(busiest, end - start + 1)
     return AccountReport(
         ok_per_id=Counter(r.identity_id for r in ok if r.identity_id is not None),
-        throttled=server.outcomes["throttled"],
+        throttled=sum(r.outcome == "throttled" for r in mine),
         busiest_second=busiest,
         last_ok=max((r.at for r in ok), default=float("nan")),
     )
@@ -192,7 +193,12 @@ def chunks(accounts: Sequence[Account], per_account: int) -> list[tuple[str, lis
 def start_workers(
     commands: Sequence[Sequence[str]], env: Mapping[str, str], logs: Path
 ) -> list[subprocess.Popen[bytes]]:
-    """Start each command in examples/ with ``env`` added, its output in ``logs/worker-N.log``."""
+    """Start each command in examples/ with ``env`` added, its output in ``logs/worker-N.log``.
+
+    The workers import this checkout's ``commbox_async`` (``ROOT`` first on ``PYTHONPATH``), as
+    the test process does, even when the environment's editable install is another checkout's.
+    """
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     workers = []
     for number, command in enumerate(commands):
         with (logs / f"worker-{number}.log").open("wb") as log:
@@ -200,7 +206,7 @@ def start_workers(
                 subprocess.Popen(
                     list(command),
                     cwd=EXAMPLES,
-                    env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                    env={**os.environ, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -273,7 +279,7 @@ def celery_workers(count: int, concurrency: int) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class Round:
-    """One run of the example: what the tasks answered and what each account's server saw."""
+    """One run of the example: what the tasks answered and what the server saw of each account."""
 
     answers: list[dict[str, Any]]
     reports: dict[str, AccountReport]
@@ -285,7 +291,7 @@ def run_round(
 ) -> Round:
     """Send every account's ids in ``tasks`` tasks each, wait for the answers, read the logs.
 
-    An account's ratio is the time from sending to its server's last answer, over its ideal.
+    An account's ratio is the time from sending to the server's last answer to it, over its ideal.
     """
     fleet.clear()
     start = fleet.now()

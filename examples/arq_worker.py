@@ -1,18 +1,23 @@
 """Arq workers fetch many CommBox accounts' ids, each account within its limit on every machine.
 
 The Celery example (celery_app.py) in asyncio, with no blocking facade: an Arq worker is an
-event loop, so each worker process keeps one ``AsyncCommbox`` per account, made on the first
-job for it and closed at shutdown, its limiter a ``RedisLimiter`` keyed by the account's token
-fingerprint. A job is an account's name and some of its ids, never its token.
+event loop, so each worker process has ONE ``AsyncCommbox`` with no account of its own
+(``accounts_only=True``), opened in the worker's startup and closed in its shutdown, its
+limiter a ``RedisLimiter``. A job is an account's name and some of its ids, never its token;
+it reaches its account through ``commbox.with_token(token, rate_limit=rate)``, whose limiter
+the client derives on the key ``commbox:account:<token fingerprint>`` at the account's rate.
+
+A job whose account is paused after a 429 waits in the worker: a waiting job is a coroutine,
+not a thread, and the other accounts' jobs run meanwhile in the worker's other ``max_jobs``.
 
 Every worker's environment:
 
-    ARQ_REDIS_URL            redis://127.0.0.1:6379/0: the queue and the results
-    COMMBOX_REDIS_URL        where the limiters live (default: the queue's URL)
-    COMMBOX_ACCOUNTS         the accounts and their limits: acme=10,globex=20 (requests/s)
-    COMMBOX_TOKEN_<NAME>     each account's token, COMMBOX_TOKEN_ACME (read in the worker only)
-    COMMBOX_BASE_URL_<NAME>  an account's API, else COMMBOX_BASE_URL, else CommBox's
-    COMMBOX_WORKERS          worker processes in all (4): each one's share while Redis is down
+    ARQ_REDIS_URL          redis://127.0.0.1:6379/0: the queue and the results
+    COMMBOX_REDIS_URL      where the limiters live (default: the queue's URL)
+    COMMBOX_ACCOUNTS       the accounts and their limits: acme=10,globex=20 (requests/s)
+    COMMBOX_TOKEN_<NAME>   each account's token, COMMBOX_TOKEN_ACME (read in the worker only)
+    COMMBOX_BASE_URL       the API of every account (default: CommBox's)
+    COMMBOX_WORKERS        worker processes in all (4): each one's share while Redis is down
 
 Run a worker on each machine (in this folder), then enqueue from anywhere:
 
@@ -33,7 +38,7 @@ from typing import Any, ClassVar
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
-from commbox_async import AsyncCommbox, token_fingerprint
+from commbox_async import AsyncCommbox
 from commbox_async.redis import RedisLimiter
 
 BROKER_URL = os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -51,53 +56,45 @@ def accounts() -> dict[str, float]:
     return limits
 
 
-async def open_client(stack: AsyncExitStack, account: str) -> AsyncCommbox:
-    """The account's client, closed with ``stack``: its token from the environment, its limit in
-    Redis."""
-    rate = accounts()[account]
-    suffix = account.upper()
-    token = os.environ[f"COMMBOX_TOKEN_{suffix}"]
+async def startup(ctx: dict[str, Any]) -> None:
+    """The worker's client: no account of its own, a ``RedisLimiter`` to derive theirs from."""
+    # The parent key's limit, and the default of an account given none; every account here
+    # is given its own, so the fastest one's is only a sensible bound.
+    fastest = max(accounts().values())
+    stack = ctx["commbox_stack"] = AsyncExitStack()
     limiter = await stack.enter_async_context(
         RedisLimiter.from_url(
             REDIS_URL,
-            key=f"commbox:{token_fingerprint(token)}",  # one key per token
-            rate_limit=rate,
+            key="commbox",
+            rate_limit=fastest,
             expected_workers=int(os.environ.get("COMMBOX_WORKERS", "4")),
         )
     )
     client = AsyncCommbox(
-        token=token,
-        base_url=os.environ.get(f"COMMBOX_BASE_URL_{suffix}") or os.environ.get("COMMBOX_BASE_URL"),
-        rate_limit=rate,
+        accounts_only=True,
+        base_url=os.environ.get("COMMBOX_BASE_URL"),
+        rate_limit=fastest,
         limiter=limiter,
     )
-    return await stack.enter_async_context(client)
-
-
-async def startup(ctx: dict[str, Any]) -> None:
-    """The worker's clients, made on first use, and what closes them."""
-    ctx["commbox_stack"] = AsyncExitStack()
-    ctx["commbox_clients"] = {}
-    ctx["commbox_lock"] = asyncio.Lock()
+    ctx["commbox"] = await stack.enter_async_context(client)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """Close every client, then its limiter."""
+    """Close the client (its accounts' derived limiters with it), then its limiter."""
     await ctx["commbox_stack"].aclose()
 
 
-async def client_for(ctx: dict[str, Any], account: str) -> AsyncCommbox:
-    """This worker's client for ``account`` (one per account, shared by its jobs)."""
-    clients: dict[str, AsyncCommbox] = ctx["commbox_clients"]
-    async with ctx["commbox_lock"]:
-        if account not in clients:
-            clients[account] = await open_client(ctx["commbox_stack"], account)
-        return clients[account]
+def account_view(ctx: dict[str, Any], account: str) -> AsyncCommbox:
+    """``account``'s calls on this worker's client: its token from the environment, its limit
+    from ``COMMBOX_ACCOUNTS``. Cheap: the views of one account share its limiter and pause."""
+    token = os.environ[f"COMMBOX_TOKEN_{account.upper()}"]
+    commbox: AsyncCommbox = ctx["commbox"]
+    return commbox.with_token(token, rate_limit=accounts()[account])
 
 
 async def fetch_account_ids(ctx: dict[str, Any], account: str, ids: list[int]) -> dict[str, Any]:
-    """Fetch ``ids`` with the account's client; unread totals and failures by id."""
-    commbox = await client_for(ctx, account)
+    """Fetch ``ids`` for ``account``; unread totals and failures by id."""
+    commbox = account_view(ctx, account)
     unread: list[tuple[int, int]] = []
     failed: list[tuple[int, str]] = []
     async for result in commbox.fetch_many(ids, concurrency=8):

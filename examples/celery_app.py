@@ -1,20 +1,28 @@
 """Celery workers fetch many CommBox accounts' ids, each account within its limit on every machine.
 
 The queue carries the work, Redis carries each account's limit: a task is an account's name and
-some of its ids, never its token; every worker process has one blocking client per account
-(``commbox_async.blocking.Commbox``), made on first use in that process (after the fork, in a
-prefork pool) and shared by its threads, and each client's limiter is a ``RedisLimiter`` keyed
-by the account's token fingerprint. Any number of workers on any number of machines then keep
-every account within its limit, and a 429 on one pauses that account everywhere.
+some of its ids, never its token. Every worker process has ONE blocking client
+(``commbox_async.blocking.Commbox``) with no account of its own (``accounts_only=True``), made
+on first use in that process (after the fork, in a prefork pool), shared by its threads and
+closed when the process ends. A task reaches its account through
+``commbox.with_token(token, rate_limit=rate)``: that account's calls over the process's one
+event loop and connection pool, with a ``RedisLimiter`` the client derives from its own, on
+the key ``commbox:account:<token fingerprint>`` at the account's rate. Any number of workers on
+any number of machines then keep every account within its limit, and a 429 on one pauses that
+account everywhere. No key is built here, and Redis never sees a token.
+
+A task whose account is paused (a 429's ``Retry-After`` of more than ``WAIT_IN_TASK`` seconds)
+gives its worker back: it is sent again for when the pause ends, and the worker takes another
+account's task meanwhile (see ``fetch_account_ids``).
 
 Every worker's environment:
 
-    CELERY_BROKER_URL        redis://127.0.0.1:6379/0; also the result backend
-    COMMBOX_REDIS_URL        where the limiters live (default: the broker's URL)
-    COMMBOX_ACCOUNTS         the accounts and their limits: acme=10,globex=20 (requests/s)
-    COMMBOX_TOKEN_<NAME>     each account's token, COMMBOX_TOKEN_ACME (read in the worker only)
-    COMMBOX_BASE_URL_<NAME>  an account's API, else COMMBOX_BASE_URL, else CommBox's
-    COMMBOX_WORKERS          worker processes in all (4): each one's share while Redis is down
+    CELERY_BROKER_URL      redis://127.0.0.1:6379/0; also the result backend
+    COMMBOX_REDIS_URL      where the limiters live (default: the broker's URL)
+    COMMBOX_ACCOUNTS       the accounts and their limits: acme=10,globex=20 (requests/s)
+    COMMBOX_TOKEN_<NAME>   each account's token, COMMBOX_TOKEN_ACME (read in the worker only)
+    COMMBOX_BASE_URL       the API of every account (default: CommBox's)
+    COMMBOX_WORKERS        worker processes in all (4): each one's share while Redis is down
 
 Run a worker on each machine (in this folder), then enqueue from anywhere:
 
@@ -31,17 +39,19 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from celery import Celery, group
+from celery import Celery, Task, group
 from celery.result import GroupResult
 from celery.signals import worker_process_shutdown
 
-from commbox_async import token_fingerprint
-from commbox_async.blocking import Commbox
+from commbox_async.blocking import AccountView, Commbox
 from commbox_async.redis import RedisLimiter
 
 BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 REDIS_URL = os.environ.get("COMMBOX_REDIS_URL", BROKER_URL)
 TASK = "commbox.fetch_account_ids"
+#: A pause shorter than this (seconds) is waited out in the task: sending the task again costs
+#: a round trip through the broker, about what a pause of a second or two would cost.
+WAIT_IN_TASK = 2.0
 
 app = Celery("commbox_example", broker=BROKER_URL, backend=BROKER_URL)
 app.conf.update(
@@ -66,53 +76,71 @@ def accounts() -> dict[str, float]:
     return limits
 
 
-def make_client(account: str) -> Commbox:
-    """The account's blocking client: its token from the environment, its limit in Redis."""
-    rate = accounts()[account]
-    suffix = account.upper()
-    token = os.environ[f"COMMBOX_TOKEN_{suffix}"]
-    key = f"commbox:{token_fingerprint(token)}"  # one key per token, whatever its name here
+def make_client() -> Commbox:
+    """The process's client: no account of its own, a ``RedisLimiter`` to derive theirs from."""
+    # The parent key's limit, and the default of an account given none; every account here
+    # is given its own, so the fastest one's is only a sensible bound.
+    fastest = max(accounts().values())
     workers = int(os.environ.get("COMMBOX_WORKERS", "4"))
     return Commbox(
-        token=token,
-        base_url=os.environ.get(f"COMMBOX_BASE_URL_{suffix}") or os.environ.get("COMMBOX_BASE_URL"),
-        rate_limit=rate,
+        accounts_only=True,
+        base_url=os.environ.get("COMMBOX_BASE_URL"),
+        rate_limit=fastest,
+        # Runs on the client's own loop, which the limiter belongs to; closed with the client.
         limiter_factory=lambda: RedisLimiter.from_url(
-            REDIS_URL, key=key, rate_limit=rate, expected_workers=workers
+            REDIS_URL, key="commbox", rate_limit=fastest, expected_workers=workers
         ),
     )
 
 
-_clients: dict[str, Commbox] = {}
-_clients_pid = 0
+_client: Commbox | None = None
+_client_pid = 0
 _lock = threading.Lock()
 
 
-def client_for(account: str) -> Commbox:
-    """This process's client for ``account``, made on first use (after any fork)."""
-    global _clients_pid
+def client() -> Commbox:
+    """This process's client, made on first use (after any fork)."""
+    global _client, _client_pid
     with _lock:
-        if _clients_pid != os.getpid():  # a new process: clients copied by fork are not ours
-            _clients.clear()
-            _clients_pid = os.getpid()
-        if account not in _clients:
-            _clients[account] = make_client(account)
-        return _clients[account]
+        if _client is None or _client_pid != os.getpid():  # one copied by fork is not ours
+            _client = make_client()
+            _client_pid = os.getpid()
+        return _client
+
+
+def account_view(account: str) -> AccountView:
+    """``account``'s calls on this process's client: its token from the environment, its limit
+    from ``COMMBOX_ACCOUNTS``. Cheap: the views of one account share its limiter and pause."""
+    token = os.environ[f"COMMBOX_TOKEN_{account.upper()}"]
+    return client().with_token(token, rate_limit=accounts()[account])
 
 
 @worker_process_shutdown.connect
-def close_clients(**_: Any) -> None:
-    """A prefork child's exit closes its clients (atexit does it for the other pools)."""
+def close_client(**_: Any) -> None:
+    """A prefork child's exit closes its client (atexit does it for the other pools)."""
+    global _client
     with _lock:
-        for commbox in _clients.values():
-            commbox.close()
-        _clients.clear()
+        if _client is not None and _client_pid == os.getpid():
+            _client.close()
+        _client = None
 
 
-@app.task(name=TASK)
-def fetch_account_ids(account: str, ids: list[int]) -> dict[str, Any]:
-    """Fetch ``ids`` with the account's client; unread totals and failures by id."""
-    commbox = client_for(account)
+@app.task(name=TASK, bind=True)
+def fetch_account_ids(self: Task[Any, Any], account: str, ids: list[int]) -> dict[str, Any]:
+    """Fetch ``ids`` for ``account``; unread totals and failures by id.
+
+    Before it fetches, a task whose account is paused for more than ``WAIT_IN_TASK`` seconds
+    (a 429 here or, through Redis, in any process) is sent again for when the pause ends
+    (``self.retry(countdown=...)``) and gives its worker thread back: waiting in the task would
+    hold the thread, idle, from every other account's tasks. It fetched nothing, so sending it
+    again repeats nothing, and it may come back as often as the account is paused
+    (``max_retries=None``). A pause that starts while a task fetches is waited out in it: the
+    task would otherwise have to hand back half its ids.
+    """
+    commbox = account_view(account)
+    pause = commbox.pause_remaining()
+    if pause > WAIT_IN_TASK:
+        raise self.retry(countdown=pause, max_retries=None)
     unread: list[tuple[int, int]] = []
     failed: list[tuple[int, str]] = []
     for result in commbox.fetch_many(ids, concurrency=8):

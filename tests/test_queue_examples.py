@@ -1,5 +1,6 @@
 """examples/celery_app.py and examples/arq_worker.py for real: two workers of each engine, four
-accounts, one redis-server; the same job and the same checks for both."""
+accounts on one fake server (each with its own limit), one redis-server; the same job and the
+same checks for both. Then a Celery task's choice to give its worker back while paused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis
 from example_loading import load_example
+
+from commbox_async import RateLimitError, Retries, token_fingerprint
+from commbox_async.testing import FakeCommbox, Throttling
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,8 +79,8 @@ ENGINES = {
 def test_two_workers_fetch_four_accounts_once_each_within_its_limit(
     name: str, redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every id is fetched exactly once, no server answers 429 or sees more than its limit in
-    any second, and no token reaches Redis or a worker's log."""
+    """Every id is fetched exactly once, the server answers no account 429 nor sees more than
+    its limit from any account in any second, and no token reaches Redis or a worker's log."""
     if name == "arq":
         # .ci/run installs arq (with --no-deps: it pins redis<6, the dev group has a newer one).
         pytest.importorskip("arq", reason="arq not installed: pip install --no-deps 'arq>=0.26'")
@@ -108,4 +113,53 @@ def test_two_workers_fetch_four_accounts_once_each_within_its_limit(
         assert sorted(fetched) == sorted(i for a in accounts for i in a.ids)
         assert [a["failed"] for a in done.answers if a["failed"]] == []
         assert token_leaks(fleet, redis_server.url, logs) == []
+        # Each account's limit lives on the key its client derived: <key>:account:<fingerprint>.
+        with redis.Redis.from_url(redis_server.url) as client:
+            keys = {key.decode() for key in client.scan_iter("commbox:account:*")}
+        for account in accounts:
+            prefix = f"commbox:account:{token_fingerprint(account.token)}"
+            assert any(key.startswith(prefix) for key in keys), account.name
         print({account: round(ratio, 3) for account, ratio in done.ratios.items()})
+
+
+def test_a_celery_task_whose_account_is_paused_gives_its_worker_back(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task reads its account's pause before it fetches: paused for longer than
+    WAIT_IN_TASK, it asks Celery to send it again (``Retry``) and fetches nothing; another
+    account's task runs. Called directly, as Celery's own tests do: ``self.retry`` then raises
+    ``Retry`` instead of sending the task."""
+    from celery.exceptions import Retry
+
+    acme, globex = "token-acme-paused-7c1e", "token-globex-free-2a9d"
+    with ServerThread() as servers:
+        server = servers.start(FakeCommbox(token="token-unused-4f0b", conversations=3, childs=1))
+        # acme's bucket holds one request, then answers 429 with Retry-After: 60.
+        bucket = Throttling(rate=0.001, burst=1, retry_after="60")
+        server.add_token(acme, account="acme", throttling=bucket)
+        server.add_token(globex, account="globex")
+        for variable, value in {
+            "CELERY_BROKER_URL": redis_server.url,
+            "COMMBOX_BASE_URL": server.url,
+            "COMMBOX_ACCOUNTS": "acme=5,globex=5",
+            "COMMBOX_TOKEN_ACME": acme,
+            "COMMBOX_TOKEN_GLOBEX": globex,
+            "COMMBOX_WORKERS": "1",
+        }.items():
+            monkeypatch.setenv(variable, value)
+        example = load_example("celery_app")
+        try:
+            view = example.account_view("acme")
+            view.get_user_objects(1)
+            with pytest.raises(RateLimitError):  # one try: the 429 pauses acme in Redis
+                view.get_user_objects(2, retries=Retries(throttled_tries=1))
+            assert view.pause_remaining() > example.WAIT_IN_TASK
+            with pytest.raises(Retry):
+                example.fetch_account_ids("acme", [3, 4])
+            answer = example.fetch_account_ids("globex", [5])
+        finally:
+            example.close_client()
+            example.app.close()
+        assert [ident for ident, _ in answer["unread"]] == [5] and answer["failed"] == []
+        assert servers.call(lambda: server.count("ok", account="acme")) == 1
+        assert servers.call(lambda: server.count("throttled", account="acme")) == 1
