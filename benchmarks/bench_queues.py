@@ -1,12 +1,13 @@
 """Each account's time against its ideal when job-queue workers fetch many accounts' ids.
 
 Two worker processes of examples/celery_app.py (``--pool threads --concurrency 4``) or of
-examples/arq_worker.py fetch four accounts' ids through one redis-server; each account has its
-own fake server throttled at its own limit (10, 15, 20 and 25 requests/s, burst 2,
-``Retry-After: 1``) and as many ids as that limit allows in the ideal time. Each account's ids go
-out as four tasks, interleaved across accounts. An account's time runs from sending the tasks
-to its server's last answer; its ideal is its ids over its limit. Printed per account: the
-median and worst ratio over the runs, the 429s, the most requests its server saw in any one
+examples/arq_worker.py, each with one client for every account, fetch four accounts' ids
+through one redis-server from one fake server, which throttles each account's token at its own
+limit (10, 15, 20 and 25 requests/s, burst 2, ``Retry-After: 1``); each account has as many
+ids as that limit allows in the ideal time. Each account's ids go out as four tasks,
+interleaved across accounts. An account's time runs from sending the tasks to the server's
+last answer to it; its ideal is its ids over its limit. Printed per account: the median and
+worst ratio over the runs, the 429s, the most of its requests the server saw in any one
 second, and whether every id was fetched exactly once.
 
 Goal (issue 20): with Celery, 2 workers and 4 accounts, each account within 1.35x of its ideal
@@ -96,7 +97,7 @@ def run(queue: str, runs: int, seconds: float, directory: Path) -> list[Round]:
 
 
 def exactly_once(done: Round, fleet_ids: dict[str, tuple[int, ...]]) -> bool:
-    """Every id answered once by its server and returned once by the tasks, none failed."""
+    """Every id answered once by the server and returned once by the tasks, none failed."""
     returned = sorted(i for answer in done.answers for i, _ in answer["unread"])
     servers_ok = all(
         done.reports[name].ok_per_id == dict.fromkeys(ids, 1) for name, ids in fleet_ids.items()

@@ -7,8 +7,9 @@ limiter a ``RedisLimiter``. A job is an account's name and some of its ids, neve
 it reaches its account through ``commbox.with_token(token, rate_limit=rate)``, whose limiter
 the client derives on the key ``commbox:account:<token fingerprint>`` at the account's rate.
 
-A job whose account is paused after a 429 waits in the worker: a waiting job is a coroutine,
-not a thread, and the other accounts' jobs run meanwhile in the worker's other ``max_jobs``.
+A job whose account is paused after a 429 waits in the worker: it holds one of the worker's
+``max_jobs`` slots, a coroutine rather than a thread, so slots are cheap to add where one
+account's pauses could fill them (the Celery example gives its thread back instead).
 
 Every worker's environment:
 
