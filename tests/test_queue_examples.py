@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,8 +155,14 @@ def test_a_celery_task_whose_account_is_paused_gives_its_worker_back(
             with pytest.raises(RateLimitError):  # one try: the 429 pauses acme in Redis
                 view.get_user_objects(2, retries=Retries(throttled_tries=1))
             assert view.pause_remaining() > example.WAIT_IN_TASK
-            with pytest.raises(Retry):
-                example.fetch_account_ids("acme", [3, 4])
+            # In a thread with a bound: a task that waited out the pause instead would fail
+            # here after 30 s rather than hang for the 60 s pause and the 429s after it.
+            pool = ThreadPoolExecutor(1)
+            try:
+                with pytest.raises(Retry):
+                    pool.submit(example.fetch_account_ids, "acme", [3, 4]).result(timeout=30)
+            finally:
+                pool.shutdown(wait=False)  # a task still waiting ends as the client closes
             answer = example.fetch_account_ids("globex", [5])
         finally:
             example.close_client()
