@@ -7,25 +7,16 @@ installs it (``.ci/install-redis.sh``) and must never skip the tests that make t
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server_process import find_binary, free_port, stop_process, wait_until_ready
 
 INSTALL_HINT = "redis-server not found; install it with: apt-get install redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RedisServer:
@@ -67,45 +58,30 @@ class RedisServer:
             stdin=subprocess.DEVNULL,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("redis-server did not answer PING in time")
-            try:  # wait a little for it to listen, or notice that it exited
-                self.process.wait(timeout=0.02)
-            except subprocess.TimeoutExpired:
-                continue
-            raise RuntimeError(f"redis-server exited: see {self.directory / 'redis.log'}")
+
+        def answers_ping() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+
+        wait_until_ready(
+            self.process,
+            answers_ping,
+            timeout=timeout,
+            name="redis-server",
+            log=self.directory / "redis.log",
+            stop=self.stop,
+        )
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop it: SIGTERM (or SIGKILL, as a crash would), then wait for the process."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGKILL if kill else signal.SIGTERM)
 
 
 def redis_binary() -> str:
     """The path of ``redis-server``; skips the test without it (fails under CI=true)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(INSTALL_HINT + " (CI=true: these tests must run)")
-        pytest.skip(INSTALL_HINT)
-    return binary
+    return find_binary("redis-server", INSTALL_HINT)
 
 
 @pytest.fixture

@@ -489,9 +489,11 @@ def test_without_redis_server_the_tests_skip_or_fail_under_ci(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No binary: a skip that says how to install it; under CI=true, a failure instead."""
+    import shutil
+
     import redis_server
 
-    monkeypatch.setattr(redis_server.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="apt-get install redis-server"):
         redis_server.redis_binary()

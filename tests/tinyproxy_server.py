@@ -14,18 +14,14 @@ CI installs it (``.ci/run``) and must never skip the tests that make the claims.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import free_port
+from server_process import find_binary, free_port, stop_process, wait_until_ready
 
 INSTALL_HINT = "tinyproxy not found; install it with: apt-get install tinyproxy"
 
@@ -78,33 +74,20 @@ class TinyProxy:
             stdin=subprocess.DEVNULL,
         )
         output.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("tinyproxy did not listen in time")
-            try:  # wait a little for it to listen, or notice that it exited
-                self.process.wait(timeout=0.02)
-            except subprocess.TimeoutExpired:
-                continue
-            raise RuntimeError(f"tinyproxy exited: see {self.log_path}")
+
+        def listens() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+
+        wait_until_ready(
+            self.process, listens, timeout=timeout, name="tinyproxy", log=self.log_path,
+            stop=self.stop,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """SIGTERM to its own pid, then wait for the process."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
     def log(self) -> str:
         """Everything it logged so far (it writes each line as it happens)."""
@@ -118,12 +101,7 @@ class TinyProxy:
 
 def tinyproxy_binary() -> str:
     """The path of ``tinyproxy``; skips the test without it (fails under CI=true)."""
-    binary = shutil.which("tinyproxy") or shutil.which("tinyproxy", path="/usr/sbin:/usr/bin")
-    if binary is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(INSTALL_HINT + " (CI=true: these tests must run)")
-        pytest.skip(INSTALL_HINT)
-    return binary
+    return find_binary("tinyproxy", INSTALL_HINT, path="/usr/sbin:/usr/bin")
 
 
 @pytest.fixture
