@@ -229,6 +229,10 @@ class AsyncCommbox:
             f"rate_limit={self._rate_limit.max_rate:g}/s state={self._state.value}>"
         )
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Its token (and a session, a loop) cannot travel: make a client in the other process.
+        raise TypeError("an AsyncCommbox is never pickled: make one in each process")
+
     # --- accounts -----------------------------------------------------------------------
     def with_token(
         self,

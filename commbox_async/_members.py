@@ -6,8 +6,11 @@ account (the same string token, or the same ``account=`` name) shares one ``Memb
 cache entries, keyed by the account's scope, so two accounts never see each other's pages).
 Views and members are held here by weak references only: a view nobody holds is freed, and so
 is its member when no view of that account is left; nothing here grows with the views made,
-except that a freed account's limiter is kept while the server's pause for it lasts. One name
-is one account: another token under a name in use is refused.
+except that a freed account's limiter is kept while it still knows something the next view
+needs (the server's pause for it, or a pace used within ``LOG_SPAN``: a view per web request
+must neither send into a Retry-After nor start each request at a fresh limiter's full burst),
+and that an account's own ``rate_limit`` is kept for the client's life. One name is one
+account: another token under a name in use is refused.
 
 Limiters: the client's own account uses the client's (the one given as ``limiter=``, or a
 ``LocalLimiter`` at ``rate_limit``). Another account gets a ``LocalLimiter`` of the same
@@ -15,7 +18,10 @@ configuration, or, when the client's limiter can derive one (``RedisLimiter.for_
 that limiter's key with the account's scope appended: one shared limit per account across
 processes. Derived limiters hold connections, so they are kept until the client closes.
 ``with_token(rate_limit=)`` gives an account a limit of its own instead of the client's (a
-customer's plan); while the account lives, its views must agree on it.
+customer's plan), kept for the client's life: a later view that gives none has it, one that
+gives another while a view of the account lives is refused, and once none lives it is a plan
+change (the account gets a new limiter at the new rate; a pause in progress is not carried
+over to a new in-process limiter, while a ``RedisLimiter``'s is, in Redis).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from ._account import Account
 from ._cache import Cache
 from ._config import RateLimit, Retries
 from ._errors import InvalidArgumentError
-from ._pacing import PausePolicy
+from ._pacing import PacingModel, PausePolicy
 from ._sharing import SharedCalls
 from ._throttle import Limiter, LocalLimiter
 from ._tokens import TokenSource
@@ -46,12 +52,15 @@ _SWEEP_MIN = 64
 class Member:
     """What the views of one account share: its ``Account`` and its ``SharedCalls``."""
 
-    __slots__ = ("__weakref__", "account", "rate_limit", "shared")
+    __slots__ = ("__weakref__", "account", "own_rate", "rate_limit", "shared")
 
-    def __init__(self, account: Account, shared: SharedCalls, rate_limit: RateLimit) -> None:
+    def __init__(
+        self, account: Account, shared: SharedCalls, rate_limit: RateLimit, *, own_rate: bool
+    ) -> None:
         self.account = account
         self.shared = shared
         self.rate_limit = rate_limit  # the account's own, or the client's
+        self.own_rate = own_rate  # True: given with with_token(rate_limit=)
 
 
 class Members:
@@ -79,6 +88,9 @@ class Members:
         self._given = limiter
         self._members: weakref.WeakValueDictionary[str, Member] = weakref.WeakValueDictionary()
         self._derived: dict[str, Limiter] = {}
+        # Accounts given a rate_limit of their own, by scope: their plan outlives their views.
+        self._plans: dict[str, RateLimit] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # derived limiters replaced by a plan
         # Limiters of accounts that no view holds, kept while paused (``_rest``).
         self._resting: dict[str, Limiter] = {}
         self._sweep_at = _SWEEP_MIN
@@ -107,6 +119,9 @@ class Members:
                     f"{existing.rate_limit.max_rate:g}/s; give its views one limit"
                 )
             return existing
+        if rate_limit is not None:
+            self._plans[source.scope] = rate_limit  # new, or a plan change: no view lives
+        plan = self._plans.get(source.scope)
         account = Account(
             self._transport,
             base_url=self._base_url,
@@ -120,11 +135,11 @@ class Members:
             share=self._share,
             scope=source.cache_scope,
         )
-        member = Member(account, shared, rate_limit or self._default_rate())
+        member = Member(account, shared, plan or self._default_rate(), own_rate=plan is not None)
         if own:
             self._own_scope = source.scope
         if self.opened:
-            account.limiter = self._limiter_for(source, member.rate_limit)
+            account.limiter = self._limiter_for(source, member)
         self._members[source.scope] = member
         if source.lasting:
             weakref.finalize(member, self._freed, source.scope, account).atexit = False
@@ -140,16 +155,17 @@ class Members:
             loop.call_soon_threadsafe(self._rest, scope, limiter)
 
     def _rest(self, scope: str, limiter: Limiter) -> None:
-        """On the loop: keep a freed account's limiter while the server's pause for it lasts,
-        for the account's next view (a view per web request must not send into the
-        Retry-After the last one was given). Dropped once the pause is over; the ones whose
-        pause ended are swept when the count doubles, so a free costs O(1) on average."""
-        if limiter.pause_remaining() <= 0:
+        """On the loop: keep a freed account's limiter while it knows something, for the
+        account's next view (a view per web request must not send into the Retry-After the
+        last one was given, nor start at a fresh limiter's full burst). Dropped once it knows
+        nothing more; those are swept when the count doubles, so a free costs O(1) on
+        average."""
+        if not _remembers(limiter):
             return
         self._resting[scope] = limiter
         if len(self._resting) > self._sweep_at:
             resting = self._resting.items()
-            self._resting = {s: lim for s, lim in resting if lim.pause_remaining() > 0}
+            self._resting = {s: lim for s, lim in resting if _remembers(lim)}
             self._sweep_at = max(_SWEEP_MIN, 2 * len(self._resting))
 
     @property
@@ -162,30 +178,31 @@ class Members:
         config = getattr(self._given, "config", None)
         return config if isinstance(config, RateLimit) else self._rate_limit
 
-    def _limiter_for(self, source: TokenSource, rate_limit: RateLimit) -> Limiter:
-        given, scope = self._given, source.scope
+    def _limiter_for(self, source: TokenSource, member: Member) -> Limiter:
+        given, scope, rate_limit = self._given, source.scope, member.rate_limit
         if scope == self._own_scope and given is not None:
             return given
         derive: Callable[..., Limiter] | None = getattr(given, "for_account", None)
         if derive is not None and scope != self._own_scope:
             limiter = self._derived.get(scope)
             if limiter is not None and getattr(limiter, "config", rate_limit) != rate_limit:
-                # Derived limiters live until the client closes: one limit per account.
-                raise InvalidArgumentError(
-                    f"account {scope!r} has a limiter at another rate_limit in this client"
-                )
+                self._close_soon(limiter)  # a plan change: its pause lives on in Redis
+                limiter = None
             if limiter is None:
                 # A fixed token's key goes by its fingerprint even when the account is named
-                # (cache_scope): two processes that name one token differently share its limit.
-                limiter = self._derived[scope] = derive(source.cache_scope, rate_limit=rate_limit)
+                # (cache_scope): two processes that name one token differently share its
+                # limit. Only an account's own rate is passed: otherwise the derived limiter
+                # is the client's in every setting (its fallback_rate too).
+                own = {"rate_limit": rate_limit} if member.own_rate else {}
+                limiter = self._derived[scope] = derive(source.cache_scope, **own)
             return limiter
         resting = self._resting.pop(scope, None)
         if (
             resting is not None
-            and resting.pause_remaining() > 0
+            and _remembers(resting)
             and getattr(resting, "config", rate_limit) == rate_limit
         ):
-            return resting  # the account's pause goes on (a new limit starts afresh)
+            return resting  # the account's pause and pace go on (a new plan starts afresh)
         return LocalLimiter(
             rate_limit,
             pause_policy=PausePolicy(
@@ -201,7 +218,7 @@ class Members:
         self._loop = asyncio.get_running_loop()
         for member in list(self._members.values()):
             if member.account.limiter is None:
-                member.account.limiter = self._limiter_for(member.account.token, member.rate_limit)
+                member.account.limiter = self._limiter_for(member.account.token, member)
 
     def cancel_all(self) -> list[asyncio.Task[Any]]:
         """Cancel every account's running shared calls; their tasks, to await."""
@@ -210,8 +227,17 @@ class Members:
             tasks += member.shared.cancel_all()
         return tasks
 
+    def _close_soon(self, limiter: Limiter) -> None:
+        """Close a derived limiter that a plan change replaced (on the loop; ``aclose`` waits)."""
+        assert self._loop is not None  # limiters are made once the client is open
+        task = self._loop.create_task(limiter.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def aclose(self) -> None:
         """Release the limiters made here (a limiter given to the client stays its caller's)."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         limiters = [m.account.limiter for m in list(self._members.values())]
         limiters += self._derived.values()
         limiters += self._resting.values()
@@ -223,3 +249,12 @@ class Members:
                 continue
             closed.add(id(limiter))
             await limiter.aclose()
+
+
+def _remembers(limiter: Limiter) -> bool:
+    """Whether a freed account's limiter knows what a new one would not: a pause in progress,
+    or (ours) a pace used within the last ``LOG_SPAN`` s, what the pacing model keeps."""
+    if limiter.pause_remaining() > 0:
+        return True
+    idle = getattr(limiter, "idle", None)
+    return idle is not None and idle() < PacingModel.LOG_SPAN

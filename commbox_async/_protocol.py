@@ -294,6 +294,10 @@ class _Secret(str):
     def __repr__(self) -> str:
         return "'<redacted>'"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # A pickle is a copy of the token on disk or on the wire: refused, said plainly.
+        raise TypeError("a CommBox token is never pickled")
+
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")

@@ -136,6 +136,7 @@ class LocalLimiter:
         self._pause_from = 0.0
         self._pause_to = 0.0
         self._pause_asked: float | None = None
+        self._last_slot = -math.inf  # when the last slot was taken (``idle``)
 
     @property
     def current_rate(self) -> float:
@@ -155,6 +156,10 @@ class LocalLimiter:
     def pause_remaining(self) -> float:
         """Seconds until the whole-client pause ends (0 when not paused)."""
         return self.model.pause_remaining(self._clock())
+
+    def idle(self) -> float:
+        """Seconds since the last slot was taken (infinite before the first)."""
+        return self._clock() - self._last_slot
 
     @property
     def pauses(self) -> int:
@@ -209,6 +214,7 @@ class LocalLimiter:
             # Taking that slot does not wait, so the checks the loop below makes after a wait
             # would find nothing new; the limiter's own acquire still takes it.
             await limiter.acquire()
+            self._last_slot = now
             return self.model.on_send(now)
         if deadline is None:
             return await self._acquire_waiting()
@@ -239,6 +245,7 @@ class LocalLimiter:
             # the old limiter, nobody else would notice a cut, and they would all go out at
             # the old pace (measured: ten attempts in 15 ms after a cut from 1,000 to 100/s).
             if self._current_limiter() is limiter and model.pause_remaining(now) <= 0:
+                self._last_slot = now
                 return model.on_send(now)
 
     async def _slot(self, limiter: AsyncLimiter) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 
 from ._errors import AuthenticationError, InvalidArgumentError
@@ -38,6 +39,7 @@ MakeHeaders = Callable[[str], Mapping[str, str]]
 
 _provider_count = 0
 _PROVIDER_SCOPE = "provider-"
+_INTERNAL_SCOPE = re.compile(r"provider-[0-9]+")
 
 
 def _scope_of_provider() -> str:
@@ -93,6 +95,9 @@ class TokenSource:
         kind = "provider" if self._provider is not None else "fixed"
         return f"<TokenSource {kind} scope={self.scope} epoch={self.epoch}>"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a CommBox token is never pickled")
+
     def same_account(self, other: TokenSource) -> bool:
         """Whether ``other`` may stand for the same account under one name: the same fixed
         token, or providers both (a provider's token is not known before it is asked)."""
@@ -104,6 +109,11 @@ class TokenSource:
     def name(self, account: str) -> None:
         """Call this account ``account`` (a provider's cache entries go by the name too: its
         token is not known before it is asked, and changes when the key rotates)."""
+        if _INTERNAL_SCOPE.fullmatch(account):
+            # An unnamed provider's own scope: that name would be given its account and token.
+            raise InvalidArgumentError(
+                f"account names like {account!r} are the client's own; choose another"
+            )
         self.scope = account
         if self._provider is not None:
             self.cache_scope = account

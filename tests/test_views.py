@@ -159,6 +159,27 @@ async def test_a_client_with_no_account_of_its_own() -> None:
         AsyncCommbox(token=A, accounts_only=True)
 
 
+async def test_a_name_like_the_clients_own_provider_scope_is_refused() -> None:
+    """An unnamed provider's account is "provider-<n>" inside the client: a view named so
+    would be handed that account, its token and its pages. Refused before any request."""
+    commbox = AsyncCommbox(token=lambda: A, base_url="http://127.0.0.1:9")
+    own = commbox._account.token.scope
+    with pytest.raises(InvalidArgumentError, match="the client's own"):
+        commbox.with_token(lambda: B, account=own)
+    assert commbox.with_token(lambda: B, account="provider-acme")._account is not commbox._account
+
+
+async def test_no_client_and_no_token_is_ever_pickled() -> None:
+    """A pickle would be a copy of the token on disk or on the wire: refused, plainly."""
+    import pickle
+
+    commbox = AsyncCommbox(token=A, base_url="http://127.0.0.1:9")
+    view = commbox.with_token(B)
+    for thing in (commbox, view, commbox._account.token, commbox._account.token.headers):
+        with pytest.raises(TypeError, match="never pickled"):
+            pickle.dumps(thing)
+
+
 async def test_an_unused_view_is_freed() -> None:
     """A view nobody holds is freed, and with it its account; the client keeps no trace."""
     server = await _server()
@@ -248,8 +269,9 @@ async def test_a_name_given_to_another_token_later_gets_none_of_its_pages() -> N
 
 async def test_freed_accounts_are_kept_while_paused_only() -> None:
     """The limiters kept for freed accounts: handed to the loop (the finalizer may run in
-    another thread), kept while paused, swept once their pauses are over; an unnamed
-    provider's account, which no later view can name again, is not kept."""
+    another thread), kept while paused (or, ours, used within LOG_SPAN), swept once they know
+    nothing more; an unnamed provider's account, which no later view can name again, is not
+    kept."""
     server = await _server()
     try:
         async with server.client() as commbox:
@@ -283,6 +305,43 @@ async def test_freed_accounts_are_kept_while_paused_only() -> None:
             assert len(members._resting) < 300  # the over pauses swept, as it grew
             view = commbox.with_token(lambda: A)
             assert not view._account.token.lasting
+
+            class Used(Paused):
+                remaining = 0.0
+                since = 5.0
+
+                def idle(self) -> float:
+                    return self.since
+
+            recent, old = Used(), Used()
+            old.since = 31.0  # beyond what the pacing model keeps (LOG_SPAN, 30 s)
+            members._rest("recent", recent)  # type: ignore[arg-type]
+            members._rest("old", old)  # type: ignore[arg-type]
+            assert members._resting.get("recent") is recent and "old" not in members._resting
+    finally:
+        await server.stop()
+
+
+async def test_a_view_per_request_keeps_the_accounts_plan_and_pace() -> None:
+    """One view per request, each freed before the next is made: the account keeps its own
+    rate_limit and its limiter (its schedule and what its pacing learned), rather than
+    starting each request at a fresh limiter's full burst, at the client's rate."""
+    server = await _server()
+    try:
+        async with server.client(rate_limit=250) as commbox:
+            view = commbox.with_token(A, rate_limit=5)
+            await view.get_user_objects(1)
+            first = view.limiter
+            del view
+            gc.collect()
+            await settle()  # the freed account's limiter is handed to the loop
+            for ident in (2, 3):
+                view = commbox.with_token(A)  # no rate_limit: the account's plan
+                await view.get_user_objects(ident)
+                assert view.limiter is first and first.config.max_rate == 5  # type: ignore[attr-defined]
+                del view
+                gc.collect()
+                await settle()
     finally:
         await server.stop()
 
@@ -363,7 +422,9 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
 
     server = await _server()
     try:
-        async with RedisLimiter.from_url(redis_server.url, key="cbx:t", rate_limit=1000) as limiter:
+        async with RedisLimiter.from_url(
+            redis_server.url, key="cbx:t", rate_limit=1000, fallback_rate=3
+        ) as limiter:
             async with server.client(limiter=limiter) as commbox:
                 view = commbox.with_token(A)
                 await view.get_user_objects(1)
@@ -387,10 +448,22 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
                 assert planned.limiter.config.max_rate == 7  # type: ignore[attr-defined]
                 assert planned.limiter.key.endswith(token_fingerprint("token-d-71aa"))  # type: ignore[attr-defined]
                 assert planned.limiter.fallback_rate == 7 / 4  # type: ignore[attr-defined]
+                first = planned.limiter
                 del planned
-                gc.collect()  # the view is gone; its derived limiter stays with the client
-                with pytest.raises(InvalidArgumentError, match="another rate_limit"):
-                    commbox.with_token("token-d-71aa", rate_limit=8)
+                gc.collect()  # the view is gone; its plan and derived limiter stay
+                again = commbox.with_token("token-d-71aa")  # no rate_limit: the account's
+                assert again.limiter is first
+                del again
+                gc.collect()
+                # With no view alive, another rate_limit is a plan change: a new limiter on
+                # the same key (the pause, in Redis, is kept), the old one closed.
+                changed = commbox.with_token("token-d-71aa", rate_limit=8)
+                assert changed.limiter.config.max_rate == 8  # type: ignore[attr-defined]
+                assert changed.limiter.key == first.key  # type: ignore[attr-defined]
+                await until(lambda: first._closed, "the replaced limiter closed")  # type: ignore[attr-defined]
+                # An account with no rate of its own keeps every setting of the client's
+                # limiter, its fallback rate too.
+                assert view.limiter.fallback_rate == limiter.fallback_rate  # type: ignore[attr-defined]
             # With no account of its own, every account, the one a parent would have had
             # too, gets its derived key: any process reaches it the same way.
             parent = AsyncCommbox(base_url=server.url, limiter=limiter, accounts_only=True)
