@@ -94,6 +94,7 @@ class Members:
         # Limiters of accounts that no view holds, kept while paused (``_rest``).
         self._resting: dict[str, Limiter] = {}
         self._sweep_at = _SWEEP_MIN
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by open()
         self._own_scope = ""
         self.opened = False
@@ -159,14 +160,26 @@ class Members:
         account's next view (a view per web request must not send into the Retry-After the
         last one was given, nor start at a fresh limiter's full burst). Dropped once it knows
         nothing more; those are swept when the count doubles, so a free costs O(1) on
-        average."""
+        average, and every LOG_SPAN while any is kept."""
         if not _remembers(limiter):
             return
         self._resting[scope] = limiter
         if len(self._resting) > self._sweep_at:
-            resting = self._resting.items()
-            self._resting = {s: lim for s, lim in resting if _remembers(lim)}
-            self._sweep_at = max(_SWEEP_MIN, 2 * len(self._resting))
+            self._sweep()
+        if self._sweep_timer is None and self._loop is not None:
+            # Also swept when nothing else happens: a burst of freed accounts is not kept
+            # for ever by a client that goes quiet.
+            self._sweep_timer = self._loop.call_later(PacingModel.LOG_SPAN, self._sweep_later)
+
+    def _sweep(self) -> None:
+        self._resting = {s: lim for s, lim in self._resting.items() if _remembers(lim)}
+        self._sweep_at = max(_SWEEP_MIN, 2 * len(self._resting))
+
+    def _sweep_later(self) -> None:
+        self._sweep()
+        self._sweep_timer = None
+        if self._resting and self._loop is not None:
+            self._sweep_timer = self._loop.call_later(PacingModel.LOG_SPAN, self._sweep_later)
 
     @property
     def derives(self) -> bool:
@@ -236,6 +249,9 @@ class Members:
 
     async def aclose(self) -> None:
         """Release the limiters made here (a limiter given to the client stays its caller's)."""
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         limiters = [m.account.limiter for m in list(self._members.values())]

@@ -318,6 +318,10 @@ async def test_freed_accounts_are_kept_while_paused_only() -> None:
             members._rest("recent", recent)  # type: ignore[arg-type]
             members._rest("old", old)  # type: ignore[arg-type]
             assert members._resting.get("recent") is recent and "old" not in members._resting
+            assert members._sweep_timer is not None  # a quiet client sweeps them too
+            recent.since = 31.0
+            members._sweep_later()  # what the timer runs, LOG_SPAN later
+            assert "recent" not in members._resting
     finally:
         await server.stop()
 
