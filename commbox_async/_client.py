@@ -188,7 +188,7 @@ class AsyncCommbox:
             raise InvalidArgumentError("pool must be a PoolConfig")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise InvalidArgumentError("session must be an aiohttp.ClientSession")
-        self._verify_tls = check_verify_tls(verify_tls)
+        self._verify_tls = check_verify_tls(verify_tls, with_session=session is not None)
         if cache is not None and not isinstance(cache, Cache):
             raise InvalidArgumentError("cache must be a Cache (or None: no cache)")
         self._cache = cache
@@ -306,8 +306,9 @@ class AsyncCommbox:
                 raise ClientClosedError("open the client this view came from first")
             self._state = ClientState.OPEN
             return
-        if tls_verification_off(self._verify_tls):
-            logger.warning("TLS certificate verification is OFF for %s", self._base_url)
+        tls_warning = tls_verification_off(self._verify_tls)
+        if tls_warning is not None:
+            logger.warning(tls_warning, self._base_url)
         if is_insecure_remote(self._base_url):
             logger.warning(
                 "plain http to a remote host (%s): the token travels unencrypted", self._base_url

@@ -49,21 +49,45 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
-def check_verify_tls(value: object) -> bool | ssl.SSLContext:
+def check_verify_tls(value: object, *, with_session: bool = False) -> bool | ssl.SSLContext:
     """A bool, or an ``ssl.SSLContext`` that verifies against the CAs it was given (a
-    corporate proxy that inspects TLS signs with its own CA): never 0, 1 or a CA's path."""
-    if isinstance(value, (bool, ssl.SSLContext)):
-        return value
-    raise InvalidArgumentError(
-        f"verify_tls must be a bool or an ssl.SSLContext, got {type(value).__name__}"
-    )
+    corporate proxy that inspects TLS signs with its own CA): never 0, 1 or a CA's path.
+
+    ``with_session``: the caller passed their own aiohttp session, whose connector has its
+    own TLS settings that ``verify_tls`` cannot change. Anything but the default ``True`` is
+    refused then, rather than silently ignored (``False`` would even log "verification is
+    OFF" for a session that does verify)."""
+    if not isinstance(value, (bool, ssl.SSLContext)):
+        raise InvalidArgumentError(
+            f"verify_tls must be a bool or an ssl.SSLContext, got {type(value).__name__}"
+        )
+    if with_session and value is not True:
+        raise InvalidArgumentError(
+            "verify_tls= applies to the owned session: set ssl= on your session's connector"
+        )
+    return value
 
 
-def tls_verification_off(verify_tls: bool | ssl.SSLContext) -> bool:
-    """``verify_tls=False``, or a context that checks no certificate (``CERT_NONE``)."""
+#: The warnings of ``tls_verification_off``; ``%s`` is the base URL.
+_TLS_OFF = "TLS certificate verification is OFF for %s"
+_HOST_NAME_OFF = (
+    "TLS host name checking is OFF for %s: a certificate that any trusted CA signed is "
+    "accepted, for any host"
+)
+
+
+def tls_verification_off(verify_tls: bool | ssl.SSLContext) -> str | None:
+    """The warning to log (a format with one ``%s``, the base URL) when ``verify_tls`` lets a
+    server through without proving it is the host asked for; None when it checks both.
+
+    ``False`` or a context with ``CERT_NONE`` checks no certificate. A context with
+    ``check_hostname=False`` (and ``CERT_REQUIRED``) checks the chain but not the name: anyone
+    with a certificate from a trusted CA, for any host of theirs, passes."""
     if isinstance(verify_tls, ssl.SSLContext):
-        return verify_tls.verify_mode == ssl.CERT_NONE
-    return not verify_tls
+        if verify_tls.verify_mode == ssl.CERT_NONE:
+            return _TLS_OFF
+        return None if verify_tls.check_hostname else _HOST_NAME_OFF
+    return None if verify_tls else _TLS_OFF
 
 
 def check_int(name: str, value: object, *, low: int, high: int = INT64_MAX) -> int:

@@ -23,6 +23,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 import pytest_asyncio
 import trustme
@@ -123,6 +124,43 @@ async def test_a_context_that_checks_nothing_logs_the_warning(
     ):
         pass
     assert "verification is OFF" not in caplog.text
+
+
+async def test_a_context_that_checks_no_host_name_logs_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """check_hostname=False with CERT_REQUIRED accepts any certificate a trusted CA signed,
+    for any host: as good as off against anyone who can get such a certificate, so it warns."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    caplog.set_level(logging.WARNING, logger="commbox_async")
+    async with AsyncCommbox(token=TOKEN, base_url="https://api.commbox.io", verify_tls=context):
+        pass
+    assert "TLS host name checking is OFF for https://api.commbox.io" in caplog.text
+    assert "any host" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "verify_tls", [False, ssl.create_default_context()], ids=["False", "SSLContext"]
+)
+async def test_verify_tls_with_the_callers_session_is_refused(verify_tls: object) -> None:
+    """The caller's session brings its own connector, whose TLS settings verify_tls cannot
+    change: refused when the client is built, as proxy= is, rather than ignored (and a
+    verify_tls=False must not log "verification is OFF" for a session that does verify)."""
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(InvalidArgumentError) as caught:
+            AsyncCommbox(
+                token=TOKEN, base_url="https://api.commbox.io", session=session,
+                verify_tls=verify_tls,  # type: ignore[arg-type]
+            )  # fmt: skip
+        assert "verify_tls= applies to the owned session" in str(caught.value)
+        assert TOKEN not in str(caught.value)
+        # The default (True) goes with session=: the session's own settings apply.
+        async with AsyncCommbox(token=TOKEN, base_url="https://api.commbox.io", session=session):
+            pass
+        assert not session.closed
 
 
 # --- through tinyproxy's CONNECT tunnel ----------------------------------------------------------
