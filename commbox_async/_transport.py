@@ -111,7 +111,12 @@ class Transport:
             self._session = self._given_session
             self._gate = _gate_for(self._given_session.connector)
             return
-        self._default_headers = default_headers
+        # Not with a proxy: aiohttp merges the session's default headers into the CONNECT it
+        # sends the proxy, and turns their Authorization (the token) into Proxy-Authorization
+        # (aiohttp 3.14, connector.py): the token would go to the proxy. Per-request headers
+        # stay inside the tunnel.
+        proxied = self._proxy is not None or self._trust_env
+        self._default_headers = None if proxied else default_headers
         connector = aiohttp.TCPConnector(
             limit=self._pool.limit,
             limit_per_host=self._pool.limit_per_host,
@@ -233,8 +238,14 @@ class Transport:
                 response.release()
         except CommboxError:
             raise
+        except aiohttp.ClientHttpProxyError as exc:
+            # Not chained, not even as __context__ (so raised after the except block): its
+            # request_info holds the proxy's URL with any password in it, and the
+            # Proxy-Authorization header. Its status and reason are in the message.
+            refused = translate(exc, url)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise translate(exc, url) from exc
+        raise refused
 
     def _attempt_timeout(
         self, deadline: float, timeout: Timeout | None = None, waited: float = 0.0

@@ -18,8 +18,10 @@ the headers or the token.
 
 from __future__ import annotations
 
+import base64
 import logging
 import ssl
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -245,3 +247,76 @@ async def test_a_tunnel_the_proxy_refuses_is_a_connection_error(
     assert tunnels(proxy) == [f"CONNECT 127.0.0.1:{tls_server.port}"]
     assert "Refused CONNECT" in proxy.log()
     assert tls_server.count() == 0
+
+
+PROXY_USER, PROXY_PASSWORD = "corp-user", "proxy-pass-5d81e2"
+
+
+def leaks(error: BaseException, *secrets: str) -> list[str]:
+    """Where along ``error``'s cause/context chain (str, repr, traceback) any secret shows."""
+    found = []
+    seen: BaseException | None = error
+    while seen is not None:
+        texts = (str(seen), repr(seen), "".join(traceback.format_exception(seen)))
+        found += [f"{type(seen).__name__}: {s}" for s in secrets for t in texts if s in t]
+        seen = seen.__cause__ or seen.__context__
+    return found
+
+
+async def test_a_proxy_that_wants_credentials_refuses_the_tunnel_407(
+    tls_server: FakeCommbox,
+    trusting: ssl.SSLContext,
+    start_tinyproxy: Callable[..., TinyProxy],
+    clean_environment: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A proxy with BasicAuth refuses CONNECT without credentials (407) or with wrong ones: a
+    CommboxConnectionError that says so, could_not_connect, with neither the token nor the
+    proxy's password (nor its base64 in Proxy-Authorization) anywhere along its chain or in
+    the log."""
+    caplog.set_level(logging.DEBUG)
+    proxy = start_tinyproxy(
+        connect_ports=[tls_server.port], basic_auth=(PROXY_USER, PROXY_PASSWORD)
+    )
+    wrong = "wrong-pass-0c44b7"
+    with_wrong = f"http://{PROXY_USER}:{wrong}@127.0.0.1:{proxy.port}"
+    secrets = (
+        TOKEN, PROXY_PASSWORD, wrong,
+        base64.b64encode(f"{PROXY_USER}:{wrong}".encode()).decode(),
+    )  # fmt: skip
+    # No credentials: 407 Proxy Authentication Required. Wrong ones: tinyproxy (1.11) answers
+    # 401 Unauthorized; either way the tunnel is refused and the server never reached.
+    for proxy_url, status in ((proxy.url, 407), (with_wrong, 401)):
+        async with client(tls_server, verify_tls=trusting, proxy=proxy_url, retries=1) as cb:
+            with pytest.raises(CommboxConnectionError) as caught:
+                await cb.get_user_objects(7)
+        error = caught.value
+        assert f"the proxy refused the tunnel: {status}" in str(error)
+        assert error.could_not_connect and error.reason == f"proxy answered {status}"
+        assert leaks(error, *secrets) == []
+    assert TOKEN not in proxy.log()
+    assert not [s for s in secrets if s in caplog.text]
+    assert tls_server.count() == 0
+
+
+async def test_credentials_in_the_proxy_url_open_the_tunnel(
+    tls_server: FakeCommbox,
+    trusting: ssl.SSLContext,
+    start_tinyproxy: Callable[..., TinyProxy],
+    clean_environment: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """http://user:pass@host:port: aiohttp sends them as Proxy-Authorization on the CONNECT,
+    and the request goes through; the password is in no log line."""
+    caplog.set_level(logging.DEBUG)
+    proxy = start_tinyproxy(
+        connect_ports=[tls_server.port], basic_auth=(PROXY_USER, PROXY_PASSWORD)
+    )
+    proxy_url = f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{proxy.port}"
+    async with client(tls_server, verify_tls=trusting, proxy=proxy_url) as commbox:
+        page = await commbox.get_user_objects(8)
+        assert PROXY_PASSWORD not in repr(commbox)
+    assert len(page.data) == 10
+    assert tls_server.count("ok", identity_id=8) == 1
+    assert tunnels(proxy) == [f"CONNECT 127.0.0.1:{tls_server.port}"]
+    assert PROXY_PASSWORD not in caplog.text and TOKEN not in caplog.text

@@ -32,7 +32,13 @@ _REQUEST = re.compile(r"Request \(file descriptor \d+\): (\S+ \S+)")
 class TinyProxy:
     """One ``tinyproxy`` process in the foreground (``-d``), with a config file of its own."""
 
-    def __init__(self, binary: str, directory: Path, connect_ports: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        connect_ports: Iterable[int] = (),
+        basic_auth: tuple[str, str] | None = None,
+    ) -> None:
         self.binary = binary
         self.directory = directory
         self.port = free_port()
@@ -40,6 +46,9 @@ class TinyProxy:
         # 563); the test's https server is on a free port, so it is listed here. No line at
         # all would allow every port, which no deployed proxy does.
         self.connect_ports = list(connect_ports)
+        # (user, password): tinyproxy then answers 407 to a request or CONNECT without
+        # Proxy-Authorization, as a corporate proxy that wants credentials does.
+        self.basic_auth = basic_auth
         self.log_path = directory / f"tinyproxy-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -59,6 +68,7 @@ class TinyProxy:
             "Allow 127.0.0.1",
             "DisableViaHeader Yes",
             *(f"ConnectPort {port}" for port in self.connect_ports),
+            *([f"BasicAuth {self.basic_auth[0]} {self.basic_auth[1]}"] if self.basic_auth else []),
         ]
         return "\n".join(lines) + "\n"
 
@@ -106,13 +116,15 @@ def tinyproxy_binary() -> str:
 
 @pytest.fixture
 def start_tinyproxy(tmp_path: Path) -> Iterator[Callable[..., TinyProxy]]:
-    """``start_tinyproxy(connect_ports=[server.port])``: a started ``TinyProxy``; every one
-    started is stopped after the test."""
+    """``start_tinyproxy(connect_ports=[server.port], basic_auth=("user", "pass"))``: a
+    started ``TinyProxy``; every one started is stopped after the test."""
     binary = tinyproxy_binary()
     started: list[TinyProxy] = []
 
-    def start(connect_ports: Iterable[int] = ()) -> TinyProxy:
-        proxy = TinyProxy(binary, tmp_path, connect_ports)
+    def start(
+        connect_ports: Iterable[int] = (), basic_auth: tuple[str, str] | None = None
+    ) -> TinyProxy:
+        proxy = TinyProxy(binary, tmp_path, connect_ports, basic_auth)
         started.append(proxy)
         proxy.start()
         return proxy
