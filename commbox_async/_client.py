@@ -139,7 +139,8 @@ class AsyncCommbox:
     ``verify_tls`` checks the server's certificate against the system's CAs (``True``), not
     at all (``False``, with a warning), or as an ``ssl.SSLContext`` of yours does: a custom
     CA, such as a corporate proxy's that inspects TLS
-    (``ssl.create_default_context(cafile="corp-ca.pem")``).
+    (``ssl.create_default_context(cafile="corp-ca.pem")``); with ``session=`` it must stay
+    ``True`` (set ``ssl=`` on your session's connector).
     """
 
     def __init__(

@@ -103,7 +103,9 @@ class Transport:
         ``default_headers`` (the first account's) are set once on a session of our own:
         aiohttp merges per-request headers into the defaults on every request, which cost 2%
         of a small page's throughput (benchmarks/RESULTS.md, section 5); a request whose
-        headers are these very ones skips the merge.
+        headers are these very ones skips the merge. Not with a proxy (``proxy=`` or
+        ``trust_env``): there every request carries its own, so the token never reaches a
+        CONNECT (see below).
         """
         if self._session is not None:
             return
