@@ -125,7 +125,9 @@ def close_client(**_: Any) -> None:
         _client = None
 
 
-@app.task(name=TASK, bind=True)
+# max_retries=None on the task, not in self.retry(): there None means "the task's default"
+# (3), and an account paused a fourth time would fail its task, its ids never fetched.
+@app.task(name=TASK, bind=True, max_retries=None)
 def fetch_account_ids(self: Task[Any, Any], account: str, ids: list[int]) -> dict[str, Any]:
     """Fetch ``ids`` for ``account``; unread totals and failures by id.
 
@@ -133,14 +135,14 @@ def fetch_account_ids(self: Task[Any, Any], account: str, ids: list[int]) -> dic
     (a 429 here or, through Redis, in any process) is sent again for when the pause ends
     (``self.retry(countdown=...)``) and gives its worker thread back: waiting in the task would
     hold the thread, idle, from every other account's tasks. It fetched nothing, so sending it
-    again repeats nothing, and it may come back as often as the account is paused
-    (``max_retries=None``). A pause that starts while a task fetches is waited out in it: the
-    task would otherwise have to hand back half its ids.
+    again repeats nothing, and it may come back as often as the account is paused (the task
+    is declared with ``max_retries=None``). A pause that starts while a task fetches is waited
+    out in it: the task would otherwise have to hand back half its ids.
     """
     commbox = account_view(account)
     pause = commbox.pause_remaining()
     if pause > WAIT_IN_TASK:
-        raise self.retry(countdown=pause, max_retries=None)
+        raise self.retry(countdown=pause)
     unread: list[tuple[int, int]] = []
     failed: list[tuple[int, str]] = []
     for result in commbox.fetch_many(ids, concurrency=8):

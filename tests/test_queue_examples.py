@@ -170,3 +170,62 @@ def test_a_celery_task_whose_account_is_paused_gives_its_worker_back(
         assert [ident for ident, _ in answer["unread"]] == [5] and answer["failed"] == []
         assert servers.call(lambda: server.count("ok", account="acme")) == 1
         assert servers.call(lambda: server.count("throttled", account="acme")) == 1
+
+
+class PausedAtFirst:
+    """An account's view that reads as paused (60 s) the first ``runs`` times its task asks, then
+    as the account really is: the task's retries without waiting out real pauses."""
+
+    def __init__(self, view: Any, runs: int) -> None:
+        self.view = view
+        self.runs = runs
+        self.asked = 0
+
+    def pause_remaining(self) -> float:
+        self.asked += 1
+        return 60.0 if self.asked <= self.runs else float(self.view.pause_remaining())
+
+    def fetch_many(self, ids: list[int], **options: Any) -> Any:
+        return self.view.fetch_many(ids, **options)
+
+
+def test_a_celery_task_is_retried_as_often_as_its_account_is_paused(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused more times than Celery's default ``max_retries`` (3), the task is still sent
+    again each time and fetches its ids once the pause ends, rather than failing with
+    ``MaxRetriesExceededError``. Run eagerly (``apply``): each retry runs at once, in this
+    thread, whatever its countdown."""
+    paused_runs = 5
+    acme = "token-acme-retried-3b8e"
+    with ServerThread() as servers:
+        server = servers.start(FakeCommbox(token="token-unused-9d21", conversations=1, childs=1))
+        server.add_token(acme, account="acme")
+        for variable, value in {
+            "CELERY_BROKER_URL": redis_server.url,
+            "COMMBOX_BASE_URL": server.url,
+            "COMMBOX_ACCOUNTS": "acme=20",
+            "COMMBOX_TOKEN_ACME": acme,
+            "COMMBOX_WORKERS": "1",
+        }.items():
+            monkeypatch.setenv(variable, value)
+        example = load_example("celery_app")
+        try:
+            view = PausedAtFirst(example.account_view("acme"), runs=paused_runs)
+            monkeypatch.setattr(example, "account_view", lambda account: view)
+            # In a thread with a bound, so that a task that fetched in a loop fails here.
+            pool = ThreadPoolExecutor(1)
+            try:
+                task = pool.submit(example.fetch_account_ids.apply, args=("acme", [1, 2]))
+                result = task.result(timeout=30)
+            finally:
+                pool.shutdown(wait=False)
+        finally:
+            example.close_client()
+            example.app.close()
+        assert result.state == "SUCCESS", repr(result.result)
+        assert view.asked == paused_runs + 1
+        answer = result.result
+        # fetch_many yields in the order the answers come.
+        assert sorted(ident for ident, _ in answer["unread"]) == [1, 2] and answer["failed"] == []
+        assert servers.call(lambda: server.count("ok", account="acme")) == 2
