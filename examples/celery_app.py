@@ -13,7 +13,8 @@ account everywhere. No key is built here, and Redis never sees a token.
 
 A task whose account is paused (a 429's ``Retry-After`` of more than ``WAIT_IN_TASK`` seconds)
 gives its worker back: it is sent again for when the pause ends, and the worker takes another
-account's task meanwhile (see ``fetch_account_ids``).
+account's task meanwhile (see ``fetch_account_ids``). Only a pause its worker process has heard
+of, though: one that process has not waits the pause out in its thread, within the limit.
 
 Every worker's environment:
 
@@ -132,12 +133,18 @@ def fetch_account_ids(self: Task[Any, Any], account: str, ids: list[int]) -> dic
     """Fetch ``ids`` for ``account``; unread totals and failures by id.
 
     Before it fetches, a task whose account is paused for more than ``WAIT_IN_TASK`` seconds
-    (a 429 here or, through Redis, in any process) is sent again for when the pause ends
-    (``self.retry(countdown=...)``) and gives its worker thread back: waiting in the task would
-    hold the thread, idle, from every other account's tasks. It fetched nothing, so sending it
-    again repeats nothing, and it may come back as often as the account is paused (the task
-    is declared with ``max_retries=None``). A pause that starts while a task fetches is waited
-    out in it: the task would otherwise have to hand back half its ids.
+    is sent again for when the pause ends (``self.retry(countdown=...)``) and gives its worker
+    thread back: waiting in the task would hold the thread, idle, from every other account's
+    tasks. The check sees the pauses this worker process has heard of: a 429 in it, or one in
+    another process announced through Redis once this process has fetched for the account (its
+    limiter listens from its first request). A task in a process that has not heard of the
+    pause fetches, and its first request waits the pause out in its thread: the account's limit
+    and pause are still kept, through Redis, but the thread is held.
+
+    A task sent again fetched nothing, so it repeats nothing, and it may come back as often as
+    the account is paused (the task is declared with ``max_retries=None``). A pause that starts
+    while a task fetches is waited out in it: the task would otherwise have to hand back half
+    its ids.
     """
     commbox = account_view(account)
     pause = commbox.pause_remaining()
