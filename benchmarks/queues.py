@@ -301,6 +301,35 @@ def run_round(
     return Round(answers, reports, ratios)
 
 
+def redis_value(client: Any, key: bytes) -> bytes:
+    """Every byte of ``key``'s value, read by its type, joined. Not ``DUMP``: its RDB encoding
+    LZF-compresses longer values, and a token inside one would not show in it."""
+    kind = client.type(key)
+    parts: list[bytes]
+    if kind == b"string":
+        parts = [client.get(key) or b""]
+    elif kind == b"hash":
+        parts = [item for pair in client.hgetall(key).items() for item in pair]
+    elif kind == b"list":
+        parts = client.lrange(key, 0, -1)
+    elif kind == b"set":
+        parts = list(client.smembers(key))
+    elif kind == b"zset":
+        parts = client.zrange(key, 0, -1)
+    elif kind == b"stream":
+        parts = [
+            item
+            for entry_id, fields in client.xrange(key)
+            for item in (entry_id, *(part for pair in fields.items() for part in pair))
+        ]
+    elif kind == b"none":  # expired or deleted since SCAN listed it
+        parts = []
+    else:
+        # A type this cannot read: fail rather than report a key it could not search as clean.
+        raise ValueError(f"redis key {key!r}: cannot search a value of type {kind!r}")
+    return b"\n".join(parts)
+
+
 def token_leaks(fleet: Fleet, redis_url: str, logs: Sequence[Path]) -> list[str]:
     """Where an account's token shows in Redis (any key or value) or in a worker's log."""
     import redis
@@ -309,7 +338,7 @@ def token_leaks(fleet: Fleet, redis_url: str, logs: Sequence[Path]) -> list[str]
     found = []
     with redis.Redis.from_url(redis_url) as client:
         for key in client.scan_iter():
-            blob = key + (client.dump(key) or b"")
+            blob = key + redis_value(client, key)
             found += [f"redis {key!r}" for token in tokens if token in blob]
     for path in logs:
         text = path.read_bytes()

@@ -4,6 +4,7 @@ same checks for both. Then a Celery task's choice to give its worker back while 
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -229,3 +230,38 @@ def test_a_celery_task_is_retried_as_often_as_its_account_is_paused(
         # fetch_many yields in the order the answers come.
         assert sorted(ident for ident, _ in answer["unread"]) == [1, 2] and answer["failed"] == []
         assert servers.call(lambda: server.count("ok", account="acme")) == 2
+
+
+def test_token_leaks_finds_a_token_inside_a_long_value_of_each_type(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """``DUMP`` LZF-compresses a longer value, hiding a token in it; ``token_leaks`` reads
+    each value by its type instead. The values are long and repetitive (what LZF
+    compresses), like a Celery result holding many errors' reprs."""
+    accounts = make_accounts((5.0,), seconds=1)
+    with ServerThread() as servers:
+        fleet = Fleet(servers, accounts, burst=1)
+        token = accounts[0].token
+        filler = "".join(f"AuthenticationError({n}) refused; " for n in range(100))
+        # A result whose errors each name the token: LZF writes all but the first as
+        # back-references, and cuts the first with a control byte (a literal run is at most
+        # 32 bytes long).
+        errors = [[n, f"AuthenticationError('{token} refused')"] for n in range(20)]
+        leaked = json.dumps({"status": "SUCCESS", "result": {"failed": errors}})
+        with redis.Redis.from_url(redis_server.url) as client:
+            client.set("clean", filler)
+            assert token_leaks(fleet, redis_server.url, []) == []
+            client.set("string", leaked)
+            # The case this guards against: the token does not show in the DUMP blob.
+            assert token.encode() not in (client.dump("string") or b"")
+            client.hset("hash", mapping={"field": leaked})
+            client.rpush("list", filler, leaked)
+            client.sadd("set", leaked)
+            client.zadd("zset", {leaked: 1.0})
+            client.xadd("stream", {"field": leaked})
+        log = tmp_path / "worker.log"
+        log.write_text(f"clean {filler}\n")
+        found = token_leaks(fleet, redis_server.url, [log])
+    assert sorted(found) == sorted(
+        f"redis {key!r}" for key in (b"string", b"hash", b"list", b"set", b"zset", b"stream")
+    )
