@@ -263,21 +263,30 @@ def leaks(error: BaseException, *secrets: str) -> list[str]:
     return found
 
 
+@pytest.fixture
+def auth_proxy(
+    tls_server: FakeCommbox,
+    start_tinyproxy: Callable[..., TinyProxy],
+    clean_environment: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> TinyProxy:
+    """A tinyproxy that wants PROXY_USER's credentials (BasicAuth), tunnelling to
+    ``tls_server``; every log record kept, down to DEBUG, for the tests to search."""
+    caplog.set_level(logging.DEBUG)
+    return start_tinyproxy(connect_ports=[tls_server.port], basic_auth=(PROXY_USER, PROXY_PASSWORD))
+
+
 async def test_a_proxy_that_wants_credentials_refuses_the_tunnel_407(
     tls_server: FakeCommbox,
     trusting: ssl.SSLContext,
-    start_tinyproxy: Callable[..., TinyProxy],
-    clean_environment: pytest.MonkeyPatch,
+    auth_proxy: TinyProxy,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A proxy with BasicAuth refuses CONNECT without credentials (407) or with wrong ones: a
     CommboxConnectionError that says so, could_not_connect, with neither the token nor the
     proxy's password (nor its base64 in Proxy-Authorization) anywhere along its chain or in
     the log."""
-    caplog.set_level(logging.DEBUG)
-    proxy = start_tinyproxy(
-        connect_ports=[tls_server.port], basic_auth=(PROXY_USER, PROXY_PASSWORD)
-    )
+    proxy = auth_proxy
     wrong = "wrong-pass-0c44b7"
     with_wrong = f"http://{PROXY_USER}:{wrong}@127.0.0.1:{proxy.port}"
     secrets = (
@@ -302,16 +311,12 @@ async def test_a_proxy_that_wants_credentials_refuses_the_tunnel_407(
 async def test_credentials_in_the_proxy_url_open_the_tunnel(
     tls_server: FakeCommbox,
     trusting: ssl.SSLContext,
-    start_tinyproxy: Callable[..., TinyProxy],
-    clean_environment: pytest.MonkeyPatch,
+    auth_proxy: TinyProxy,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """http://user:pass@host:port: aiohttp sends them as Proxy-Authorization on the CONNECT,
     and the request goes through; the password is in no log line."""
-    caplog.set_level(logging.DEBUG)
-    proxy = start_tinyproxy(
-        connect_ports=[tls_server.port], basic_auth=(PROXY_USER, PROXY_PASSWORD)
-    )
+    proxy = auth_proxy
     proxy_url = f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{proxy.port}"
     async with client(tls_server, verify_tls=trusting, proxy=proxy_url) as commbox:
         page = await commbox.get_user_objects(8)

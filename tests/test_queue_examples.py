@@ -124,6 +124,27 @@ def test_two_workers_fetch_four_accounts_once_each_within_its_limit(
         print({account: round(ratio, 3) for account, ratio in done.ratios.items()})
 
 
+def celery_example(
+    monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
+    server: FakeCommbox,
+    accounts: dict[str, tuple[str, float]],
+) -> Any:
+    """examples/celery_app.py loaded in this process, its environment set for one worker
+    process: ``accounts`` by name, each its token and limit."""
+    environment = {
+        "CELERY_BROKER_URL": redis_server.url,
+        "COMMBOX_BASE_URL": server.url,
+        "COMMBOX_ACCOUNTS": ",".join(f"{name}={rate:g}" for name, (_, rate) in accounts.items()),
+        "COMMBOX_WORKERS": "1",
+    }
+    for name, (token, _) in accounts.items():
+        environment[f"COMMBOX_TOKEN_{name.upper()}"] = token
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    return load_example("celery_app")
+
+
 def test_a_celery_task_whose_account_is_paused_gives_its_worker_back(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -140,16 +161,9 @@ def test_a_celery_task_whose_account_is_paused_gives_its_worker_back(
         bucket = Throttling(rate=0.001, burst=1, retry_after="60")
         server.add_token(acme, account="acme", throttling=bucket)
         server.add_token(globex, account="globex")
-        for variable, value in {
-            "CELERY_BROKER_URL": redis_server.url,
-            "COMMBOX_BASE_URL": server.url,
-            "COMMBOX_ACCOUNTS": "acme=5,globex=5",
-            "COMMBOX_TOKEN_ACME": acme,
-            "COMMBOX_TOKEN_GLOBEX": globex,
-            "COMMBOX_WORKERS": "1",
-        }.items():
-            monkeypatch.setenv(variable, value)
-        example = load_example("celery_app")
+        example = celery_example(
+            monkeypatch, redis_server, server, {"acme": (acme, 5), "globex": (globex, 5)}
+        )
         try:
             view = example.account_view("acme")
             view.get_user_objects(1)
@@ -202,15 +216,7 @@ def test_a_celery_task_is_retried_as_often_as_its_account_is_paused(
     with ServerThread() as servers:
         server = servers.start(FakeCommbox(token="token-unused-9d21", conversations=1, childs=1))
         server.add_token(acme, account="acme")
-        for variable, value in {
-            "CELERY_BROKER_URL": redis_server.url,
-            "COMMBOX_BASE_URL": server.url,
-            "COMMBOX_ACCOUNTS": "acme=20",
-            "COMMBOX_TOKEN_ACME": acme,
-            "COMMBOX_WORKERS": "1",
-        }.items():
-            monkeypatch.setenv(variable, value)
-        example = load_example("celery_app")
+        example = celery_example(monkeypatch, redis_server, server, {"acme": (acme, 20)})
         try:
             view = PausedAtFirst(example.account_view("acme"), runs=paused_runs)
             monkeypatch.setattr(example, "account_view", lambda account: view)
