@@ -29,6 +29,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import trustme
+from server_process import free_port
 
 from commbox_async import AsyncCommbox, CommboxConnectionError, InvalidArgumentError, Retries
 from commbox_async.testing import FakeCommbox, fast_client_settings
@@ -325,3 +326,17 @@ async def test_credentials_in_the_proxy_url_open_the_tunnel(
     assert tls_server.count("ok", identity_id=8) == 1
     assert tunnels(proxy) == [f"CONNECT 127.0.0.1:{tls_server.port}"]
     assert PROXY_PASSWORD not in caplog.text and TOKEN not in caplog.text
+
+
+async def test_an_unreachable_proxy_with_credentials_keeps_them_out_of_the_error(
+    tls_server: FakeCommbox, trusting: ssl.SSLContext, clean_environment: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens at the proxy's address: a connection error that says so, with the
+    proxy's password nowhere along its chain (aiohttp's own error holds it in its repr)."""
+    proxy_url = f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{free_port()}"
+    async with client(tls_server, verify_tls=trusting, proxy=proxy_url, retries=1) as commbox:
+        with pytest.raises(CommboxConnectionError) as caught:
+            await commbox.get_user_objects(9)
+    assert caught.value.could_not_connect
+    assert leaks(caught.value, PROXY_PASSWORD, TOKEN) == []
+    assert tls_server.count() == 0
