@@ -7,9 +7,12 @@ limiter a ``RedisLimiter``. A job is an account's name and some of its ids, neve
 it reaches its account through ``commbox.with_token(token, rate_limit=rate)``, whose limiter
 the client derives on the key ``commbox:account:<token fingerprint>`` at the account's rate.
 
-A job whose account is paused after a 429 waits in the worker: it holds one of the worker's
-``max_jobs`` slots, a coroutine rather than a thread, so slots are cheap to add where one
-account's pauses could fill them (the Celery example gives its thread back instead).
+A job whose account is paused for more than ``WAIT_IN_JOB`` seconds, as far as this worker
+process has heard (a 429 here, or another process's through Redis once this one has fetched
+for the account), gives its slot back before it fetches: it raises ``Retry(defer=pause)`` and
+Arq runs it again after the pause. It has fetched nothing, so nothing is repeated. A shorter
+pause, or one that begins during the job, is waited out in the job, holding one of the
+worker's ``max_jobs`` slots (a coroutine, not a thread).
 
 Every worker's environment:
 
@@ -36,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, ClassVar
 
-from arq import create_pool
+from arq import Retry, create_pool
 from arq.connections import ArqRedis, RedisSettings
 
 from commbox_async import AsyncCommbox
@@ -44,6 +47,8 @@ from commbox_async.redis import RedisLimiter
 
 BROKER_URL = os.environ.get("ARQ_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_URL = os.environ.get("COMMBOX_REDIS_URL", BROKER_URL)
+#: A pause longer than this gives the job's slot back (see the module docstring).
+WAIT_IN_JOB = 2.0
 
 
 def accounts() -> dict[str, float]:
@@ -94,8 +99,12 @@ def account_view(ctx: dict[str, Any], account: str) -> AsyncCommbox:
 
 
 async def fetch_account_ids(ctx: dict[str, Any], account: str, ids: list[int]) -> dict[str, Any]:
-    """Fetch ``ids`` for ``account``; unread totals and failures by id."""
+    """Fetch ``ids`` for ``account``; unread totals and failures by id. A paused account's
+    job is sent again after the pause instead (``Retry``), its slot free meanwhile."""
     commbox = account_view(ctx, account)
+    pause = commbox.limiter.pause_remaining()
+    if pause > WAIT_IN_JOB:
+        raise Retry(defer=pause)
     unread: list[tuple[int, int]] = []
     failed: list[tuple[int, str]] = []
     async for result in commbox.fetch_many(ids, concurrency=8):
@@ -116,6 +125,9 @@ class WorkerSettings:
     max_jobs = 4
     poll_delay = 0.1
     job_timeout = 3600
+    # Each Retry counts as a try (Arq's default is 5): an account paused again and again must
+    # not fail its job unfetched. Only Retry (and a worker stopped mid-job) tries again.
+    max_tries = 1_000
 
 
 async def enqueue(

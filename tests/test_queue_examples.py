@@ -4,6 +4,7 @@ same checks for both. Then a Celery task's choice to give its worker back while 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Callable
@@ -271,3 +272,47 @@ def test_token_leaks_finds_a_token_inside_a_long_value_of_each_type(
     assert sorted(found) == sorted(
         f"redis {key!r}" for key in (b"string", b"hash", b"list", b"set", b"zset", b"stream")
     )
+
+
+async def test_an_arq_job_whose_account_is_paused_gives_its_slot_back(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Arq job reads its account's pause before it fetches: paused for longer than
+    WAIT_IN_JOB, it raises ``Retry(defer=pause)`` and fetches nothing; another account's job
+    runs; and the worker allows retries enough for an account paused again and again."""
+    arq = pytest.importorskip("arq", reason="arq not installed: pip install --no-deps 'arq>=0.26'")
+    acme, globex = "token-acme-arq-paused-61d0", "token-globex-arq-free-0e4b"
+    server = FakeCommbox(token="token-unused-8a2c", conversations=3, childs=1)
+    server.add_token(
+        acme, account="acme", throttling=Throttling(rate=0.001, burst=1, retry_after="60")
+    )
+    server.add_token(globex, account="globex")
+    async with server:
+        for variable, value in {
+            "ARQ_REDIS_URL": redis_server.url,
+            "COMMBOX_BASE_URL": server.url,
+            "COMMBOX_ACCOUNTS": "acme=5,globex=5",
+            "COMMBOX_TOKEN_ACME": acme,
+            "COMMBOX_TOKEN_GLOBEX": globex,
+            "COMMBOX_WORKERS": "1",
+        }.items():
+            monkeypatch.setenv(variable, value)
+        example = load_example("arq_worker")
+        ctx: dict[str, Any] = {}
+        await example.startup(ctx)
+        try:
+            view = example.account_view(ctx, "acme")
+            await view.get_user_objects(1)
+            with pytest.raises(RateLimitError):  # one try: the 429 pauses acme
+                await view.get_user_objects(2, retries=Retries(throttled_tries=1))
+            # Bounded: a job that waited out the 60 s pause instead fails here, not hangs.
+            with pytest.raises(arq.Retry) as retry:
+                await asyncio.wait_for(example.fetch_account_ids(ctx, "acme", [3, 4]), 30)
+            answer = await example.fetch_account_ids(ctx, "globex", [5])
+        finally:
+            await example.shutdown(ctx)
+    assert retry.value.defer_score is not None and retry.value.defer_score > 2_000  # ms
+    assert [ident for ident, _ in answer["unread"]] == [5] and answer["failed"] == []
+    assert server.count("ok", account="acme") == 1
+    assert server.count("throttled", account="acme") == 1
+    assert example.WorkerSettings.max_tries >= 1_000
