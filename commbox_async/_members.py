@@ -52,15 +52,12 @@ _SWEEP_MIN = 64
 class Member:
     """What the views of one account share: its ``Account`` and its ``SharedCalls``."""
 
-    __slots__ = ("__weakref__", "account", "own_rate", "rate_limit", "shared")
+    __slots__ = ("__weakref__", "account", "rate_limit", "shared")
 
-    def __init__(
-        self, account: Account, shared: SharedCalls, rate_limit: RateLimit, *, own_rate: bool
-    ) -> None:
+    def __init__(self, account: Account, shared: SharedCalls, rate_limit: RateLimit) -> None:
         self.account = account
         self.shared = shared
-        self.rate_limit = rate_limit  # the account's own, or the client's
-        self.own_rate = own_rate  # True: given with with_token(rate_limit=)
+        self.rate_limit = rate_limit  # the account's own (``Members._plans``), or the client's
 
 
 class Members:
@@ -136,7 +133,7 @@ class Members:
             share=self._share,
             scope=source.cache_scope,
         )
-        member = Member(account, shared, plan or self._default_rate(), own_rate=plan is not None)
+        member = Member(account, shared, plan or self._default_rate())
         if own:
             self._own_scope = source.scope
         if self.opened:
@@ -166,17 +163,19 @@ class Members:
         self._resting[scope] = limiter
         if len(self._resting) > self._sweep_at:
             self._sweep()
-        if self._sweep_timer is None and self._loop is not None:
+        if self._sweep_timer is None:
             # Also swept when nothing else happens: a burst of freed accounts is not kept
             # for ever by a client that goes quiet.
-            self._sweep_timer = self._loop.call_later(PacingModel.LOG_SPAN, self._sweep_later)
+            self._sweep_later(sweep=False)
 
     def _sweep(self) -> None:
         self._resting = {s: lim for s, lim in self._resting.items() if _remembers(lim)}
         self._sweep_at = max(_SWEEP_MIN, 2 * len(self._resting))
 
-    def _sweep_later(self) -> None:
-        self._sweep()
+    def _sweep_later(self, *, sweep: bool = True) -> None:
+        """Sweep (the timer's call), then come back in LOG_SPAN while any limiter is kept."""
+        if sweep:
+            self._sweep()
         self._sweep_timer = None
         if self._resting and self._loop is not None:
             self._sweep_timer = self._loop.call_later(PacingModel.LOG_SPAN, self._sweep_later)
@@ -206,7 +205,7 @@ class Members:
                 # (cache_scope): two processes that name one token differently share its
                 # limit. Only an account's own rate is passed: otherwise the derived limiter
                 # is the client's in every setting (its fallback_rate too).
-                own = {"rate_limit": rate_limit} if member.own_rate else {}
+                own = {"rate_limit": rate_limit} if scope in self._plans else {}
                 limiter = self._derived[scope] = derive(source.cache_scope, **own)
             return limiter
         resting = self._resting.pop(scope, None)
