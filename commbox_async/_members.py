@@ -20,8 +20,8 @@ processes. Derived limiters hold connections, so they are kept until the client 
 ``with_token(rate_limit=)`` gives an account a limit of its own instead of the client's (a
 customer's plan), kept for the client's life: a later view that gives none has it, one that
 gives another while a view of the account lives is refused, and once none lives it is a plan
-change (the account gets a new limiter at the new rate; a pause in progress is not carried
-over to a new in-process limiter, while a ``RedisLimiter``'s is, in Redis).
+change (the account gets a new limiter at the new rate, and a pause in progress goes on: the
+in-process one is carried over, a ``RedisLimiter``'s lives in Redis).
 """
 
 from __future__ import annotations
@@ -214,8 +214,8 @@ class Members:
             and _remembers(resting)
             and getattr(resting, "config", rate_limit) == rate_limit
         ):
-            return resting  # the account's pause and pace go on (a new plan starts afresh)
-        return LocalLimiter(
+            return resting  # the account's pause and pace go on
+        limiter = LocalLimiter(
             rate_limit,
             pause_policy=PausePolicy(
                 default_retry_after=self._retries.default_retry_after,
@@ -223,6 +223,11 @@ class Members:
             ),
             rng=self._rng,  # one generator for all: each of its own costs 2.5 kB a view
         )
+        if isinstance(resting, LocalLimiter):
+            # A plan change: the pace starts afresh at the new rate, but the server's pause
+            # for this account still runs (a RedisLimiter's lives on in Redis).
+            limiter.carry_pause(resting.pause_remaining(), resting.pause_asked)
+        return limiter
 
     def open(self) -> None:
         """Give every live account its limiter (they are bound to the running loop)."""

@@ -432,6 +432,11 @@ class PacingModel:
         """Seconds from ``now`` until the whole-client pause ends (0 when not paused)."""
         return max(0.0, self._pause_end - now)
 
+    def hold_until(self, end: float) -> None:
+        """Pause until ``end`` at least: a pause the server asked of this account elsewhere
+        (not a 429 seen here, so nothing is read from it)."""
+        self._pause_end = max(self._pause_end, end)
+
     # --- as time passes (rows 19-24 of the table) ----------------------------------------------
     def _bisect(self, now: float) -> None:
         """Rows 19-20: 429s that cost no pause make overshooting cost a 429 or two, taken back

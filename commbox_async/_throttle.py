@@ -157,6 +157,16 @@ class LocalLimiter:
         """Seconds until the whole-client pause ends (0 when not paused)."""
         return self.model.pause_remaining(self._clock())
 
+    def carry_pause(self, seconds: float, asked: float | None) -> None:
+        """Wait out ``seconds`` of a pause another limiter of this account began (a plan
+        change replaces the limiter, not the server's Retry-After); ``asked`` as that 429's."""
+        if seconds <= 0:
+            return
+        now = self._clock()
+        was_paused = self.model.pause_remaining(now) > 0
+        self.model.hold_until(now + seconds)
+        self._count_pause(now, was_paused, asked)
+
     def idle(self) -> float:
         """Seconds since the last slot was taken (infinite before the first)."""
         return self._clock() - self._last_slot

@@ -350,6 +350,35 @@ async def test_a_view_per_request_keeps_the_accounts_plan_and_pace() -> None:
         await server.stop()
 
 
+async def test_a_plan_change_keeps_the_accounts_pause() -> None:
+    """An account paused by the server (Retry-After 30) and freed, then made again with
+    another rate_limit: a new limiter at the new rate, still paused, so the next call waits
+    rather than sending into the server's Retry-After."""
+    server = await _server()
+    server.accounts.limit("a", Throttling(rate=0.001, burst=1, retry_after="30"))
+    retries = dataclasses.replace(FAST_RETRIES, max_retry_after=60.0, default_retry_after=30.0)
+    try:
+        async with server.client(retries=retries) as commbox:
+            view = commbox.with_token(A, rate_limit=5)
+            await view.get_user_objects(1)  # the bucket's one token
+            with pytest.raises(RateLimitError):
+                await view.get_user_objects(2, deadline=1.0)  # a pause of 30 s > deadline
+            first = view.limiter
+            del view
+            await settle()  # the failed call's task lets go of the view
+            gc.collect()
+            await settle()  # the freed account's limiter is handed to the loop
+            view = commbox.with_token(A, rate_limit=8)  # a plan change
+            assert view.limiter is not first
+            assert view.limiter.config.max_rate == 8  # type: ignore[attr-defined]
+            assert view.limiter.pause_remaining() > 20.0
+            with pytest.raises(CommboxError, match="paused for"):
+                await view.get_user_objects(3, deadline=1.0)  # refused before it is sent
+    finally:
+        await server.stop()
+    assert server.count("throttled", account="a") == 1
+
+
 async def test_closing_the_client_closes_its_views() -> None:
     """A view's fan-out stops when its client closes, and the view reads closed."""
     server = await _server()
