@@ -41,7 +41,6 @@ change:
   4  any       the same, too few answers                             BISECT  blind: x the share
                                                                              accepted, FLOOD_CUT+
   5  any       within DECISION_GAP of the last decision              =       not read
-               (within FLOOD_GAP for a flood)
   6  any       a step down on trial 2 WINDOWs ago: its share of      HOLD    not-cured: the rate
                429s fell by less than 30%, under SATURATED_SHARE             before it (paused:
                (paused 429s: a step down for them, no rise since)            before the first)
@@ -76,7 +75,7 @@ change:
                                                                              x the climbs so far
      SEARCH    that reaching HOLD x the pace that drained            HOLD    searching: that
  22  HOLD,     QUIET s without a 429, below a rate that ran          PROBE   quiet: toward it,
-     PROBE     quietly within GOOD_MEMORY                                    every RECOVER_STEP
+     PROBE     quietly within GOOD_MEMORY                                    every WINDOW
  23  HOLD,     QUIET s without a 429, beyond any such rate: every    PROBE   quiet: + PROBE_FIRST,
      PROBE     QUIET s (free limit, or a bucket fit on fewer than            doubling; at most
                FIT_TOKENS refilled), else PROBE_INTERVAL x 1, 3, 7...        halfway to a ceiling
@@ -283,26 +282,26 @@ class PacingModel:
     # docs/pacing.md, by tests/pacing_sensitivity.py.
     HOLD = 0.97  # fraction of the estimate to hold at: a little room for jitter and alignment
     QUIET = 2.0  # seconds without a 429 before the rate rises
-    RECOVER_STEP = 0.5  # seconds between rises toward a rate that ran quietly before
     PROBE_INTERVAL = 6.0  # quiet seconds between rises beyond any rate known to run quietly
     PROBE_FIRST = 0.02  # the first such rise, and the first climb of a search; each doubles;
     # and as close as bisection goes to a failed rate (a probe would cover a smaller gap)
     RISE_STRAYS = 2  # 429s after a rise (beyond noise) that are strays, not the rise's
     FLOOD_CUT = 0.1  # a flood of free 429s cuts the rate to at least this fraction
-    QUIET_RUN = 0.15  # seconds a rate must run with no 429 to be taken back to after a rise
     SEARCH_STEP = 0.2  # seconds between two climbs while searching
     SEARCH_RISE = 0.15  # each climb of a search at least this much (the first ones: exactly)
     NOISE_SHARE = 0.03  # a share of free 429s that is noise (beyond it, a rise failed)
     STEP_DOWN = 0.9  # after a pace that ran a WINDOW drained the server; or blind, on trial
     SATURATED_SHARE = 0.25  # from this share of 429s on, a real limit: accepted/s is its rate
-    WINDOW = 1.0  # seconds of recent attempts read for shares and throughput (and for a rise)
+    WINDOW = 1.0  # seconds of recent attempts read for shares and throughput, and for a rise
+    # (rows 1-2; so a rise back toward a rate that ran quietly comes once the last had its WINDOW)
     CURE_EVIDENCE = 50  # answered attempts in a window needed to compare shares of 429s
     MIN_EVIDENCE = 20  # answered attempts needed before the first reading
-    MIN_SPAN = 0.1  # seconds of a job (or since a restart, for a bucket fit) before a reading
+    MIN_SPAN = 0.1  # seconds of sending too short to show anything: of a job (or since a
+    # restart, for a bucket fit) before a reading; of a rate with no 429, before a rise from it
+    # can be taken back to it
     FIT_TOKENS = 4  # a bucket fit on fewer tokens refilled since the pause is unsure: probe sooner
     DECISION_GAP = 0.25  # seconds between two decisions (429s without pauses come in floods)
     FLOOD_SHARE = 0.5  # a share of 429s this high, with no pause, cuts the rate at once
-    FLOOD_GAP = 0.015  # seconds between two such cuts
     LOG_SPAN = 30.0  # seconds of attempts kept, and of pausing alone when that did better
     GOOD_MEMORY = 60.0  # seconds a rate that ran quietly (or a ceiling) is remembered: a limit
     # that dropped for longer than LOG_SPAN and came back is recovered quickly (throttle_zoo's
@@ -503,8 +502,9 @@ class PacingModel:
 
     def _recover(self, now: float, quiet: float, good: float) -> None:
         """Row 22: a rate that ran quietly not long ago: the limit may be back there; go
-        quickly (halfway in ratio while far, then all the way)."""
-        steps = int((quiet - self.QUIET) / self.RECOVER_STEP) + 1
+        quickly (halfway in ratio while far, then all the way), a rise every WINDOW: each is
+        judged by the 429s of the WINDOW after it (rows 1-2) before the next."""
+        steps = int((quiet - self.QUIET) / self.WINDOW) + 1
         if steps <= self._step:
             return
         self._step = steps
@@ -611,8 +611,6 @@ class PacingModel:
         accepted, throttled = self._counts_at_this_rate(at.drained)
         if not is_flood(accepted, throttled, self.FLOOD_SHARE):
             return None
-        if at.gap < self.FLOOD_GAP:
-            return False
         saturated = saturated_rate(self._log, at.now, self.WINDOW)
         if saturated is not None:
             self.phase = Phase.HOLD
@@ -1069,8 +1067,8 @@ class PacingModel:
         new = max(self.min_rate, min(self.max_rate, new))
         old = self.rate
         self.rate = new
-        if new > old and max(self._throttled_sent, self._rate_since) <= now - self.QUIET_RUN:
-            # The old rate ran a while, and none of the attempts of its last QUIET_RUN seconds
+        if new > old and max(self._throttled_sent, self._rate_since) <= now - self.MIN_SPAN:
+            # The old rate ran a while, and none of the attempts of its last MIN_SPAN seconds
             # drew a 429 (earlier ones may have: a cap on requests in flight still held the
             # attempts sent before it).
             self._below, self._rise_at = old, now
