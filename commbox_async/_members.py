@@ -88,8 +88,11 @@ class Members:
         # Accounts given a rate_limit of their own, by scope: their plan outlives their views.
         self._plans: dict[str, RateLimit] = {}
         self._closing: set[asyncio.Task[None]] = set()  # derived limiters replaced by a plan
-        # Limiters of accounts that no view holds, kept while paused (``_rest``).
+        # Limiters of accounts that no view holds, kept while paused (``_rest``); and those
+        # freed but not yet rested (the loop runs ``_rest`` a turn later: a view made in
+        # between finds its account's limiter here).
         self._resting: dict[str, Limiter] = {}
+        self._handed: dict[str, Limiter] = {}
         self._sweep_at = _SWEEP_MIN
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by open()
@@ -149,6 +152,7 @@ class Members:
         loop, limiter = self._loop, account.limiter
         if loop is None or limiter is None or scope in self._derived or limiter is self._given:
             return
+        self._handed[scope] = limiter
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to keep
             loop.call_soon_threadsafe(self._rest, scope, limiter)
 
@@ -158,6 +162,9 @@ class Members:
         last one was given, nor start at a fresh limiter's full burst). Dropped once it knows
         nothing more; those are swept when the count doubles, so a free costs O(1) on
         average, and every LOG_SPAN while any is kept."""
+        if self._handed.get(scope) is not limiter:
+            return  # a view of the account made since took it (or its pause) already
+        del self._handed[scope]
         if not _remembers(limiter):
             return
         self._resting[scope] = limiter
@@ -208,7 +215,8 @@ class Members:
                 own = {"rate_limit": rate_limit} if scope in self._plans else {}
                 limiter = self._derived[scope] = derive(source.cache_scope, **own)
             return limiter
-        resting = self._resting.pop(scope, None)
+        handed, resting = self._handed.pop(scope, None), self._resting.pop(scope, None)
+        resting = handed or resting  # the one freed last
         if (
             resting is not None
             and _remembers(resting)
@@ -261,8 +269,10 @@ class Members:
         limiters = [m.account.limiter for m in list(self._members.values())]
         limiters += self._derived.values()
         limiters += self._resting.values()
+        limiters += self._handed.values()
         self._derived.clear()
         self._resting.clear()
+        self._handed.clear()
         closed: set[int] = set()
         for limiter in limiters:
             if limiter is None or limiter is self._given or id(limiter) in closed:

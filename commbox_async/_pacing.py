@@ -37,7 +37,8 @@ change:
                quietly; 429s beyond RISE_STRAYS and noise                    quiet rate
   2  any       the same, a stray 429 or two                          =       tolerated: =
   3  any       free, FLOOD_SHARE of 10+ attempts at this rate        HOLD    saturated: HOLD x
-               refused, enough answers to read a throughput                  accepted/s, no rise
+               refused, enough answers to read a throughput under            accepted/s
+               the rate (else not read: it was sent faster)
   4  any       the same, too few answers                             BISECT  blind: x the share
                                                                              accepted, FLOOD_CUT+
   5  any       within DECISION_GAP of the last decision              =       not read
@@ -297,8 +298,8 @@ class PacingModel:
     CURE_EVIDENCE = 50  # answered attempts in a window needed to compare shares of 429s
     MIN_EVIDENCE = 20  # answered attempts needed before the first reading
     MIN_SPAN = 0.1  # seconds of sending too short to show anything: of a job (or since a
-    # restart, for a bucket fit) before a reading; of a rate with no 429, before a rise from it
-    # can be taken back to it
+    # restart, for a bucket fit) before a reading, or the pace sent at; of a rate with no 429,
+    # before a rise from it can be taken back to it
     FIT_TOKENS = 4  # a bucket fit on fewer tokens refilled since the pause is unsure: probe sooner
     DECISION_GAP = 0.25  # seconds between two decisions (429s without pauses come in floods)
     FLOOD_SHARE = 0.5  # a share of 429s this high, with no pause, cuts the rate at once
@@ -502,8 +503,9 @@ class PacingModel:
 
     def _recover(self, now: float, quiet: float, good: float) -> None:
         """Row 22: a rate that ran quietly not long ago: the limit may be back there; go
-        quickly (halfway in ratio while far, then all the way), a rise every WINDOW: each is
-        judged by the 429s of the WINDOW after it (rows 1-2) before the next."""
+        quickly (halfway in ratio while far, then all the way), a rise every WINDOW: rows 1-2
+        judge each by the 429s of the attempts of the WINDOW after it, which have gone out
+        before the next."""
         steps = int((quiet - self.QUIET) / self.WINDOW) + 1
         if steps <= self._step:
             return
@@ -612,6 +614,11 @@ class PacingModel:
         if not is_flood(accepted, throttled, self.FLOOD_SHARE):
             return None
         saturated = saturated_rate(self._log, at.now, self.WINDOW)
+        if saturated is not None and saturated * self.HOLD >= self.rate:
+            # The rate is already under what the server took: the flood was sent at a faster
+            # pace (a cut just made, which attempts still under way, or other processes on
+            # the same limit, have not caught up with). Nothing to decide.
+            return False
         if saturated is not None:
             self.phase = Phase.HOLD
             self._step = 0

@@ -300,8 +300,13 @@ async def test_freed_accounts_are_kept_while_paused_only() -> None:
             assert len(members._resting) == 200
             for limiter in paused[:190]:
                 limiter.remaining = 0.0
+
+            def rest(scope: str, limiter: object) -> None:
+                members._handed[scope] = limiter  # type: ignore[assignment]  # as _freed does
+                members._rest(scope, limiter)  # type: ignore[arg-type]
+
             for n in range(200, 400):
-                members._rest(f"acct-{n}", paused[-1])  # type: ignore[arg-type]
+                rest(f"acct-{n}", paused[-1])
             assert len(members._resting) < 300  # the over pauses swept, as it grew
             view = commbox.with_token(lambda: A)
             assert not view._account.token.lasting
@@ -315,8 +320,8 @@ async def test_freed_accounts_are_kept_while_paused_only() -> None:
 
             recent, old = Used(), Used()
             old.since = 31.0  # beyond what the pacing model keeps (LOG_SPAN, 30 s)
-            members._rest("recent", recent)  # type: ignore[arg-type]
-            members._rest("old", old)  # type: ignore[arg-type]
+            rest("recent", recent)
+            rest("old", old)
             assert members._resting.get("recent") is recent and "old" not in members._resting
             assert members._sweep_timer is not None  # a quiet client sweeps them too
             recent.since = 31.0
@@ -350,10 +355,12 @@ async def test_a_view_per_request_keeps_the_accounts_plan_and_pace() -> None:
         await server.stop()
 
 
-async def test_a_plan_change_keeps_the_accounts_pause() -> None:
+@pytest.mark.parametrize("rested", [True, False], ids=["rested", "made-before-the-loop-rests-it"])
+async def test_a_plan_change_keeps_the_accounts_pause(rested: bool) -> None:
     """An account paused by the server (Retry-After 30) and freed, then made again with
     another rate_limit: a new limiter at the new rate, still paused, so the next call waits
-    rather than sending into the server's Retry-After."""
+    rather than sending into the server's Retry-After. Also when the new view is made before
+    the loop has taken the freed account's limiter in (``rested`` False)."""
     server = await _server()
     server.accounts.limit("a", Throttling(rate=0.001, burst=1, retry_after="30"))
     retries = dataclasses.replace(FAST_RETRIES, max_retry_after=60.0, default_retry_after=30.0)
@@ -367,11 +374,14 @@ async def test_a_plan_change_keeps_the_accounts_pause() -> None:
             del view
             await settle()  # the failed call's task lets go of the view
             gc.collect()
-            await settle()  # the freed account's limiter is handed to the loop
+            if rested:
+                await settle()  # the freed account's limiter is handed to the loop
             view = commbox.with_token(A, rate_limit=8)  # a plan change
-            assert view.limiter is not first
-            assert view.limiter.config.max_rate == 8  # type: ignore[attr-defined]
-            assert view.limiter.pause_remaining() > 20.0
+            limiter = view.limiter
+            assert limiter is not first
+            assert limiter.config.max_rate == 8 and limiter.current_rate == 8  # type: ignore[attr-defined]
+            assert limiter.pause_remaining() > 20.0
+            assert limiter.pauses == 1 and limiter.pause_asked == 30.0  # type: ignore[attr-defined]
             with pytest.raises(CommboxError, match="paused for"):
                 await view.get_user_objects(3, deadline=1.0)  # refused before it is sent
     finally:
