@@ -27,7 +27,6 @@ in-process one is carried over, a ``RedisLimiter``'s lives in Redis).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import weakref
 from collections.abc import Callable
@@ -88,9 +87,10 @@ class Members:
         # Accounts given a rate_limit of their own, by scope: their plan outlives their views.
         self._plans: dict[str, RateLimit] = {}
         self._closing: set[asyncio.Task[None]] = set()  # derived limiters replaced by a plan
-        # Limiters of accounts that no view holds, kept while paused (``_rest``); and those
-        # freed but not yet rested (the loop runs ``_rest`` a turn later: a view made in
-        # between finds its account's limiter here).
+        # Limiters of accounts that no view holds, kept while paused (``_rest``); and the
+        # in-process limiters handed out, by account, until the loop rests them once the
+        # account is freed (``_rest`` runs a turn later: a view made in between finds its
+        # account's limiter here).
         self._resting: dict[str, Limiter] = {}
         self._handed: dict[str, Limiter] = {}
         self._sweep_at = _SWEEP_MIN
@@ -152,9 +152,10 @@ class Members:
         loop, limiter = self._loop, account.limiter
         if loop is None or limiter is None or scope in self._derived or limiter is self._given:
             return
-        self._handed[scope] = limiter
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to keep
+        try:
             loop.call_soon_threadsafe(self._rest, scope, limiter)
+        except RuntimeError:  # the loop is closed: nothing to keep
+            self._handed.pop(scope, None)
 
     def _rest(self, scope: str, limiter: Limiter) -> None:
         """On the loop: keep a freed account's limiter while it knows something, for the
@@ -162,8 +163,8 @@ class Members:
         last one was given, nor start at a fresh limiter's full burst). Dropped once it knows
         nothing more; those are swept when the count doubles, so a free costs O(1) on
         average, and every LOG_SPAN while any is kept."""
-        if self._handed.get(scope) is not limiter:
-            return  # a view of the account made since took it (or its pause) already
+        if scope in self._members or self._handed.get(scope) is not limiter:
+            return  # a view of the account made since has it (or took its pause)
         del self._handed[scope]
         if not _remembers(limiter):
             return
@@ -216,13 +217,22 @@ class Members:
                 limiter = self._derived[scope] = derive(source.cache_scope, **own)
             return limiter
         handed, resting = self._handed.pop(scope, None), self._resting.pop(scope, None)
-        resting = handed or resting  # the one freed last
+        limiter = self._local(handed if handed is not None else resting, rate_limit)
+        if source.lasting:
+            # Recorded on the loop as it is handed out (not when the account is freed, in
+            # whichever thread): the account's next view finds it here at once.
+            self._handed[scope] = limiter
+        return limiter
+
+    def _local(self, previous: Limiter | None, rate_limit: RateLimit) -> Limiter:
+        """An in-process limiter for an account whose last limiter was ``previous``: that one
+        while it still knows something at this rate, else a new one (carrying its pause)."""
         if (
-            resting is not None
-            and _remembers(resting)
-            and getattr(resting, "config", rate_limit) == rate_limit
+            previous is not None
+            and _remembers(previous)
+            and getattr(previous, "config", rate_limit) == rate_limit
         ):
-            return resting  # the account's pause and pace go on
+            return previous  # the account's pause and pace go on
         limiter = LocalLimiter(
             rate_limit,
             pause_policy=PausePolicy(
@@ -231,10 +241,10 @@ class Members:
             ),
             rng=self._rng,  # one generator for all: each of its own costs 2.5 kB a view
         )
-        if isinstance(resting, LocalLimiter):
+        if isinstance(previous, LocalLimiter):
             # A plan change: the pace starts afresh at the new rate, but the server's pause
             # for this account still runs (a RedisLimiter's lives on in Redis).
-            limiter.carry_pause(resting.pause_remaining(), resting.pause_asked)
+            limiter.carry_pause(previous.pause_remaining(), previous.pause_asked)
         return limiter
 
     def open(self) -> None:

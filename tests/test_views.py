@@ -291,6 +291,7 @@ async def test_freed_accounts_are_kept_while_paused_only() -> None:
             own = account.limiter
             for n, limiter in enumerate(paused):
                 account.limiter = limiter  # type: ignore[assignment]
+                members._handed[f"acct-{n}"] = limiter  # type: ignore[assignment]  # handed out
                 freeing = threading.Thread(target=members._freed, args=(f"acct-{n}", account))
                 freeing.start()
                 freeing.join()
@@ -370,12 +371,14 @@ async def test_a_plan_change_keeps_the_accounts_pause(rested: bool) -> None:
             await view.get_user_objects(1)  # the bucket's one token
             with pytest.raises(RateLimitError):
                 await view.get_user_objects(2, deadline=1.0)  # a pause of 30 s > deadline
-            first = view.limiter
+            first, first_scope = view.limiter, view._account.token.scope
             del view
             await settle()  # the failed call's task lets go of the view
             gc.collect()
             if rested:
                 await settle()  # the freed account's limiter is handed to the loop
+            scope = first_scope
+            assert (scope in commbox._members._resting) is rested
             view = commbox.with_token(A, rate_limit=8)  # a plan change
             limiter = view.limiter
             assert limiter is not first
@@ -387,6 +390,27 @@ async def test_a_plan_change_keeps_the_accounts_pause(rested: bool) -> None:
     finally:
         await server.stop()
     assert server.count("throttled", account="a") == 1
+
+
+async def test_a_view_made_before_the_loop_rests_the_freed_limiter_takes_it() -> None:
+    """The last view of an account freed, and a new one made in the same loop turn (before
+    the loop runs what the finalizer handed it): the new view has the account's limiter, and
+    that limiter is not then also kept as a freed account's."""
+    server = await _server()
+    try:
+        async with server.client() as commbox:
+            view = commbox.with_token(A)
+            await view.get_user_objects(1)
+            first, scope = view.limiter, view._account.token.scope
+            del view
+            gc.collect()  # freed: its finalizer hands the limiter to the loop, to run later
+            view = commbox.with_token(A)
+            assert view.limiter is first
+            await settle()  # now the loop runs it
+            assert scope not in commbox._members._resting
+            await view.get_user_objects(2)
+    finally:
+        await server.stop()
 
 
 async def test_closing_the_client_closes_its_views() -> None:
