@@ -37,8 +37,8 @@ change:
                quietly; 429s beyond RISE_STRAYS and noise                    quiet rate
   2  any       the same, a stray 429 or two                          =       tolerated: =
   3  any       free, FLOOD_SHARE of 10+ attempts at this rate        HOLD    saturated: HOLD x
-               refused, enough answers to read a throughput under            accepted/s
-               the rate (else not read: it was sent faster)
+               refused, enough answers to read a throughput, HOLD            accepted/s
+               x which is under the rate (else not read: sent faster)
   4  any       the same, too few answers                             BISECT  blind: x the share
                                                                              accepted, FLOOD_CUT+
   5  any       within DECISION_GAP of the last decision              =       not read
