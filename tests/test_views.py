@@ -303,7 +303,8 @@ async def test_freed_accounts_are_kept_while_paused_only() -> None:
                 limiter.remaining = 0.0
 
             def rest(scope: str, limiter: object) -> None:
-                members._handed[scope] = limiter  # type: ignore[assignment]  # as _freed does
+                # as _limiter_for records it when it hands it out
+                members._handed[scope] = limiter  # type: ignore[assignment]
                 members._rest(scope, limiter)  # type: ignore[arg-type]
 
             for n in range(200, 400):
@@ -371,13 +372,12 @@ async def test_a_plan_change_keeps_the_accounts_pause(rested: bool) -> None:
             await view.get_user_objects(1)  # the bucket's one token
             with pytest.raises(RateLimitError):
                 await view.get_user_objects(2, deadline=1.0)  # a pause of 30 s > deadline
-            first, first_scope = view.limiter, view._account.token.scope
+            first, scope = view.limiter, view._account.token.scope
             del view
             await settle()  # the failed call's task lets go of the view
             gc.collect()
             if rested:
                 await settle()  # the freed account's limiter is handed to the loop
-            scope = first_scope
             assert (scope in commbox._members._resting) is rested
             view = commbox.with_token(A, rate_limit=8)  # a plan change
             limiter = view.limiter
