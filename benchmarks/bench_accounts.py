@@ -38,11 +38,13 @@ import asyncio
 import contextlib
 import gc
 import json
+import multiprocessing
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 from commbox_async import AsyncCommbox, AuthenticationError, PoolConfig, RateLimit, _transport
@@ -115,35 +117,107 @@ async def _job(
     outcome.seconds = time.perf_counter() - started
 
 
-async def run_jobs(
-    ids: int, scenario: str, page: str = "small", limited: bool = True
-) -> list[Outcome]:
-    """All accounts at once; the roles of ``scenario``; each account's outcome. ``limited``
-    False: no account has a limit (what this process can do at all, see ``capacity``)."""
-    size = PAGES[page]
-    server = FakeCommbox(token="parent-key", **size)
-    tokens = [f"account-{i}-key" for i in range(ACCOUNTS)]
-    for token, rate in zip(tokens, rates(), strict=True):
+def _tokens() -> list[str]:
+    return [f"account-{i}-key" for i in range(ACCOUNTS)]
+
+
+def _account_server(page: str, limited: bool) -> FakeCommbox:
+    """The fake server with a bucket of its own for each account's token."""
+    server = FakeCommbox(token="parent-key", **PAGES[page])
+    for token, rate in zip(_tokens(), rates(), strict=True):
         throttling = Throttling(rate=rate, burst=5, retry_after="1") if limited else None
         server.add_token(token, throttling=throttling)
+    return server
+
+
+def _throttled(server: FakeCommbox) -> list[int]:
+    """Each account's 429s, as the server counted them."""
+    return [
+        server.count("throttled", account=server.accounts.account_of(token)) for token in _tokens()
+    ]
+
+
+def _serve_apart(pipe: Connection, page: str, limited: bool) -> None:
+    """The child process of ``--server process``: serve until told to stop, then send back
+    each account's 429s."""
+
+    async def serve() -> None:
+        async with _account_server(page, limited) as server:
+            pipe.send(server.url)
+            await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+            pipe.send(_throttled(server))
+
+    asyncio.run(serve())
+
+
+@contextlib.asynccontextmanager
+async def _server_apart(page: str, limited: bool) -> AsyncIterator[tuple[str, list[int]]]:
+    """The same server in a process of its own: its CPU is not the client's (as no real
+    server's is), and its event loop does not delay the client's sends. Yields its URL and a
+    list that holds each account's 429s once the block ends."""
+    ours, theirs = multiprocessing.get_context("fork").Pipe()
+    child = multiprocessing.get_context("fork").Process(
+        target=_serve_apart, args=(theirs, page, limited), daemon=True
+    )
+    child.start()
+    loop = asyncio.get_running_loop()
+    throttled: list[int] = []
+    try:
+        url = await loop.run_in_executor(None, ours.recv)
+        yield url, throttled
+        ours.send("stop")
+        throttled.extend(await loop.run_in_executor(None, ours.recv))
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+
+
+async def run_jobs(
+    ids: int, scenario: str, page: str = "small", limited: bool = True, apart: bool = False
+) -> list[Outcome]:
+    """All accounts at once; the roles of ``scenario``; each account's outcome. ``limited``
+    False: no account has a limit (what this process can do at all, see ``capacity``).
+    ``apart``: the server in a process of its own (``plain`` only: the other roles change
+    the server's keys mid-job)."""
+    if apart:
+        assert scenario == "plain", "--server process measures the plain scenario only"
+        async with _server_apart(page, limited) as (url, throttled):
+            outcomes = await _run_accounts(url, ids, scenario, None)
+    else:
+        server = _account_server(page, limited)
+        async with server:
+            outcomes = await _run_accounts(server.url, ids, scenario, server)
+            throttled = _throttled(server)
+    for outcome, count in zip(outcomes, throttled, strict=True):
+        outcome.throttled = count
+    return outcomes
+
+
+async def _run_accounts(
+    url: str, ids: int, scenario: str, server: FakeCommbox | None
+) -> list[Outcome]:
+    """Every account's job over one client's pool; ``server`` (in this process) lets the
+    revoke+rotate roles change keys mid-job."""
+    tokens = _tokens()
     current = dict(zip(tokens, tokens, strict=True))  # what each account's provider returns now
     outcomes = [Outcome(rate, ids) for rate in rates()]
     views: list[AsyncCommbox] = []
-    async with (
-        server,
-        AsyncCommbox(token=server.token, base_url=server.url, rate_limit=CLIENT_RATE) as commbox,
-    ):
+    async with AsyncCommbox(token="parent-key", base_url=url, rate_limit=CLIENT_RATE) as commbox:
         jobs = []
         started = time.perf_counter()
         for i, token in enumerate(tokens):
             halfway: Callable[[], None] | None = None
             if scenario == "revoke+rotate" and i == ACCOUNTS - 1:
+                assert server is not None
                 outcomes[i].role = "revoked"
                 halfway = lambda token=token: server.revoke(token)  # noqa: E731
             if scenario == "revoke+rotate" and i == ACCOUNTS - 2:
+                assert server is not None
                 outcomes[i].role = "rotated"
 
                 def halfway(token: str = token) -> None:
+                    assert server is not None
                     current[token] = server.rotate(token, new_token=f"{token}-2")
 
             view = commbox.with_token(lambda token=token: current[token])  # type: ignore[misc]
@@ -157,15 +231,13 @@ async def run_jobs(
             outcome.changes = (
                 [f"{c.at - clock_started:6.2f} s  {c}" for c in model.changes] if model else []
             )
-    for token, outcome in zip(tokens, outcomes, strict=True):
-        outcome.throttled = server.count("throttled", account=server.accounts.account_of(token))
     return outcomes
 
 
-def capacity(ids: int, page: str) -> float:
+def capacity(ids: int, page: str, apart: bool = False) -> float:
     """Requests a second this process serves and fetches over all accounts with no limits: the
     goal is about pacing only if this is well above the accounts' limits (300/s in all)."""
-    outcomes = asyncio.run(run_jobs(ids, "plain", page, limited=False))
+    outcomes = asyncio.run(run_jobs(ids, "plain", page, limited=False, apart=apart))
     return sum(o.ok for o in outcomes) / max(o.seconds for o in outcomes)
 
 
@@ -380,6 +452,13 @@ def main() -> None:
         help="the fake server's page (default small: see PAGES)",
     )
     parser.add_argument(
+        "--server",
+        choices=["here", "process"],
+        default="here",
+        help="the fake server on the client's event loop (default), or in a process of its "
+        "own (plain only)",
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         help="print the rate changes of each account over the goal",
@@ -389,15 +468,21 @@ def main() -> None:
     runs = args.runs or (1 if args.quick else 3)
     views = args.views or (2_000 if args.quick else 10_000)
     only = args.only or ["plain", "revoke+rotate", "memory", "pool"]
+    apart = args.server == "process"
+    if apart and only != ["plain"]:
+        parser.error("--server process measures --only plain")
     if "plain" in only or "revoke+rotate" in only:
         print(
-            f"capacity ({args.page} pages): {capacity(ids, args.page):.0f} req/s over all "
+            f"capacity ({args.page} pages, server {args.server}): "
+            f"{capacity(ids, args.page, apart):.0f} req/s over all "
             f"accounts with no limits; their limits sum to {sum(rates()):.0f}/s"
         )
     for scenario in ("plain", "revoke+rotate"):
         if scenario not in only:
             continue
-        outcome_runs = [asyncio.run(run_jobs(ids, scenario, args.page)) for _ in range(runs)]
+        outcome_runs = [
+            asyncio.run(run_jobs(ids, scenario, args.page, apart=apart)) for _ in range(runs)
+        ]
         figures = [summary(outcomes) for outcomes in outcome_runs]
         worst = [f["worst_ratio"] for f in figures]
         print(
