@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -168,20 +169,24 @@ async def test_the_second_run_starts_from_the_first_runs_limit(tmp_path: Path) -
 
 
 async def _run_remembering(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remembered: float, *extra: str
-) -> tuple[str, list[float]]:
-    """A fetch of 10 ids (no 429) after ``remembered`` was saved for its server and token: its
-    stderr, and the rates saved when it ended."""
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    remembered: float,
+    *extra: str,
+    saved_at: float | None = None,
+) -> tuple[str, list[dict[str, float]]]:
+    """A fetch of 10 ids (no 429) after ``remembered`` was saved (at ``saved_at``) for its
+    server and token: its stderr, and the entries saved when it ended."""
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"{558300 + n}\n" for n in range(10)))
     state = tmp_path / "state"
     async with FakeCommbox(token=TOKEN, conversations=1, childs=0) as server:
         monkeypatch.setenv("COMMBOX_STATE_DIR", str(state))
-        memory.remember(server.url, TOKEN, remembered)
+        memory.remember(server.url, TOKEN, remembered, now=saved_at)
         code, err = await _fetch(server, ids, state, *extra)
         assert code == 0, err
     saved = json.loads((state / "limits.json").read_text())
-    return err, [entry["rate"] for entry in saved.values()]
+    return err, list(saved.values())
 
 
 async def test_a_run_below_the_remembered_limit_keeps_it(
@@ -191,13 +196,78 @@ async def test_a_run_below_the_remembered_limit_keeps_it(
     the remembered limit as it was: its rate is the caller's, not the server's."""
     err, saved = await _run_remembering(tmp_path, monkeypatch, 51.4, "--rate", "20")
     assert "20/s, --rate (a limit of 51.4/s remembered" in err
-    assert saved == [51.4]
+    assert [entry["rate"] for entry in saved] == [51.4]
 
 
-async def test_a_fresh_run_replaces_what_was_remembered(
+async def test_a_run_that_held_the_remembered_rate_keeps_its_age(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--fresh starts at --rate, and its end rate is saved (as its help says), even when no
-    429 came: the next run starts there, not at the rate forgotten."""
+    """A run that started from the remembered rate and measured nothing (no 429, no probe)
+    leaves the entry as it was, its time included: MAX_AGE counts from the last measurement,
+    not from the last run (a daily job too short to probe kept a week-old rate for ever)."""
+    an_hour_ago = round(time.time() - 3600.0, 1)
+    err, saved = await _run_remembering(tmp_path, monkeypatch, 51.4, saved_at=an_hour_ago)
+    assert "51.4/s, remembered from a run 1 h ago" in err
+    assert saved == [{"rate": 51.4, "saved": an_hour_ago}]
+
+
+async def test_a_fresh_run_with_no_429_forgets_what_was_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--fresh starts at --rate; with no 429 its end rate is the caller's --rate, which says
+    nothing of the server (a --fresh --rate 5 saved 5/s, and the next full-speed run started
+    there): it forgets the remembered rate instead, so the next run starts at its --rate."""
     _, saved = await _run_remembering(tmp_path, monkeypatch, 3.0, "--fresh", "--rate", "50")
-    assert saved == [50.0]
+    assert saved == []
+
+
+async def test_an_interrupted_run_saves_nothing(tmp_path: Path) -> None:
+    """A run stopped by Ctrl-C may be halfway through a search, far below the limit: what it
+    ended at is not saved, though it met 429s (which a run to its end would save)."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{558300 + n}\n" for n in range(2000)))
+    out, state = tmp_path / "out.ndjson", tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMMBOX_")}
+    env.update(COMMBOX_TOKEN=TOKEN, COMMBOX_STATE_DIR=str(state))
+    throttle = Throttling(rate=100.0, burst=5.0, retry_after="1")
+    async with FakeCommbox(
+        token=TOKEN, conversations=1, childs=0, throttling=throttle, latency=0.02
+    ) as server:
+        proc = await start_cli(
+            "fetch", str(ids), "-o", str(out), "--base-url", server.url, "--rate", "2000",
+            "--concurrency", "4", env=env,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while server.count("throttled") == 0 or not out.exists() or out.stat().st_size == 0:
+            assert proc.returncode is None, "the job ended before it could be interrupted"
+            assert loop.time() < deadline
+            await asyncio.sleep(0.01)  # waiting for the subprocess's first 429 and lines
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(b""), 60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.communicate()
+    assert proc.returncode == 130, err.decode()
+    assert not (state / "limits.json").exists()
+
+
+def test_a_missing_home_directory_is_no_state_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No HOME and no passwd entry (an arbitrary user id in a container): nothing is
+    remembered or recalled, and the job is not failed by it (Path.home() raised RuntimeError,
+    which reached the command line's last-resort handler)."""
+    monkeypatch.delenv("COMMBOX_STATE_DIR", raising=False)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    memory.remember(URL, TOKEN, 12.5)
+    memory.forget(URL, TOKEN)
+    memory.forget_all()
+    assert memory.recall(URL, TOKEN) is None

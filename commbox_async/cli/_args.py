@@ -389,7 +389,8 @@ def build_parser(
         "--fresh",
         action="store_true",
         help="start at --rate, ignoring the limit an earlier run met on this server with this "
-        "token (remembered in the state directory; the end rate is still saved)",
+        "token (remembered in the state directory); a run that meets a 429 saves the limit it "
+        "finds, one that meets none forgets what was remembered",
     )
     fetch.add_argument(
         "--summary-json",

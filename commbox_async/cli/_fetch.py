@@ -114,17 +114,25 @@ def _start_rate(args: argparse.Namespace, conn: Connection) -> tuple[RateLimit, 
     return dataclasses.replace(limit, start_rate=found.rate), text
 
 
-def _save_rate(conn: Connection, report: JobReport, limit: RateLimit, *, fresh: bool) -> None:
-    """Remember the rate the job ended at, when it says something of the server's limit: it
-    met a 429, or it started from a remembered rate (and held it, or probed above it), or
-    ``--fresh`` asked to start over (its end rate replaces what was remembered). Not a run
-    that --rate kept below what was remembered: its rate is the caller's, not the server's
-    (a run at --rate 5 left the next full-speed run starting at 5/s)."""
+def _save_rate(
+    conn: Connection, report: JobReport, limit: RateLimit, *, fresh: bool, interrupted: bool
+) -> None:
+    """Remember the rate the job ended at when the job measured the server's limit: it met a
+    429 (its pacing read the limit), or it started from a remembered rate and its probes found
+    more. Otherwise what was remembered stays as it was, with its time, so that ``MAX_AGE``
+    counts from the last measurement (a daily run too short to probe kept a week-old rate
+    alive for ever). Not a run that --rate kept below what was remembered, nor a ``--fresh``
+    run that met no 429: their rate is the caller's, not the server's (a run at --rate 5 left
+    the next full-speed run starting at 5/s). A ``--fresh`` run that met no 429 forgets what
+    was remembered instead: it was asked to start over. A run stopped by a signal or an error
+    saves nothing: it may have stopped halfway through a search, far below the limit."""
     stats = report.stats
-    if stats is None or not stats.requests:
+    if interrupted or stats is None or not stats.requests:
         return
-    if stats.throttled or limit.start_rate is not None or fresh:
+    if stats.throttled or (limit.start_rate is not None and stats.current_rate > limit.start_rate):
         memory.remember(conn.base_url, conn.token, stats.current_rate)
+    elif fresh:
+        memory.forget(conn.base_url, conn.token)
 
 
 class _NoIds(CliExit):
@@ -196,7 +204,9 @@ async def _fetch(
             report.bad_lines, report.duplicates = source.bad, source.duplicates
             report.empty = source.empty
             report.resumed = source.resumed
-            _save_rate(conn, report, limit, fresh=args.fresh)
+            # A second Ctrl-C (KeyboardInterrupt) or an error ends the job as abruptly.
+            stopped = interrupted or sys.exc_info()[0] is not None
+            _save_rate(conn, report, limit, fresh=args.fresh, interrupted=stopped)
     return _finish(args, report, source, writer.lines, interrupted=interrupted, host=host)
 
 

@@ -6,7 +6,10 @@ at is saved in the user's state directory (``$COMMBOX_STATE_DIR``, else
 and a fingerprint of the token (never the token), with the time it was saved; the next run
 starts there (``RateLimit(start_rate=...)``), a starting point, not a ceiling: the usual probes
 find a limit that rose, the usual 429 one that fell. ``--fresh`` ignores what was saved. A
-remembered rate older than ``MAX_AGE`` is ignored too. No network, no terminal.
+remembered rate older than ``MAX_AGE`` is ignored too. Only a run that measured the limit
+saves (``_fetch._save_rate``): one that met a 429, or whose probes rose above the remembered
+rate; a run that only held it leaves the entry's time as it was, so that its age is the age
+of the measurement. No network, no terminal.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +31,7 @@ except ImportError:  # Windows
 
 from .._protocol import token_fingerprint
 
-__all__ = ["MAX_AGE", "Remembered", "forget_all", "recall", "remember", "state_dir"]
+__all__ = ["MAX_AGE", "Remembered", "forget", "forget_all", "recall", "remember", "state_dir"]
 
 #: A limit saved longer ago than this (seconds) is not trusted: plans and deploys change.
 MAX_AGE = 7 * 24 * 3600.0
@@ -64,8 +67,15 @@ def state_dir() -> Path:
     if explicit:
         return Path(explicit)
     xdg = os.environ.get("XDG_STATE_HOME", "")
-    base = xdg if os.path.isabs(xdg) else str(Path.home() / ".local" / "state")
-    return Path(base) / "commbox-async"
+    if os.path.isabs(xdg):
+        return Path(xdg) / "commbox-async"
+    try:
+        home = Path.home()
+    except RuntimeError:
+        # No HOME and no passwd entry (an arbitrary user id in a container): no state
+        # directory, which every caller skips as it skips one it cannot write.
+        raise FileNotFoundError("no home directory for the state directory") from None
+    return home / ".local" / "state" / "commbox-async"
 
 
 def _key(base_url: str, token: str) -> str:
@@ -105,7 +115,11 @@ def _number(value: object) -> float | None:
 def recall(base_url: str, token: str, now: float | None = None) -> Remembered | None:
     """The rate saved for this server and token, unless it is too old."""
     now = time.time() if now is None else now
-    entry = _load(state_dir() / _FILE).get(_key(base_url, token))
+    try:
+        folder = state_dir()
+    except OSError:
+        return None
+    entry = _load(folder / _FILE).get(_key(base_url, token))
     if entry is None or now - entry["saved"] > MAX_AGE:
         return None
     return Remembered(rate=float(entry["rate"]), saved=float(entry["saved"]))
@@ -114,25 +128,49 @@ def recall(base_url: str, token: str, now: float | None = None) -> Remembered | 
 def remember(base_url: str, token: str, rate: float, now: float | None = None) -> None:
     """Save the rate a job ended at; a state directory that cannot be written is skipped."""
     now = time.time() if now is None else now
-    folder = state_dir()
-    path = folder / _FILE
-    with contextlib.suppress(OSError), _locked(folder):
-        # Read, changed and written under one lock: jobs ending together each add their
-        # entry (without it the last writer dropped the others': 8 of 20 kept).
-        entries = _load(path)
-        entries[_key(base_url, token)] = {"rate": round(rate, 3), "saved": round(now, 1)}
-        newest = sorted(entries.items(), key=lambda item: item[1]["saved"])[-_MAX_ENTRIES:]
-        # Written whole and renamed, so that a reader never sees half a file.
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as tmp:
-            try:
-                json.dump(dict(newest), tmp, indent=1)
-                tmp.close()
-                os.replace(tmp.name, path)
-            except BaseException:
-                # A full disk, limits.json a directory: leave no temporary file behind.
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp.name)
-                raise
+    key, entry = _key(base_url, token), {"rate": round(rate, 3), "saved": round(now, 1)}
+
+    def save(entries: dict[str, dict[str, float]]) -> bool:
+        entries[key] = entry
+        return True
+
+    _change(save)
+
+
+def forget(base_url: str, token: str) -> None:
+    """Drop what was remembered for this server and token, if anything."""
+    key = _key(base_url, token)
+    _change(lambda entries: entries.pop(key, None) is not None)
+
+
+def _change(change: Callable[[dict[str, dict[str, float]]], bool]) -> None:
+    """Apply ``change`` to the saved entries, and write them if it says it changed them; a
+    state directory that cannot be written is skipped."""
+    with contextlib.suppress(OSError):
+        folder = state_dir()
+        path = folder / _FILE
+        with _locked(folder):
+            # Read, changed and written under one lock: jobs ending together each add their
+            # entry (without it the last writer dropped the others': 8 of 20 kept).
+            entries = _load(path)
+            if change(entries):
+                _write(folder, path, entries)
+
+
+def _write(folder: Path, path: Path, entries: dict[str, dict[str, float]]) -> None:
+    """The entries (the most recently saved ``_MAX_ENTRIES``) written whole and renamed over
+    ``path``, so that a reader never sees half a file."""
+    newest = sorted(entries.items(), key=lambda item: item[1]["saved"])[-_MAX_ENTRIES:]
+    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as tmp:
+        try:
+            json.dump(dict(newest), tmp, indent=1)
+            tmp.close()
+            os.replace(tmp.name, path)
+        except BaseException:
+            # A full disk, limits.json a directory: leave no temporary file behind.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp.name)
+            raise
 
 
 @contextlib.contextmanager
@@ -148,5 +186,5 @@ def _locked(folder: Path) -> Iterator[None]:
 
 def forget_all() -> None:
     """Drop every remembered limit (tests, and a user starting over)."""
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         (state_dir() / _FILE).unlink()
