@@ -203,20 +203,27 @@ class Account:
                 stats.throttled += 1
             if exc.identity_id is None:
                 exc.identity_id = call.identity_id
-            if isinstance(exc, AuthenticationError) and await self._renewed(call, epoch):
+            if isinstance(exc, AuthenticationError) and await self._renewed(call, epoch, exc):
                 return Attempt(error=exc, wait=0.0)  # once more, with the fresh token
             return Attempt(error=exc, wait=self._decide(call, exc))
 
-    async def _renewed(self, call: Call, epoch: int) -> bool:
-        """After a 401: whether this call is sent once more with a fresh token. One refresh
-        serves every call refused together; a call is sent again once, outside its tries."""
+    async def _renewed(self, call: Call, epoch: int, exc: AuthenticationError) -> bool:
+        """After a 401 (``exc``): whether this call is sent once more with a fresh token. One
+        refresh serves every call refused together; a call is sent again once, outside its
+        tries."""
         if call.renewed or not self.token.refreshable:
             return False
         call.renewed = True
         try:
             return await _within(self.token.renew(epoch), call)
         except asyncio.TimeoutError:
-            return False  # no fresh token before the call's deadline: the 401 is final
+            # No fresh token before the call's deadline: the 401 is this call's end, and it
+            # says the deadline ended it, not the token. A fan-out must not take it for a
+            # refused token and fail every id not sent yet (a refresh that outlasts one
+            # call's deadline serves the next calls), nor a caller with a later deadline
+            # that joined this call (it tries again).
+            exc.ended_by_deadline = True
+            return False
 
     async def _first_token(self, call: Call) -> None:
         """A provider's first token, within the call's deadline (a provider that hangs must

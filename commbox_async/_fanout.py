@@ -356,8 +356,13 @@ class _Workers:
         return ident
 
     def _learn(self, exc: Exception) -> None:
-        """What a failed call says of the calls not sent yet: a refused token, no server."""
-        if self.refused is None and isinstance(exc, AuthenticationError):
+        """What a failed call says of the calls not sent yet: a refused token, no server. (Not
+        a call that its deadline ended while the token was being fetched: the next may get it.)"""
+        if (
+            self.refused is None
+            and isinstance(exc, AuthenticationError)
+            and not exc.ended_by_deadline
+        ):
             self.refused = exc
         if not isinstance(exc, CommboxError) or not exc.could_not_connect:
             self.answered = True  # the server (or something in between) did answer

@@ -224,6 +224,40 @@ async def test_a_provider_that_hangs_after_a_401_ends_at_the_deadline() -> None:
     assert asked == 2
 
 
+async def test_a_refresh_that_outlasts_a_calls_deadline_does_not_stop_the_fan_out() -> None:
+    """The key rotates and the provider is slower than a call's deadline: the calls waiting
+    for it end at their deadline, marked so, and the fan-out goes on (it took their 401 for a
+    refused token, and failed all 40 ids though the refresh came 0.2 s later)."""
+    concurrency = 4
+    async with FakeCommbox(token=SECRET) as server:
+        release = asyncio.Event()
+        asked = 0
+
+        async def provider() -> str:
+            nonlocal asked
+            asked += 1
+            if asked > 1:
+                await release.wait()  # the vault answers once the first calls gave up
+            return server.token
+
+        async with server.client(token=provider) as commbox:
+            await commbox.get_user_objects(1)  # the first token
+            server.rotate()
+            results = []
+            ids = range(1, 41)
+            async with aclosing(
+                commbox.fetch_many(ids, concurrency=concurrency, deadline=0.3)
+            ) as job:
+                async for result in job:
+                    results.append(result)
+                    release.set()
+    assert len(results) == 40
+    failed = [r for r in results if not r.ok]
+    assert 1 <= len(failed) <= concurrency  # the calls that waited out their deadline
+    assert all(r.error is not None and r.error.ended_by_deadline for r in failed)
+    assert asked == 2
+
+
 async def test_a_view_whose_provider_hangs_at_first_ends_at_the_deadline() -> None:
     """A view's first token never comes: its first call fails at its deadline with an
     AuthenticationError that says nothing was sent."""
