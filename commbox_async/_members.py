@@ -51,12 +51,15 @@ _SWEEP_MIN = 64
 class Member:
     """What the views of one account share: its ``Account`` and its ``SharedCalls``."""
 
-    __slots__ = ("__weakref__", "account", "rate_limit", "shared")
+    __slots__ = ("__weakref__", "account", "own_plan", "rate_limit", "shared")
 
-    def __init__(self, account: Account, shared: SharedCalls, rate_limit: RateLimit) -> None:
+    def __init__(
+        self, account: Account, shared: SharedCalls, rate_limit: RateLimit, *, own_plan: bool
+    ) -> None:
         self.account = account
         self.shared = shared
         self.rate_limit = rate_limit  # the account's own (``Members._plans``), or the client's
+        self.own_plan = own_plan  # whether it is the account's own
 
 
 class Members:
@@ -120,9 +123,11 @@ class Members:
                     f"{existing.rate_limit.max_rate:g}/s; give its views one limit"
                 )
             return existing
-        if rate_limit is not None:
-            self._plans[source.scope] = rate_limit  # new, or a plan change: no view lives
-        plan = self._plans.get(source.scope)
+        if rate_limit is not None and source.lasting:
+            # New, or a plan change (no view lives). Not an unnamed provider's: its scope is
+            # never made again, and a view per request would leave a plan each.
+            self._plans[source.scope] = rate_limit
+        plan = rate_limit if rate_limit is not None else self._plans.get(source.scope)
         account = Account(
             self._transport,
             base_url=self._base_url,
@@ -136,7 +141,7 @@ class Members:
             share=self._share,
             scope=source.cache_scope,
         )
-        member = Member(account, shared, plan or self._default_rate())
+        member = Member(account, shared, plan or self._default_rate(), own_plan=plan is not None)
         if own:
             self._own_scope = source.scope
         if self.opened:
@@ -150,7 +155,8 @@ class Members:
         """The finalizer of an account no view holds any more. It runs in whichever thread
         collected it, so it only hands the account's limiter to the loop (``_rest``)."""
         loop, limiter = self._loop, account.limiter
-        if loop is None or limiter is None or scope in self._derived or limiter is self._given:
+        derived = account.token.cache_scope in self._derived
+        if loop is None or limiter is None or derived or limiter is self._given:
             return
         try:
             loop.call_soon_threadsafe(self._rest, scope, limiter)
@@ -204,17 +210,20 @@ class Members:
             return given
         derive: Callable[..., Limiter] | None = getattr(given, "for_account", None)
         if derive is not None and scope != self._own_scope:
-            limiter = self._derived.get(scope)
+            # A fixed token's key goes by its fingerprint even when the account is named
+            # (cache_scope): two processes that name one token differently share its limit.
+            # Kept by that key too: a name given a new fixed key (rotated by hand) must not
+            # find the old key's limiter.
+            key = source.cache_scope
+            limiter = self._derived.get(key)
             if limiter is not None and getattr(limiter, "config", rate_limit) != rate_limit:
                 self._close_soon(limiter)  # a plan change: its pause lives on in Redis
                 limiter = None
             if limiter is None:
-                # A fixed token's key goes by its fingerprint even when the account is named
-                # (cache_scope): two processes that name one token differently share its
-                # limit. Only an account's own rate is passed: otherwise the derived limiter
-                # is the client's in every setting (its fallback_rate too).
-                own = {"rate_limit": rate_limit} if scope in self._plans else {}
-                limiter = self._derived[scope] = derive(source.cache_scope, **own)
+                # Only an account's own rate is passed: otherwise the derived limiter is the
+                # client's in every setting (its fallback_rate too).
+                own = {"rate_limit": rate_limit} if member.own_plan else {}
+                limiter = self._derived[key] = derive(key, **own)
             return limiter
         handed, resting = self._handed.pop(scope, None), self._resting.pop(scope, None)
         limiter = self._local(handed if handed is not None else resting, rate_limit)

@@ -139,6 +139,26 @@ async def test_an_account_can_have_a_limit_of_its_own() -> None:
     assert server.count("ok", account="b") == 0
 
 
+async def test_views_of_an_unnamed_provider_with_a_limit_leave_no_plan_behind() -> None:
+    """A view per request of an unnamed provider with rate_limit= has that limit, and leaves
+    nothing behind once freed (each left a plan under a scope never made again: 1,000 views,
+    1,000 plans)."""
+    server = await _server()
+    try:
+        async with server.client(rate_limit=250) as commbox:
+            for n in range(50):
+                view = commbox.with_token(lambda: A, rate_limit=5)
+                assert view.limiter.config.max_rate == 5  # type: ignore[attr-defined]
+                if n == 0:
+                    await view.get_user_objects(1)
+                del view
+            gc.collect()
+            assert commbox._members._plans == {}
+    finally:
+        await server.stop()
+    assert server.count("ok", account="a") == 1
+
+
 async def test_a_client_with_no_account_of_its_own() -> None:
     """accounts_only=True: no token, its own calls refused before any request, its views
     served as usual; a token given with it is refused."""
@@ -546,6 +566,33 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
 
 
 # --- the event loop ------------------------------------------------------------------------
+async def test_a_name_given_a_new_fixed_key_gets_that_keys_redis_limit(
+    redis_server: RedisServer,
+) -> None:
+    """A named account whose fixed key was replaced by hand (its last view freed) is paced on
+    the new key's derived limiter, as any other process pacing that key is (it kept the old
+    key's: two Redis limits for one key)."""
+    from commbox_async.redis import RedisLimiter
+
+    server = await _server()
+    try:
+        async with RedisLimiter.from_url(
+            redis_server.url, key="cbx:r", rate_limit=1000, fallback_rate=3
+        ) as limiter:
+            async with server.client(limiter=limiter) as commbox:
+                old = commbox.with_token("token-e-1111", account="acct-e")
+                assert old.limiter.key == f"cbx:r:account:{token_fingerprint('token-e-1111')}"  # type: ignore[attr-defined]
+                del old
+                gc.collect()
+                new = commbox.with_token("token-e-2222", account="acct-e")
+                assert new.limiter.key == f"cbx:r:account:{token_fingerprint('token-e-2222')}"  # type: ignore[attr-defined]
+                # One fixed token under two names: one key, one limiter (and one pause).
+                other = commbox.with_token("token-e-2222", account="acct-e-too")
+                assert other.limiter is new.limiter
+    finally:
+        await server.stop()
+
+
 def test_a_client_used_from_another_loop_says_so() -> None:
     """A client opened in one event loop and called, closed or given a view from another
     fails with a clear error (and can still be closed in its own loop)."""
