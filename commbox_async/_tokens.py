@@ -10,7 +10,8 @@ refresh that every call refused together shares:
   refused meanwhile wait for it); a 401 on an attempt sent before the last refresh ended takes
   that refresh's answer without asking again;
 - the refresh succeeds when the provider returns a different token: the failed calls are sent
-  once more. The same token back, or a provider that fails, leaves the 401 final.
+  once more. The same token back, or a provider that fails (or has not answered within
+  ``PROVIDER_TIMEOUT``), leaves the 401 final; the next 401 asks again.
 
 Nothing here logs, formats or keeps the token outside the headers (whose ``Authorization``
 value hides itself from ``repr``).
@@ -36,6 +37,11 @@ TokenProvider = Callable[[], str | Awaitable[str]]
 #: What ``token=`` accepts: the token itself, or a provider of it.
 Token = str | TokenProvider
 MakeHeaders = Callable[[str], Mapping[str, str]]
+
+#: Seconds an async provider may take to answer before it is given up: the calls waiting for
+#: it get their 401, and the next 401 asks again (a provider that hung was otherwise asked
+#: never again, and the account failed every call until the process restarted).
+PROVIDER_TIMEOUT = 30.0
 
 _provider_count = 0
 _PROVIDER_SCOPE = "provider-"
@@ -155,7 +161,7 @@ class TokenSource:
         try:
             value = provider()
             if inspect.isawaitable(value):
-                value = await value
+                value = await asyncio.wait_for(value, PROVIDER_TIMEOUT)
             headers = self._make(check_token(value))
         except Exception as exc:
             # Only the kind: the provider's message is the caller's, and may quote a secret.

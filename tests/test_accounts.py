@@ -258,6 +258,36 @@ async def test_a_refresh_that_outlasts_a_calls_deadline_does_not_stop_the_fan_ou
     assert asked == 2
 
 
+async def test_a_provider_that_hung_is_asked_again_at_the_next_401(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refresh whose provider never answers is given up after PROVIDER_TIMEOUT: the call
+    that waited gets its 401, and the next 401 asks the provider again (it joined the hung
+    ask, and the account failed every call until the process restarted)."""
+    from commbox_async import _tokens
+
+    monkeypatch.setattr(_tokens, "PROVIDER_TIMEOUT", 0.2, raising=False)
+    async with FakeCommbox(token=SECRET) as server:
+        asked = 0
+        never = asyncio.Event()
+
+        async def provider() -> str:
+            nonlocal asked
+            asked += 1
+            if asked == 2:
+                await never.wait()  # the secrets store hangs, this once
+            return server.token
+
+        async with server.client(token=provider) as commbox:
+            await commbox.get_user_objects(1)
+            server.rotate()
+            with pytest.raises(AuthenticationError):
+                await asyncio.wait_for(commbox.get_user_objects(2, deadline=20.0), 30.0)
+            page = await asyncio.wait_for(commbox.get_user_objects(3, deadline=20.0), 30.0)
+    assert page is not None
+    assert asked == 3
+
+
 async def test_a_view_whose_provider_hangs_at_first_ends_at_the_deadline() -> None:
     """A view's first token never comes: its first call fails at its deadline with an
     AuthenticationError that says nothing was sent."""
