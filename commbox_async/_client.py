@@ -260,6 +260,15 @@ class AsyncCommbox:
         if root._state is ClientState.CLOSED:
             raise ClientClosedError("this AsyncCommbox is closed")
         self._check_loop()
+        opened_in = root._loop
+        if opened_in is not None and opened_in.is_running() and not _in_loop(opened_in):
+            # The accounts' registry belongs to the loop: changed from another thread at the
+            # same time as the loop frees an account, it could give one account two limiters.
+            raise ClientClosedError(
+                "with_token() was called from another thread than the event loop this "
+                "AsyncCommbox runs in: call it on that loop (asyncio.run_coroutine_threadsafe), "
+                "or use commbox_async.blocking, whose with_token() may be called from any thread"
+            )
         own_rate = None if rate_limit is None else as_rate_limit(rate_limit)
         source = TokenSource(token, root._make_headers)
         if account is not None:
@@ -768,3 +777,8 @@ def _error_key(raw: Any) -> Any:
     except TypeError:
         return describe(raw, None)
     return raw
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this code runs in ``loop``'s thread, as one of its callbacks or tasks."""
+    return asyncio._get_running_loop() is loop

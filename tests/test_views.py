@@ -593,6 +593,30 @@ async def test_a_name_given_a_new_fixed_key_gets_that_keys_redis_limit(
         await server.stop()
 
 
+async def test_with_token_from_another_thread_says_so() -> None:
+    """with_token() from a thread other than the running loop's is refused, with a message
+    that says where to call it (it changed the accounts' registry under the loop's feet)."""
+    server = await _server()
+    try:
+        async with server.client() as commbox:
+            errors: list[Exception] = []
+
+            def make_a_view() -> None:
+                try:
+                    commbox.with_token(A)
+                except ClientClosedError as exc:
+                    errors.append(exc)
+
+            thread = threading.Thread(target=make_a_view)
+            thread.start()
+            await asyncio.to_thread(thread.join)
+            assert len(errors) == 1
+            assert "another thread" in str(errors[0]) and "blocking" in str(errors[0])
+            await commbox.with_token(A).get_user_objects(1)  # on the loop: as always
+    finally:
+        await server.stop()
+
+
 def test_a_client_used_from_another_loop_says_so() -> None:
     """A client opened in one event loop and called, closed or given a view from another
     fails with a clear error (and can still be closed in its own loop)."""
