@@ -137,17 +137,31 @@ def _throttled(server: FakeCommbox) -> list[int]:
     ]
 
 
-def _serve_apart(pipe: Connection, page: str, limited: bool) -> None:
-    """The child process of ``--server process``: serve until told to stop, then send back
-    each account's 429s."""
+def _serve_apart(pipe: Connection, theirs: Connection, page: str, limited: bool) -> None:
+    """The child process of ``--server process``: serve until told to stop (or until the
+    parent is gone: its end of the pipe closes), then send back each account's 429s."""
+    theirs.close()  # the parent's end: only the parent may hold it open
 
     async def serve() -> None:
         async with _account_server(page, limited) as server:
             pipe.send(server.url)
-            await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
-            pipe.send(_throttled(server))
+            with contextlib.suppress(EOFError):
+                await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+            with contextlib.suppress(OSError):
+                pipe.send(_throttled(server))
 
     asyncio.run(serve())
+
+
+#: Seconds the parent waits for the child's URL, and for its counts at the end.
+_CHILD_PATIENCE = 60.0
+
+
+def _receive(pipe: Connection) -> Any:
+    """The child's next message; an error rather than a hang when it died first."""
+    if not pipe.poll(_CHILD_PATIENCE):
+        raise RuntimeError("the server process did not answer")
+    return pipe.recv()
 
 
 @contextlib.asynccontextmanager
@@ -155,22 +169,24 @@ async def _server_apart(page: str, limited: bool) -> AsyncIterator[tuple[str, li
     """The same server in a process of its own: its CPU is not the client's (as no real
     server's is), and its event loop does not delay the client's sends. Yields its URL and a
     list that holds each account's 429s once the block ends."""
-    ours, theirs = multiprocessing.get_context("fork").Pipe()
-    child = multiprocessing.get_context("fork").Process(
-        target=_serve_apart, args=(theirs, page, limited), daemon=True
-    )
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_serve_apart, args=(theirs, ours, page, limited), daemon=True)
     child.start()
+    theirs.close()  # the child's end: its death is then an EOF here, not a hang
     loop = asyncio.get_running_loop()
     throttled: list[int] = []
     try:
-        url = await loop.run_in_executor(None, ours.recv)
+        url = await loop.run_in_executor(None, _receive, ours)
         yield url, throttled
         ours.send("stop")
-        throttled.extend(await loop.run_in_executor(None, ours.recv))
+        throttled.extend(await loop.run_in_executor(None, _receive, ours))
     finally:
+        ours.close()
         child.join(timeout=10)
         if child.is_alive():
             child.kill()
+            child.join()
 
 
 async def run_jobs(

@@ -217,12 +217,15 @@ class Account:
         try:
             return await _within(self.token.renew(epoch), call)
         except asyncio.TimeoutError:
-            # No fresh token before the call's deadline: the 401 is this call's end, and it
-            # says the deadline ended it, not the token. A fan-out must not take it for a
-            # refused token and fail every id not sent yet (a refresh that outlasts one
-            # call's deadline serves the next calls), nor a caller with a later deadline
-            # that joined this call (it tries again).
-            exc.ended_by_deadline = True
+            # No fresh token before the call's deadline: the 401 is this call's end, and,
+            # unless the last refresh that ended already found the key refused, it says the
+            # deadline ended it, not the token. A fan-out must not take it for a refused
+            # token and fail every id not sent yet (a refresh that outlasts one call's
+            # deadline serves the next calls), nor a caller with a later deadline that
+            # joined this call (it tries again). But a refused key with a slow provider
+            # must still stop a fan-out: each call would start a refresh and time out.
+            if not self.token.refused:
+                exc.ended_by_deadline = True
             return False
 
     async def _first_token(self, call: Call) -> None:

@@ -123,10 +123,6 @@ class Members:
                     f"{existing.rate_limit.max_rate:g}/s; give its views one limit"
                 )
             return existing
-        if rate_limit is not None and source.lasting:
-            # New, or a plan change (no view lives). Not an unnamed provider's: its scope is
-            # never made again, and a view per request would leave a plan each.
-            self._plans[source.scope] = rate_limit
         plan = rate_limit if rate_limit is not None else self._plans.get(source.scope)
         account = Account(
             self._transport,
@@ -146,6 +142,11 @@ class Members:
             self._own_scope = source.scope
         if self.opened:
             account.limiter = self._limiter_for(source, member)
+        if rate_limit is not None and source.lasting:
+            # New, or a plan change (no view lives); kept once its limiter is given. Not an
+            # unnamed provider's: its scope is never made again, and a view per request
+            # would leave a plan each.
+            self._plans[source.scope] = rate_limit
         self._members[source.scope] = member
         if source.lasting:
             weakref.finalize(member, self._freed, source.scope, account).atexit = False
@@ -217,6 +218,13 @@ class Members:
             key = source.cache_scope
             limiter = self._derived.get(key)
             if limiter is not None and getattr(limiter, "config", rate_limit) != rate_limit:
+                if any(m.account.limiter is limiter for m in list(self._members.values())):
+                    # One key under two names (or a name and none), with two limits: the
+                    # live one's limiter must not be closed under it.
+                    raise InvalidArgumentError(
+                        "this token is in use by another account with rate_limit "
+                        f"{limiter.config.max_rate:g}/s: give one token one limit"  # type: ignore[attr-defined]
+                    )
                 self._close_soon(limiter)  # a plan change: its pause lives on in Redis
                 limiter = None
             if limiter is None:

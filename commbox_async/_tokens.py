@@ -131,6 +131,12 @@ class TokenSource:
         return self._provider is None or not self.scope.startswith(_PROVIDER_SCOPE)
 
     @property
+    def refused(self) -> bool:
+        """Whether the last refresh that ended gave no fresh token (the same one back, a
+        provider that failed or did not answer): the key in use is refused."""
+        return self.epoch > 0 and not self._renewed
+
+    @property
     def refreshable(self) -> bool:
         """True when a provider can be asked for a fresh token."""
         return self._provider is not None
@@ -160,8 +166,12 @@ class TokenSource:
         renewed = False
         try:
             value = provider()
-            if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
                 value = await asyncio.wait_for(value, PROVIDER_TIMEOUT)
+            elif inspect.isawaitable(value):
+                # A future or task of the caller's (one refresh shared by several clients):
+                # given up on, not cancelled.
+                value = await asyncio.wait_for(asyncio.shield(value), PROVIDER_TIMEOUT)
             headers = self._make(check_token(value))
         except Exception as exc:
             # Only the kind: the provider's message is the caller's, and may quote a secret.

@@ -258,6 +258,38 @@ async def test_a_refresh_that_outlasts_a_calls_deadline_does_not_stop_the_fan_ou
     assert asked == 2
 
 
+async def test_a_revoked_key_with_a_slow_provider_still_stops_the_fan_out() -> None:
+    """The key is revoked and the provider, slower than a call's deadline, gives it back: once
+    a refresh has ended without a fresh token, the next call that times out waiting for one
+    is a refused token, and the fan-out stops sending (each call started a refresh of its own
+    and timed out, and every id was sent to the revoked key)."""
+    async with FakeCommbox(token=SECRET) as server:
+        gates = [asyncio.Event() for _ in range(12)]
+        asked = 0
+
+        async def provider() -> str:
+            nonlocal asked
+            asked += 1
+            if asked > 1:
+                await gates[asked].wait()  # each refresh waits for the test (the third, never)
+            return SECRET  # the revoked key, again
+
+        async with server.client(token=provider, rate_limit=2) as commbox:
+            assert asked == 1  # the first token, asked as the client opened
+            server.revoke(SECRET)
+            results = []
+            # A slot every 0.5 s: each call is sent after the last one's refresh ended.
+            async with aclosing(
+                commbox.fetch_many(range(2, 12), concurrency=1, deadline=0.3)
+            ) as job:
+                async for result in job:
+                    results.append(result)
+                    gates[2].set()  # the first refresh ends, with the same key
+    assert len(results) == 10
+    assert all(isinstance(r.error, AuthenticationError) for r in results)
+    assert server.count("revoked") == 2  # the first call, and the one that found it refused
+
+
 async def test_a_provider_that_hung_is_asked_again_at_the_next_401(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -589,6 +589,12 @@ async def test_a_name_given_a_new_fixed_key_gets_that_keys_redis_limit(
                 # One fixed token under two names: one key, one limiter (and one pause).
                 other = commbox.with_token("token-e-2222", account="acct-e-too")
                 assert other.limiter is new.limiter
+                # ... and one limit: another is refused, the live one's limiter kept open.
+                planned = commbox.with_token("token-f-3333", account="f1", rate_limit=5)
+                with pytest.raises(InvalidArgumentError, match="one token one limit"):
+                    commbox.with_token("token-f-3333", account="f2", rate_limit=10)
+                await settle()
+                assert not planned.limiter._closed  # type: ignore[attr-defined]
     finally:
         await server.stop()
 
