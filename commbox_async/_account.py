@@ -196,7 +196,10 @@ class Account:
                 raise
             finally:
                 stats.in_flight -= 1
-            return Attempt(page=self._verdict(call, limiter, ticket, response, started, headers))
+            page = self._verdict(call, limiter, ticket, response, started, headers)
+            if token.refused:
+                token.accepted(epoch)  # a refresh found the key refused; this answer did not
+            return Attempt(page=page)
         except CommboxError as exc:
             stats.errors_by_kind[exc.kind] += 1
             if isinstance(exc, RateLimitError):
@@ -236,7 +239,8 @@ class Account:
         except asyncio.TimeoutError:
             error = no_token("gave no token within the call's deadline")
             error.identity_id = call.identity_id
-            error.ended_by_deadline = True
+            # As after a 401 (``_renewed``): the deadline's end, unless an ask already failed.
+            error.ended_by_deadline = not self.token.refused
             raise error from None
         except AuthenticationError as exc:
             exc.identity_id = call.identity_id  # (raised by the source, which knows no call)

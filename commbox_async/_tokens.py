@@ -66,6 +66,7 @@ class TokenSource:
     __slots__ = (
         "_make",
         "_provider",
+        "_refused",
         "_renewed",
         "_renewing",
         "cache_scope",
@@ -96,6 +97,7 @@ class TokenSource:
         self.epoch = 0
         self._renewing: asyncio.Future[bool] | None = None
         self._renewed = False
+        self._refused = False  # see ``refused``
 
     def __repr__(self) -> str:
         kind = "provider" if self._provider is not None else "fixed"
@@ -133,8 +135,14 @@ class TokenSource:
     @property
     def refused(self) -> bool:
         """Whether the last refresh that ended gave no fresh token (the same one back, a
-        provider that failed or did not answer): the key in use is refused."""
-        return self.epoch > 0 and not self._renewed
+        provider that failed or did not answer) and no answer since has shown the key in use
+        accepted: it is taken as refused."""
+        return self._refused
+
+    def accepted(self, epoch: int) -> None:
+        """An attempt sent in ``epoch`` was answered with its page: the key in use works."""
+        if epoch == self.epoch:
+            self._refused = False
 
     @property
     def refreshable(self) -> bool:
@@ -164,6 +172,7 @@ class TokenSource:
     async def _ask(self, provider: TokenProvider) -> bool:
         """Ask the provider once; the new headers when its token differs from the current."""
         renewed = False
+        value: object = None
         try:
             value = provider()
             if inspect.iscoroutine(value):
@@ -173,6 +182,12 @@ class TokenSource:
                 # given up on, not cancelled.
                 value = await asyncio.wait_for(asyncio.shield(value), PROVIDER_TIMEOUT)
             headers = self._make(check_token(value))
+        except asyncio.CancelledError:
+            if not (isinstance(value, asyncio.Future) and value.cancelled()):
+                raise  # this refresh itself was cancelled (the client closing)
+            # A future of the provider's own, cancelled by its owner: a provider that failed,
+            # not a cancellation of the calls waiting for it.
+            logger.warning("the token provider failed: %s", "CancelledError")
         except Exception as exc:
             # Only the kind: the provider's message is the caller's, and may quote a secret.
             logger.warning("the token provider failed: %s", type(exc).__name__)
@@ -184,5 +199,6 @@ class TokenSource:
         finally:
             self.epoch += 1
             self._renewed = renewed
+            self._refused = not renewed
             self._renewing = None
         return renewed

@@ -10,7 +10,7 @@ import pickle
 from contextlib import aclosing
 
 import pytest
-from waiting import until
+from waiting import settle, until
 
 from commbox_async import AsyncCommbox, AuthenticationError, CommboxError
 from commbox_async.testing import (
@@ -290,6 +290,64 @@ async def test_a_revoked_key_with_a_slow_provider_still_stops_the_fan_out() -> N
     assert server.count("revoked") == 2  # the first call, and the one that found it refused
 
 
+async def test_a_key_shown_to_work_again_is_not_taken_for_refused() -> None:
+    """A refresh that gave the same key back (a passing 401) is forgotten once the key's next
+    page comes back: a later rotation with a slow provider does not stop a fan-out (the key
+    stayed "refused", and every id of the fan-out failed)."""
+    concurrency = 4
+    async with FakeCommbox(token=SECRET) as server:
+        release = asyncio.Event()
+        asked = 0
+
+        async def provider() -> str:
+            nonlocal asked
+            asked += 1
+            if asked > 2:
+                await release.wait()  # the rotation's refresh is slow
+            return server.token
+
+        async with server.client(token=provider) as commbox:
+            server.script(1, 401)
+            with pytest.raises(AuthenticationError):
+                await commbox.get_user_objects(1)  # a passing 401: the same key back
+            await commbox.get_user_objects(2)  # the key works
+            server.rotate()
+            results = []
+            async with aclosing(
+                commbox.fetch_many(range(3, 43), concurrency=concurrency, deadline=0.3)
+            ) as job:
+                async for result in job:
+                    results.append(result)
+                    release.set()
+    assert len(results) == 40
+    failed = [r for r in results if not r.ok]
+    assert 1 <= len(failed) <= concurrency
+    assert asked == 3
+
+
+async def test_a_provider_future_cancelled_by_its_owner_is_a_failed_refresh() -> None:
+    """A provider that hands out a future of its own, which its owner cancels: the refresh
+    failed, and the call gets its 401 (the CancelledError reached the calls waiting, and
+    would end a fan-out's worker)."""
+    async with FakeCommbox(token=SECRET) as server:
+        shared: list[asyncio.Future[str]] = []
+
+        def provider() -> str | asyncio.Future[str]:
+            if not shared:
+                shared.append(asyncio.get_running_loop().create_future())
+                return SECRET  # the first token
+            return shared[0]
+
+        async with server.client(token=provider) as commbox:
+            server.revoke(SECRET)
+            call = asyncio.ensure_future(commbox.get_user_objects(1))
+            await until(lambda: server.count("revoked") == 1, "the 401")
+            await settle()
+            shared[0].cancel()
+            with pytest.raises(AuthenticationError):
+                await asyncio.wait_for(call, 30.0)
+
+
 async def test_a_provider_that_hung_is_asked_again_at_the_next_401(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -337,6 +395,36 @@ async def test_a_view_whose_provider_hangs_at_first_ends_at_the_deadline() -> No
                 await asyncio.wait_for(call, 30.0)
             never.set()
     assert info.value.identity_id == 5
+    assert server.count() == 0
+
+
+async def test_a_view_whose_provider_hangs_at_first_stops_the_fan_out_once_an_ask_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A view's provider never gives a first token: the calls end at their deadline, and once
+    an ask has been given up (PROVIDER_TIMEOUT) the next such end is a refused token, which
+    stops the fan-out (every id waited out its deadline, and the provider was asked anew
+    every PROVIDER_TIMEOUT)."""
+    from commbox_async import _tokens
+
+    monkeypatch.setattr(_tokens, "PROVIDER_TIMEOUT", 0.2)
+    async with FakeCommbox(token=SECRET) as server:
+        asked = 0
+        never = asyncio.Event()
+
+        async def provider() -> str:
+            nonlocal asked
+            asked += 1
+            await never.wait()
+            return SECRET
+
+        async with server.client() as commbox:
+            view = commbox.with_token(provider, account="acme")
+            results = [r async for r in view.fetch_many(range(1, 41), concurrency=2, deadline=0.1)]
+            never.set()
+    assert len(results) == 40
+    assert all(isinstance(r.error, AuthenticationError) for r in results)
+    assert asked <= 2
     assert server.count() == 0
 
 
