@@ -224,38 +224,46 @@ async def test_a_provider_that_hangs_after_a_401_ends_at_the_deadline() -> None:
     assert asked == 2
 
 
+class SlowRefresh:
+    """A provider whose answers after the first ``quick`` wait for ``release``, set by the
+    fan-out of ``rotate_then_fan_out`` at its first result."""
+
+    def __init__(self, server: FakeCommbox, quick: int) -> None:
+        self.server, self.quick, self.asked = server, quick, 0
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> str:
+        self.asked += 1
+        if self.asked > self.quick:
+            await self.release.wait()  # the vault answers once the first calls gave up
+        return self.server.token
+
+    async def rotate_then_fan_out(self, commbox: AsyncCommbox, ids: range) -> None:
+        """Rotate the key, fetch ``ids`` 4 at a time with a deadline of 0.3 s, and check that
+        only the calls that waited out the refresh failed, each ended by its deadline."""
+        self.server.rotate()
+        results = []
+        job = commbox.fetch_many(ids, concurrency=4, deadline=0.3)
+        async with aclosing(job):
+            async for result in job:
+                results.append(result)
+                self.release.set()
+        assert len(results) == len(ids)
+        failed = [r for r in results if not r.ok]
+        assert 1 <= len(failed) <= 4  # the calls that waited out their deadline
+        assert all(r.error is not None and r.error.ended_by_deadline for r in failed)
+
+
 async def test_a_refresh_that_outlasts_a_calls_deadline_does_not_stop_the_fan_out() -> None:
     """The key rotates and the provider is slower than a call's deadline: the calls waiting
     for it end at their deadline, marked so, and the fan-out goes on (it took their 401 for a
     refused token, and failed all 40 ids though the refresh came 0.2 s later)."""
-    concurrency = 4
     async with FakeCommbox(token=SECRET) as server:
-        release = asyncio.Event()
-        asked = 0
-
-        async def provider() -> str:
-            nonlocal asked
-            asked += 1
-            if asked > 1:
-                await release.wait()  # the vault answers once the first calls gave up
-            return server.token
-
+        provider = SlowRefresh(server, quick=1)
         async with server.client(token=provider) as commbox:
             await commbox.get_user_objects(1)  # the first token
-            server.rotate()
-            results = []
-            ids = range(1, 41)
-            async with aclosing(
-                commbox.fetch_many(ids, concurrency=concurrency, deadline=0.3)
-            ) as job:
-                async for result in job:
-                    results.append(result)
-                    release.set()
-    assert len(results) == 40
-    failed = [r for r in results if not r.ok]
-    assert 1 <= len(failed) <= concurrency  # the calls that waited out their deadline
-    assert all(r.error is not None and r.error.ended_by_deadline for r in failed)
-    assert asked == 2
+            await provider.rotate_then_fan_out(commbox, range(2, 42))
+    assert provider.asked == 2
 
 
 async def test_a_revoked_key_with_a_slow_provider_still_stops_the_fan_out() -> None:
@@ -294,35 +302,15 @@ async def test_a_key_shown_to_work_again_is_not_taken_for_refused() -> None:
     """A refresh that gave the same key back (a passing 401) is forgotten once the key's next
     page comes back: a later rotation with a slow provider does not stop a fan-out (the key
     stayed "refused", and every id of the fan-out failed)."""
-    concurrency = 4
     async with FakeCommbox(token=SECRET) as server:
-        release = asyncio.Event()
-        asked = 0
-
-        async def provider() -> str:
-            nonlocal asked
-            asked += 1
-            if asked > 2:
-                await release.wait()  # the rotation's refresh is slow
-            return server.token
-
+        provider = SlowRefresh(server, quick=2)
         async with server.client(token=provider) as commbox:
             server.script(1, 401)
             with pytest.raises(AuthenticationError):
                 await commbox.get_user_objects(1)  # a passing 401: the same key back
             await commbox.get_user_objects(2)  # the key works
-            server.rotate()
-            results = []
-            async with aclosing(
-                commbox.fetch_many(range(3, 43), concurrency=concurrency, deadline=0.3)
-            ) as job:
-                async for result in job:
-                    results.append(result)
-                    release.set()
-    assert len(results) == 40
-    failed = [r for r in results if not r.ok]
-    assert 1 <= len(failed) <= concurrency
-    assert asked == 3
+            await provider.rotate_then_fan_out(commbox, range(3, 43))
+    assert provider.asked == 3
 
 
 async def test_a_provider_future_cancelled_by_its_owner_is_a_failed_refresh() -> None:
