@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import pickle
+from collections.abc import Callable
 from contextlib import aclosing
 
 import pytest
@@ -224,19 +225,30 @@ async def test_a_provider_that_hangs_after_a_401_ends_at_the_deadline() -> None:
     assert asked == 2
 
 
-class SlowRefresh:
-    """A provider whose answers after the first ``quick`` wait for ``release``, set by the
-    fan-out of ``rotate_then_fan_out`` at its first result."""
+class GatedProvider:
+    """An async token provider whose ask number n (from 1) first waits for ``gate(n)``, when
+    that is an event, then returns ``token()``; ``asked`` counts the asks."""
 
-    def __init__(self, server: FakeCommbox, quick: int) -> None:
-        self.server, self.quick, self.asked = server, quick, 0
-        self.release = asyncio.Event()
+    def __init__(
+        self, token: Callable[[], str], gate: Callable[[int], asyncio.Event | None]
+    ) -> None:
+        self.token, self.gate, self.asked = token, gate, 0
 
     async def __call__(self) -> str:
         self.asked += 1
-        if self.asked > self.quick:
-            await self.release.wait()  # the vault answers once the first calls gave up
-        return self.server.token
+        event = self.gate(self.asked)
+        if event is not None:
+            await event.wait()
+        return self.token()
+
+
+class SlowRefresh(GatedProvider):
+    """The server's current token, after the first ``quick`` asks only once ``release`` is
+    set (by ``rotate_then_fan_out``, at its first result)."""
+
+    def __init__(self, server: FakeCommbox, quick: int) -> None:
+        self.server, self.release = server, asyncio.Event()
+        super().__init__(lambda: server.token, lambda n: self.release if n > quick else None)
 
     async def rotate_then_fan_out(self, commbox: AsyncCommbox, ids: range) -> None:
         """Rotate the key, fetch ``ids`` 4 at a time with a deadline of 0.3 s, and check that
@@ -273,17 +285,10 @@ async def test_a_revoked_key_with_a_slow_provider_still_stops_the_fan_out() -> N
     and timed out, and every id was sent to the revoked key)."""
     async with FakeCommbox(token=SECRET) as server:
         gates = [asyncio.Event() for _ in range(12)]
-        asked = 0
-
-        async def provider() -> str:
-            nonlocal asked
-            asked += 1
-            if asked > 1:
-                await gates[asked].wait()  # each refresh waits for the test (the third, never)
-            return SECRET  # the revoked key, again
-
+        # Each refresh waits for the test (the third, never), then gives the revoked key again.
+        provider = GatedProvider(lambda: SECRET, lambda n: gates[n] if n > 1 else None)
         async with server.client(token=provider, rate_limit=2) as commbox:
-            assert asked == 1  # the first token, asked as the client opened
+            assert provider.asked == 1  # the first token, asked as the client opened
             server.revoke(SECRET)
             results = []
             # A slot every 0.5 s: each call is sent after the last one's refresh ended.
@@ -346,16 +351,8 @@ async def test_a_provider_that_hung_is_asked_again_at_the_next_401(
 
     monkeypatch.setattr(_tokens, "PROVIDER_TIMEOUT", 0.2, raising=False)
     async with FakeCommbox(token=SECRET) as server:
-        asked = 0
-        never = asyncio.Event()
-
-        async def provider() -> str:
-            nonlocal asked
-            asked += 1
-            if asked == 2:
-                await never.wait()  # the secrets store hangs, this once
-            return server.token
-
+        never = asyncio.Event()  # the secrets store hangs, at the second ask only
+        provider = GatedProvider(lambda: server.token, lambda n: never if n == 2 else None)
         async with server.client(token=provider) as commbox:
             await commbox.get_user_objects(1)
             server.rotate()
@@ -363,7 +360,7 @@ async def test_a_provider_that_hung_is_asked_again_at_the_next_401(
                 await asyncio.wait_for(commbox.get_user_objects(2, deadline=20.0), 30.0)
             page = await asyncio.wait_for(commbox.get_user_objects(3, deadline=20.0), 30.0)
     assert page is not None
-    assert asked == 3
+    assert provider.asked == 3
 
 
 async def test_a_view_whose_provider_hangs_at_first_ends_at_the_deadline() -> None:
@@ -397,22 +394,15 @@ async def test_a_view_whose_provider_hangs_at_first_stops_the_fan_out_once_an_as
 
     monkeypatch.setattr(_tokens, "PROVIDER_TIMEOUT", 0.2)
     async with FakeCommbox(token=SECRET) as server:
-        asked = 0
         never = asyncio.Event()
-
-        async def provider() -> str:
-            nonlocal asked
-            asked += 1
-            await never.wait()
-            return SECRET
-
+        provider = GatedProvider(lambda: SECRET, lambda n: never)  # never answers
         async with server.client() as commbox:
             view = commbox.with_token(provider, account="acme")
             results = [r async for r in view.fetch_many(range(1, 41), concurrency=2, deadline=0.1)]
             never.set()
     assert len(results) == 40
     assert all(isinstance(r.error, AuthenticationError) for r in results)
-    assert asked <= 2
+    assert provider.asked <= 2
     assert server.count() == 0
 
 

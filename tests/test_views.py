@@ -551,6 +551,24 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
                 # An account with no rate of its own keeps every setting of the client's
                 # limiter, its fallback rate too.
                 assert view.limiter.fallback_rate == limiter.fallback_rate  # type: ignore[attr-defined]
+                # A name given a new fixed key (its last view freed, the key replaced by
+                # hand) is paced on the new key's limiter, as any other process pacing that
+                # key is (it kept the old key's: two Redis limits for one key).
+                old = commbox.with_token("token-e-1111", account="acct-e")
+                assert old.limiter.key == f"cbx:t:account:{token_fingerprint('token-e-1111')}"  # type: ignore[attr-defined]
+                del old
+                gc.collect()
+                new = commbox.with_token("token-e-2222", account="acct-e")
+                assert new.limiter.key == f"cbx:t:account:{token_fingerprint('token-e-2222')}"  # type: ignore[attr-defined]
+                # One fixed token under two names: one key, one limiter (and one pause).
+                other = commbox.with_token("token-e-2222", account="acct-e-too")
+                assert other.limiter is new.limiter
+                # ... and one limit: another is refused, the live one's limiter kept open.
+                planned = commbox.with_token("token-f-3333", account="f1", rate_limit=5)
+                with pytest.raises(InvalidArgumentError, match="one token one limit"):
+                    commbox.with_token("token-f-3333", account="f2", rate_limit=10)
+                await settle()
+                assert not planned.limiter._closed  # type: ignore[attr-defined]
             # With no account of its own, every account, the one a parent would have had
             # too, gets its derived key: any process reaches it the same way.
             parent = AsyncCommbox(base_url=server.url, limiter=limiter, accounts_only=True)
@@ -566,63 +584,6 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
 
 
 # --- the event loop ------------------------------------------------------------------------
-async def test_a_name_given_a_new_fixed_key_gets_that_keys_redis_limit(
-    redis_server: RedisServer,
-) -> None:
-    """A named account whose fixed key was replaced by hand (its last view freed) is paced on
-    the new key's derived limiter, as any other process pacing that key is (it kept the old
-    key's: two Redis limits for one key)."""
-    from commbox_async.redis import RedisLimiter
-
-    server = await _server()
-    try:
-        async with RedisLimiter.from_url(
-            redis_server.url, key="cbx:r", rate_limit=1000, fallback_rate=3
-        ) as limiter:
-            async with server.client(limiter=limiter) as commbox:
-                old = commbox.with_token("token-e-1111", account="acct-e")
-                assert old.limiter.key == f"cbx:r:account:{token_fingerprint('token-e-1111')}"  # type: ignore[attr-defined]
-                del old
-                gc.collect()
-                new = commbox.with_token("token-e-2222", account="acct-e")
-                assert new.limiter.key == f"cbx:r:account:{token_fingerprint('token-e-2222')}"  # type: ignore[attr-defined]
-                # One fixed token under two names: one key, one limiter (and one pause).
-                other = commbox.with_token("token-e-2222", account="acct-e-too")
-                assert other.limiter is new.limiter
-                # ... and one limit: another is refused, the live one's limiter kept open.
-                planned = commbox.with_token("token-f-3333", account="f1", rate_limit=5)
-                with pytest.raises(InvalidArgumentError, match="one token one limit"):
-                    commbox.with_token("token-f-3333", account="f2", rate_limit=10)
-                await settle()
-                assert not planned.limiter._closed  # type: ignore[attr-defined]
-    finally:
-        await server.stop()
-
-
-async def test_with_token_from_another_thread_says_so() -> None:
-    """with_token() from a thread other than the running loop's is refused, with a message
-    that says where to call it (it changed the accounts' registry under the loop's feet)."""
-    server = await _server()
-    try:
-        async with server.client() as commbox:
-            errors: list[Exception] = []
-
-            def make_a_view() -> None:
-                try:
-                    commbox.with_token(A)
-                except ClientClosedError as exc:
-                    errors.append(exc)
-
-            thread = threading.Thread(target=make_a_view)
-            thread.start()
-            await asyncio.to_thread(thread.join)
-            assert len(errors) == 1
-            assert "another thread" in str(errors[0]) and "blocking" in str(errors[0])
-            await commbox.with_token(A).get_user_objects(1)  # on the loop: as always
-    finally:
-        await server.stop()
-
-
 def test_a_client_used_from_another_loop_says_so() -> None:
     """A client opened in one event loop and called, closed or given a view from another
     fails with a clear error (and can still be closed in its own loop)."""
