@@ -66,12 +66,12 @@ class TokenSource:
     __slots__ = (
         "_make",
         "_provider",
-        "_refused",
         "_renewed",
         "_renewing",
         "cache_scope",
         "epoch",
         "headers",
+        "refused",
         "scope",
     )
 
@@ -97,7 +97,10 @@ class TokenSource:
         self.epoch = 0
         self._renewing: asyncio.Future[bool] | None = None
         self._renewed = False
-        self._refused = False  # see ``refused``
+        #: Whether the last refresh that ended gave no fresh token (the same one back, a
+        #: provider that failed or did not answer), and no page has come back with the key
+        #: since: it is taken as refused.
+        self.refused = False
 
     def __repr__(self) -> str:
         kind = "provider" if self._provider is not None else "fixed"
@@ -132,17 +135,10 @@ class TokenSource:
         named one (an unnamed provider's scope is its own, never made again)."""
         return self._provider is None or not self.scope.startswith(_PROVIDER_SCOPE)
 
-    @property
-    def refused(self) -> bool:
-        """Whether the last refresh that ended gave no fresh token (the same one back, a
-        provider that failed or did not answer) and no answer since has shown the key in use
-        accepted: it is taken as refused."""
-        return self._refused
-
     def accepted(self, epoch: int) -> None:
         """An attempt sent in ``epoch`` was answered with its page: the key in use works."""
         if epoch == self.epoch:
-            self._refused = False
+            self.refused = False
 
     @property
     def refreshable(self) -> bool:
@@ -199,6 +195,6 @@ class TokenSource:
         finally:
             self.epoch += 1
             self._renewed = renewed
-            self._refused = not renewed
+            self.refused = not renewed
             self._renewing = None
         return renewed
