@@ -10,7 +10,8 @@ except that a freed account's limiter is kept while it still knows something the
 needs (the server's pause for it, or a pace used within ``LOG_SPAN``: a view per web request
 must neither send into a Retry-After nor start each request at a fresh limiter's full burst),
 and that an account's own ``rate_limit`` is kept for the client's life. One name is one
-account: another token under a name in use is refused.
+account: another token under a name in use is refused. One fixed token is one server account
+whatever its names: its live names share one limiter and one limit (``_aliases``).
 
 Limiters: the client's own account uses the client's (the one given as ``limiter=``, or a
 ``LocalLimiter`` at ``rate_limit``). Another account gets a ``LocalLimiter`` of the same
@@ -86,6 +87,11 @@ class Members:
         self._rate_limit = rate_limit
         self._given = limiter
         self._members: weakref.WeakValueDictionary[str, Member] = weakref.WeakValueDictionary()
+        # The live members of each fixed token that was ever given a name, by its fingerprint
+        # (``cache_scope``): one token under several names is one server account, with one
+        # limit and one limiter. Only named tokens are here, so a view per request of an
+        # unnamed one costs nothing more.
+        self._aliases: dict[str, weakref.WeakSet[Member]] = {}
         self._derived: dict[str, Limiter] = {}
         # Accounts given a rate_limit of their own, by scope: their plan outlives their views.
         self._plans: dict[str, RateLimit] = {}
@@ -124,6 +130,9 @@ class Members:
                 )
             return existing
         plan = rate_limit if rate_limit is not None else self._plans.get(source.scope)
+        aliases = self._aliases_of(source)
+        if aliases is not None:
+            _check_one_limit(aliases, plan or self._default_rate())
         account = Account(
             self._transport,
             base_url=self._base_url,
@@ -148,9 +157,27 @@ class Members:
             # would leave a plan each.
             self._plans[source.scope] = rate_limit
         self._members[source.scope] = member
+        if aliases is not None:
+            aliases.add(member)
         if source.lasting:
             weakref.finalize(member, self._freed, source.scope, account).atexit = False
         return member
+
+    def _aliases_of(self, source: TokenSource) -> weakref.WeakSet[Member] | None:
+        """The live members of ``source``'s fixed token under other names, when it has ever
+        been named (else None: its one name is its scope, and ``member`` keeps that one)."""
+        if source.refreshable:
+            return None  # a provider's account is its name: its token is not known yet
+        key = source.cache_scope
+        aliases = self._aliases.get(key)
+        if aliases is None and source.scope != key:
+            # Named for the first time: the member under its bare fingerprint (a view of the
+            # plain token, the client's own account) is the same account.
+            aliases = self._aliases[key] = weakref.WeakSet()
+            unnamed = self._members.get(key)
+            if unnamed is not None:
+                aliases.add(unnamed)
+        return aliases
 
     def _freed(self, scope: str, account: Account) -> None:
         """The finalizer of an account no view holds any more. It runs in whichever thread
@@ -218,14 +245,9 @@ class Members:
             key = source.cache_scope
             limiter = self._derived.get(key)
             if limiter is not None and getattr(limiter, "config", rate_limit) != rate_limit:
-                if any(m.account.limiter is limiter for m in list(self._members.values())):
-                    # One key under two names (or a name and none), with two limits: the
-                    # live one's limiter must not be closed under it.
-                    raise InvalidArgumentError(
-                        "this token is in use by another account with rate_limit "
-                        f"{limiter.config.max_rate:g}/s: give one token one limit"  # type: ignore[attr-defined]
-                    )
-                self._close_soon(limiter)  # a plan change: its pause lives on in Redis
+                # A plan change (a live name of this key with another limit was refused by
+                # ``member``): its pause lives on in Redis.
+                self._close_soon(limiter)
                 limiter = None
             if limiter is None:
                 # Only an account's own rate is passed: otherwise the derived limiter is the
@@ -233,13 +255,22 @@ class Members:
                 own = {"rate_limit": rate_limit} if member.own_plan else {}
                 limiter = self._derived[key] = derive(key, **own)
             return limiter
-        handed, resting = self._handed.pop(scope, None), self._resting.pop(scope, None)
-        limiter = self._local(handed if handed is not None else resting, rate_limit)
+        limiter = self._alias_limiter(source)  # one token under several names: one limiter
+        if limiter is None:
+            handed, resting = self._handed.pop(scope, None), self._resting.pop(scope, None)
+            limiter = self._local(handed if handed is not None else resting, rate_limit)
         if source.lasting:
             # Recorded on the loop as it is handed out (not when the account is freed, in
             # whichever thread): the account's next view finds it here at once.
             self._handed[scope] = limiter
         return limiter
+
+    def _alias_limiter(self, source: TokenSource) -> Limiter | None:
+        """The limiter of a live member of ``source``'s fixed token under another name."""
+        for alias in list(self._aliases.get(source.cache_scope, ())):
+            if alias.account.token is not source and alias.account.limiter is not None:
+                return alias.account.limiter
+        return None
 
     def _local(self, previous: Limiter | None, rate_limit: RateLimit) -> Limiter:
         """An in-process limiter for an account whose last limiter was ``previous``: that one
@@ -306,6 +337,18 @@ class Members:
                 continue
             closed.add(id(limiter))
             await limiter.aclose()
+
+
+def _check_one_limit(aliases: weakref.WeakSet[Member], rate_limit: RateLimit) -> None:
+    """Refuse a second limit for one token: its names share one limiter, which has one rate.
+    Checked when the view is made, before any request (and before ``open``, which would
+    otherwise be the one to fail)."""
+    for alias in list(aliases):
+        if alias.rate_limit != rate_limit:
+            raise InvalidArgumentError(
+                "this token is in use by another account with rate_limit "
+                f"{alias.rate_limit.max_rate:g}/s: give one token one limit"
+            )
 
 
 def _remembers(limiter: Limiter) -> bool:

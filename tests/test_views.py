@@ -271,6 +271,52 @@ async def test_one_name_is_one_account() -> None:
     assert [r.account for r in server.requests] == ["a"]
 
 
+async def test_one_token_under_several_names_has_one_limiter_and_one_limit() -> None:
+    """One fixed token named twice (and the client's own token named) is one server account:
+    one limiter, so a 429 for one name pauses the others, and one limit, so another is refused
+    when the view is made, before open() and before any request. Once no name of it lives,
+    another limit is a plan change. Before, each name had a limiter of its own: n names sent
+    at n times the token's rate, and a 429 paused one name only."""
+    server = await _server()
+    server.accounts.limit("a", Throttling(rate=0.001, burst=1, retry_after="30"))
+    retries = dataclasses.replace(FAST_RETRIES, max_retry_after=60.0, default_retry_after=30.0)
+    commbox = server.client(retries=retries, rate_limit=250)
+    try:
+        # Before open(): the second limit is refused at once, so open() cannot fail on it.
+        first = commbox.with_token(A, account="acme")
+        with pytest.raises(InvalidArgumentError, match="one token one limit"):
+            commbox.with_token(A, account="acme-eu", rate_limit=5)
+        async with commbox:
+            second = commbox.with_token(A, account="acme-eu")
+            plain = commbox.with_token(A)
+            assert first.limiter is second.limiter is plain.limiter
+            assert commbox.with_token(server.token, account="mine").limiter is commbox.limiter
+            with pytest.raises(InvalidArgumentError, match="250/s: give one token one limit"):
+                commbox.with_token(server.token, account="mine-too", rate_limit=9)
+            await first.get_user_objects(1)  # the bucket's one token
+            with pytest.raises(RateLimitError):
+                await second.get_user_objects(2, deadline=1.0)  # paused 30 s > deadline
+            assert first.limiter.pause_remaining() > 20.0
+            assert second.stats.throttled == 1 and first.stats.successes == 1
+            del first, second, plain
+            aliases = commbox._members._aliases[token_fingerprint(A)]
+
+            def freed() -> bool:
+                gc.collect()
+                return len(aliases) == 0
+
+            await until(freed, "every name of the token freed")
+            await settle()  # their limiter rests, paused
+            # No name of the token lives: another limit is a plan change, with the pause kept.
+            changed = commbox.with_token(A, account="acme", rate_limit=5)
+            assert changed.limiter.config.max_rate == 5  # type: ignore[attr-defined]
+            assert changed.limiter.pause_remaining() > 20.0
+    finally:
+        await commbox.aclose()
+        await server.stop()
+    assert server.count("throttled", account="a") == 1
+
+
 async def test_a_name_given_to_another_token_later_gets_none_of_its_pages() -> None:
     """A fixed token's cached pages go by its own fingerprint, not by the account's name: a
     view of another token under that name, once the first is freed, fetches its own."""
