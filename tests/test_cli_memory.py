@@ -38,6 +38,28 @@ def test_a_saved_rate_is_recalled_for_the_same_server_and_token_only(state: Path
     assert memory.recall("http://127.0.0.1:9999", TOKEN, now=1060.0) is None
 
 
+def test_spellings_of_one_server_share_what_was_remembered(state: Path) -> None:
+    """Host case, an explicit default port and a trailing slash name the same server; another
+    port, scheme or path prefix does not."""
+    memory.remember("HTTPS://API.Example.com:443/", TOKEN, 77.0, now=1000.0)
+    for same in (
+        "https://api.example.com",
+        "https://API.EXAMPLE.COM/",
+        "https://api.example.com:443",
+    ):
+        found = memory.recall(same, TOKEN, now=1001.0)
+        assert found is not None and found.rate == 77.0, same
+    for other in (
+        "https://api.example.com:8443",
+        "http://api.example.com",
+        "https://api.example.com/Gateway",
+    ):
+        assert memory.recall(other, TOKEN, now=1001.0) is None, other
+    memory.remember("http://[::1]:80/gw/", TOKEN, 5.0, now=1000.0)
+    found = memory.recall("http://[::1]/gw", TOKEN, now=1001.0)
+    assert found is not None and found.rate == 5.0
+
+
 def test_the_token_never_reaches_the_file(state: Path) -> None:
     """The file names the token by its fingerprint only."""
     memory.remember(URL, TOKEN, 50.0)
