@@ -97,15 +97,17 @@ class Members:
         self._plans: dict[str, RateLimit] = {}
         self._closing: set[asyncio.Task[None]] = set()  # derived limiters replaced by a plan
         # Limiters of accounts that no view holds, kept while paused (``_rest``); and the
-        # in-process limiters handed out, by account, until the loop rests them once the
-        # account is freed (``_rest`` runs a turn later: a view made in between finds its
-        # account's limiter here).
+        # in-process limiters handed out, until the loop rests them once the account is
+        # freed (``_rest`` runs a turn later: a view made in between finds its account's
+        # limiter here). Both by the key the limiter paces (``cache_scope``: a fixed token's
+        # fingerprint, whatever its names; a provider's name), as derived limiters are.
         self._resting: dict[str, Limiter] = {}
         self._handed: dict[str, Limiter] = {}
         self._sweep_at = _SWEEP_MIN
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by open()
         self._own_scope = ""
+        self._own_key = ""  # the client's own token's key (``cache_scope``)
         self.opened = False
 
     def member(
@@ -131,7 +133,11 @@ class Members:
             return existing
         plan = rate_limit if rate_limit is not None else self._plans.get(source.scope)
         aliases = self._aliases_of(source)
-        if aliases is not None:
+        if aliases:
+            alias = next(iter(list(aliases)), None)
+            if rate_limit is None and alias is not None:
+                # No limit given: the token's, as its live names have it.
+                plan = alias.rate_limit if alias.own_plan else None
             _check_one_limit(aliases, plan or self._default_rate())
         account = Account(
             self._transport,
@@ -148,7 +154,7 @@ class Members:
         )
         member = Member(account, shared, plan or self._default_rate(), own_plan=plan is not None)
         if own:
-            self._own_scope = source.scope
+            self._own_scope, self._own_key = source.scope, source.cache_scope
         if self.opened:
             account.limiter = self._limiter_for(source, member)
         if rate_limit is not None and source.lasting:
@@ -160,7 +166,7 @@ class Members:
         if aliases is not None:
             aliases.add(member)
         if source.lasting:
-            weakref.finalize(member, self._freed, source.scope, account).atexit = False
+            weakref.finalize(member, self._freed, source.cache_scope, account).atexit = False
         return member
 
     def _aliases_of(self, source: TokenSource) -> weakref.WeakSet[Member] | None:
@@ -179,30 +185,42 @@ class Members:
                 aliases.add(unnamed)
         return aliases
 
-    def _freed(self, scope: str, account: Account) -> None:
+    def _live(self, key: str) -> bool:
+        """Whether a view of the account whose limiter paces ``key`` lives, under any name."""
+        return key in self._members or bool(self._aliases.get(key))
+
+    def _forget_aliases(self, key: str) -> None:
+        """Drop a token's set of names once none lives: nothing here grows with tokens."""
+        aliases = self._aliases.get(key)
+        if aliases is not None and not aliases:
+            del self._aliases[key]
+
+    def _freed(self, key: str, account: Account) -> None:
         """The finalizer of an account no view holds any more. It runs in whichever thread
         collected it, so it only hands the account's limiter to the loop (``_rest``)."""
-        loop, limiter = self._loop, account.limiter
-        derived = account.token.cache_scope in self._derived
-        if loop is None or limiter is None or derived or limiter is self._given:
+        loop = self._loop
+        if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(self._rest, scope, limiter)
+            loop.call_soon_threadsafe(self._rest, key, account.limiter)
         except RuntimeError:  # the loop is closed: nothing to keep
-            self._handed.pop(scope, None)
+            self._handed.pop(key, None)
 
-    def _rest(self, scope: str, limiter: Limiter) -> None:
+    def _rest(self, key: str, limiter: Limiter | None) -> None:
         """On the loop: keep a freed account's limiter while it knows something, for the
         account's next view (a view per web request must not send into the Retry-After the
         last one was given, nor start at a fresh limiter's full burst). Dropped once it knows
         nothing more; those are swept when the count doubles, so a free costs O(1) on
         average, and every LOG_SPAN while any is kept."""
-        if scope in self._members or self._handed.get(scope) is not limiter:
-            return  # a view of the account made since has it (or took its pause)
-        del self._handed[scope]
+        self._forget_aliases(key)
+        if limiter is None or limiter is self._given or key in self._derived:
+            return  # not ours to keep: the caller's, or a derived one (kept until close)
+        if self._live(key) or self._handed.get(key) is not limiter:
+            return  # a view of the account, under some name, has it (or took its pause)
+        del self._handed[key]
         if not _remembers(limiter):
             return
-        self._resting[scope] = limiter
+        self._resting[key] = limiter
         if len(self._resting) > self._sweep_at:
             self._sweep()
         if self._sweep_timer is None:
@@ -233,21 +251,31 @@ class Members:
         return config if isinstance(config, RateLimit) else self._rate_limit
 
     def _limiter_for(self, source: TokenSource, member: Member) -> Limiter:
-        given, scope, rate_limit = self._given, source.scope, member.rate_limit
-        if scope == self._own_scope and given is not None:
-            return given
+        given, scope, key, rate_limit = (
+            self._given,
+            source.scope,
+            source.cache_scope,
+            member.rate_limit,
+        )
+        own_token = not source.refreshable and key == self._own_key
+        if given is not None and (scope == self._own_scope or own_token):
+            return given  # the client's own account, under its name or another
         derive: Callable[..., Limiter] | None = getattr(given, "for_account", None)
         if derive is not None and scope != self._own_scope:
             # A fixed token's key goes by its fingerprint even when the account is named
             # (cache_scope): two processes that name one token differently share its limit.
             # Kept by that key too: a name given a new fixed key (rotated by hand) must not
             # find the old key's limiter.
-            key = source.cache_scope
             limiter = self._derived.get(key)
             if limiter is not None and getattr(limiter, "config", rate_limit) != rate_limit:
-                # A plan change (a live name of this key with another limit was refused by
-                # ``member``): its pause lives on in Redis.
-                self._close_soon(limiter)
+                if any(m.account.limiter is limiter for m in list(self._members.values())):
+                    # ``member`` refuses another limit for a live token; a provider named
+                    # like a token's fingerprint could still meet one here.
+                    raise InvalidArgumentError(
+                        "this key is in use by another account with rate_limit "
+                        f"{limiter.config.max_rate:g}/s: give one token one limit"  # type: ignore[attr-defined]
+                    )
+                self._close_soon(limiter)  # a plan change: its pause lives on in Redis
                 limiter = None
             if limiter is None:
                 # Only an account's own rate is passed: otherwise the derived limiter is the
@@ -255,22 +283,16 @@ class Members:
                 own = {"rate_limit": rate_limit} if member.own_plan else {}
                 limiter = self._derived[key] = derive(key, **own)
             return limiter
-        limiter = self._alias_limiter(source)  # one token under several names: one limiter
-        if limiter is None:
-            handed, resting = self._handed.pop(scope, None), self._resting.pop(scope, None)
-            limiter = self._local(handed if handed is not None else resting, rate_limit)
+        handed = self._handed.get(key)
+        if handed is not None and self._live(key):
+            return handed  # the token's other name lives: one limiter, one pause
+        handed, resting = self._handed.pop(key, None), self._resting.pop(key, None)
+        limiter = self._local(handed if handed is not None else resting, rate_limit)
         if source.lasting:
             # Recorded on the loop as it is handed out (not when the account is freed, in
             # whichever thread): the account's next view finds it here at once.
-            self._handed[scope] = limiter
+            self._handed[key] = limiter
         return limiter
-
-    def _alias_limiter(self, source: TokenSource) -> Limiter | None:
-        """The limiter of a live member of ``source``'s fixed token under another name."""
-        for alias in list(self._aliases.get(source.cache_scope, ())):
-            if alias.account.token is not source and alias.account.limiter is not None:
-                return alias.account.limiter
-        return None
 
     def _local(self, previous: Limiter | None, rate_limit: RateLimit) -> Limiter:
         """An in-process limiter for an account whose last limiter was ``previous``: that one
@@ -299,6 +321,8 @@ class Members:
         """Give every live account its limiter (they are bound to the running loop)."""
         self.opened = True
         self._loop = asyncio.get_running_loop()
+        for key in list(self._aliases):
+            self._forget_aliases(key)  # names freed before open(), with no loop to tell
         for member in list(self._members.values()):
             if member.account.limiter is None:
                 member.account.limiter = self._limiter_for(member.account.token, member)

@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -317,6 +318,53 @@ async def test_one_token_under_several_names_has_one_limiter_and_one_limit() -> 
     assert server.count("throttled", account="a") == 1
 
 
+async def test_a_tokens_pause_stays_with_the_token_not_with_its_names() -> None:
+    """The limiter of a token named twice is the token's: another token later given one of
+    its names gets a fresh one (not the token's pause), and once every name is freed the
+    token's next name, or its plain view, still waits out its pause. A name with no
+    rate_limit takes the token's own. Nothing is kept per token once its names are freed."""
+    server = await _server()
+    server.accounts.limit("a", Throttling(rate=0.001, burst=1, retry_after="30"))
+    retries = dataclasses.replace(FAST_RETRIES, max_retry_after=60.0, default_retry_after=30.0)
+    try:
+        async with server.client(retries=retries) as commbox:
+            members = commbox._members
+            key = token_fingerprint(A)
+
+            async def free(condition: Callable[[], bool], what: str) -> None:
+                def freed() -> bool:
+                    gc.collect()
+                    return condition()
+
+                await until(freed, what)
+                await settle()  # the loop rests what was freed
+
+            x, y = commbox.with_token(A, account="x"), commbox.with_token(A, account="y")
+            await x.get_user_objects(1)  # the bucket's one token
+            with pytest.raises(RateLimitError):
+                await x.get_user_objects(2, deadline=1.0)
+            paused = y.limiter
+            del x
+            await free(lambda: "x" not in members._members, "x freed")
+            other = commbox.with_token(B, account="x")  # another token under a freed name
+            assert other.limiter is not paused and other.limiter.pause_remaining() == 0.0
+            del y
+            await free(lambda: key not in members._aliases, "every name of A freed")
+            z = commbox.with_token(A, account="z")  # the token again, under a new name
+            assert z.limiter is paused and z.limiter.pause_remaining() > 20.0
+            assert commbox.with_token(A).limiter is paused
+            del z
+            await free(lambda: key not in members._aliases, "every name of A freed again")
+            planned = commbox.with_token(A, account="p", rate_limit=5)
+            inherited = commbox.with_token(A, account="q")
+            assert inherited.limiter is planned.limiter
+            assert inherited.limiter.config.max_rate == 5  # type: ignore[attr-defined]
+            assert inherited.limiter.pause_remaining() > 20.0  # a plan change keeps the pause
+    finally:
+        await server.stop()
+    assert server.count("throttled", account="a") == 1
+
+
 async def test_a_name_given_to_another_token_later_gets_none_of_its_pages() -> None:
     """A fixed token's cached pages go by its own fingerprint, not by the account's name: a
     view of another token under that name, once the first is freed, fetches its own."""
@@ -566,6 +614,8 @@ async def test_views_derive_a_redis_key_per_account(redis_server: RedisServer) -
                 assert derived.key == f"cbx:t:account:{token_fingerprint(A)}"
                 assert A not in derived.key
                 assert commbox.limiter is limiter
+                # The client's own token under a name is the client's own account: its key.
+                assert commbox.with_token(server.token, account="mine").limiter is limiter
                 named = commbox.with_token(lambda: B, account="acct-b")
                 assert named.limiter.key == "cbx:t:account:acct-b"  # type: ignore[attr-defined]
                 # A fixed token named: still its fingerprint (another process may name it

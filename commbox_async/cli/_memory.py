@@ -96,7 +96,7 @@ def _server(base_url: str) -> str:
     try:
         port = parts.port
     except ValueError:
-        port = None  # not a URL the client accepts: kept apart by its spelling below
+        return base_url  # not a URL the client accepts: kept apart by its own spelling
     if port is not None and port != _DEFAULT_PORTS.get(scheme):
         host = f"{host}:{port}"
     if not host:
