@@ -10,8 +10,9 @@ not ask which kind it faces. What it believes:
   a limit is found by bisection. A 429 with a real pause (a tenth of a second or more) stops the
   whole client, so such a limit is read and held under.
 - **What the server sustains can be read from the log of attempts** (``_pacing_readings``): the
-  accepted throughput of an overloaded server (*saturated*); what it took in the pause-length
-  before the 429, about a window's limit (*recent*); the refill rate of a token bucket that
+  accepted throughput of an overloaded server (*saturated*; at the first 429 from full pace,
+  one with a real pause, only over a tenth of that pause or more); what it took in the
+  pause-length before the 429, about a window's limit (*recent*); the refill rate of a token bucket that
   empties exactly at the 429 (*bucket fit*); a little below a pace that ran a while (*step
   down*); and, as a floor, what it took from one 429 to the next (*drain to drain*). An
   estimate is plausible between the floor and the pace that drained the server; the rate is
@@ -824,8 +825,13 @@ class PacingModel:
         docstring); notes the first burst and this drain for the next ones."""
         drained, pause = at.drained, at.pause
         readings: list[Reading] = []
+        # At the first 429 from full pace, a pause's 429s: the answers so far are the first
+        # burst, and a burst answered within a tenth of the pause it drew shows how fast the
+        # server answers, not what it sustains (a busy event loop, 20 accounts starting at
+        # once, read 140-198/s for buckets of 19-25/s, and held there until the next drain).
+        cold_burst = self._last_drain is None and self._from_full and not at.free
         saturated = (
-            saturated_rate(self._log, at.now, self.WINDOW)
+            saturated_rate(self._log, at.now, self.WINDOW, 0.1 * pause if cold_burst else 0.02)
             if at.share >= self.SATURATED_SHARE
             else None
         )

@@ -98,10 +98,12 @@ def drain_to_drain(
     return accepted / gap, accepted, gap
 
 
-def saturated_rate(log: deque[Ticket], now: float, window: float) -> float | None:
+def saturated_rate(
+    log: deque[Ticket], now: float, window: float, min_span: float = 0.02
+) -> float | None:
     """Accepted answers per second over the last ``window`` (among the attempts sent in the
     last two): what an overloaded server takes. None with fewer than 5 of them, or in less
-    than 20 ms."""
+    than ``min_span`` seconds (20 ms)."""
     first = last = None
     count = 0
     for ticket in reversed(log):
@@ -111,7 +113,7 @@ def saturated_rate(log: deque[Ticket], now: float, window: float) -> float | Non
             count += 1
             first = ticket.answered if first is None else min(first, ticket.answered)
             last = ticket.answered if last is None else max(last, ticket.answered)
-    if count < 5 or first is None or last is None or last - first < 0.02:
+    if count < 5 or first is None or last is None or last - first < min_span:
         return None
     return (count - 1) / (last - first)
 

@@ -9,7 +9,7 @@ import statistics
 import pytest
 from pacing_sim import ACCOUNT_SCENARIOS, SCENARIOS, simulate
 
-from commbox_async._pacing import Outcome, PacingModel, RateChange, Reading, Reason
+from commbox_async._pacing import Outcome, PacingModel, RateChange, Reading, Reason, Ticket
 
 #: A busy start: for its first 0.5 s the client sends at most 60/s, its requests reach the
 #: server 0.12 to 0.4 s late (in order, or, with False, not), then it is quick again.
@@ -34,6 +34,36 @@ def test_the_pace_read_is_the_pace_attempts_went_out_at() -> None:
     assert model.last_change.reason is Reason.SEARCHING
     # 6 attempts (5 accepted, the 429 read) went out in the 0.125 s before the 429 read.
     assert model._search_to == pytest.approx(model.HOLD * 6 / 0.125)
+
+
+def test_a_first_burst_answered_at_once_is_no_saturated_reading() -> None:
+    """The first drain of a 5/s bucket as 20 accounts starting at once on one event loop saw
+    it (bench_accounts, in order of the loop's events): five accepted answers within 23 ms,
+    then two 429s asking 1 s. Their throughput, 177/s, is how fast the server answered the
+    burst; held at 172/s, the account drained again 1.1 s later and searched up from the
+    floor between the two drains (19-25/s accounts at 1.4-1.8x their ideal). The cold start
+    searches from halfway between the burst's floor and the pace instead."""
+    model = PacingModel(250.0)
+    sends = [0.0, 0.0, 0.0096, 0.0160, 0.0199, 0.0295, 0.0348, 0.0362, 0.0407, 0.0418, 0.0465]
+    answers = [  # (answered, sent, outcome)
+        (0.0348, 0.0, Outcome.ACCEPTED),
+        (0.0349, 0.0, Outcome.ACCEPTED),
+        (0.0465, 0.0096, Outcome.ACCEPTED),
+        (0.0539, 0.0348, Outcome.ACCEPTED),
+        (0.0574, 0.0295, Outcome.ACCEPTED),
+        (0.0584, 0.0160, Outcome.THROTTLED),
+        (0.0590, 0.0199, Outcome.THROTTLED),
+    ]
+    events = sorted([(t, 1, t, None) for t in sends] + [(a, 2, s, o) for a, s, o in answers])
+    tickets: dict[float, list[Ticket]] = {}
+    for at, _order, sent, outcome in events:  # _order: a send before an answer at one instant
+        if outcome is None:
+            tickets.setdefault(sent, []).append(model.on_send(at))
+        else:
+            model.on_answer(tickets[sent].pop(0), at, outcome, pause=1.0, asked=1.0)
+    first = model.changes[0]
+    assert first.reason is Reason.SEARCHING, str(first)
+    assert first.new < 40.0  # halfway between the burst's floor (about 3/s) and 250/s
 
 
 def test_no_bucket_fit_at_the_429_that_measures_the_burst() -> None:

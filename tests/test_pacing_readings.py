@@ -77,6 +77,8 @@ def test_saturated_rate_is_the_throughput_of_answers_in_the_last_window() -> Non
     assert saturated_rate(log, 2.05, 1.0) == pytest.approx(100.0)
     assert saturated_rate(_log(*[(0.01 * k, A) for k in range(4)]), 0.1, 1.0) is None
     assert saturated_rate(_log(*[(0.001 * k, A) for k in range(10)]), 0.1, 1.0) is None
+    # Over a span shorter than asked: none (a burst answered at once).
+    assert saturated_rate(log, 2.05, 1.0, min_span=2.0) is None
 
 
 def test_saturated_rate_ignores_refused_and_old_attempts() -> None:
