@@ -12,9 +12,10 @@ not ask which kind it faces. What it believes:
 - **What the server sustains can be read from the log of attempts** (``_pacing_readings``): the
   accepted throughput of an overloaded server (*saturated*; at the first 429 from full pace,
   one with a real pause, only over a tenth of that pause or more); what it took in the
-  pause-length before the 429, about a window's limit (*recent*); the refill rate of a token bucket that
-  empties exactly at the 429 (*bucket fit*); a little below a pace that ran a while (*step
-  down*); and, as a floor, what it took from one 429 to the next (*drain to drain*). An
+  pause-length before the 429, about a window's limit (*recent*); the refill rate of a token
+  bucket that empties exactly at the 429 (*bucket fit*); a little below a pace that ran a
+  while (*step down*); and, as a floor, what it took from one 429 to the next (*drain to
+  drain*). An
   estimate is plausible between the floor and the pace that drained the server; the rate is
   ``HOLD`` of the highest. With only a floor, the rate searches up from it.
 - **Slowing down must cure the 429s.** A step down for free 429s is on trial: if the share of
@@ -828,10 +829,13 @@ class PacingModel:
         # At the first 429 from full pace, a pause's 429s: the answers so far are the first
         # burst, and a burst answered within a tenth of the pause it drew shows how fast the
         # server answers, not what it sustains (a busy event loop, 20 accounts starting at
-        # once, read 140-198/s for buckets of 19-25/s, and held there until the next drain).
-        cold_burst = self._last_drain is None and self._from_full and not at.free
+        # once, read 140-198/s for buckets of 5-25/s, and held there until the next drain).
+        # At most half the WINDOW the answers are counted over: a long pause still reads.
+        min_span = 0.02
+        if self._last_drain is None and self._from_full and not at.free:
+            min_span = max(min_span, min(0.1 * pause, 0.5 * self.WINDOW))
         saturated = (
-            saturated_rate(self._log, at.now, self.WINDOW, 0.1 * pause if cold_burst else 0.02)
+            saturated_rate(self._log, at.now, self.WINDOW, min_span)
             if at.share >= self.SATURATED_SHARE
             else None
         )

@@ -66,6 +66,15 @@ def test_a_first_burst_answered_at_once_is_no_saturated_reading() -> None:
     assert first.new < 40.0  # halfway between the burst's floor (about 3/s) and 250/s
 
 
+def test_a_first_burst_answered_over_a_while_still_reads_saturated() -> None:
+    """The other side: a busy start whose answers came back over 0.4 s, out of order (a
+    22.5/s bucket, a client that could send 60/s): half its attempts refused, the accepted
+    throughput (33/s) is read and held under, as before."""
+    changes = _changes("account_22.5", 1, (0.5, 60.0, 0.4, False))
+    assert changes[0].reason is Reason.SATURATED, [str(c) for c in changes]
+    assert 20.0 < changes[0].new < 40.0
+
+
 def test_no_bucket_fit_at_the_429_that_measures_the_burst() -> None:
     """A first drain long enough to fit (a busy client's) is not fitted: its burst is read
     from it, and every refill rate explains a burst read from the same attempts (before, a
