@@ -92,8 +92,9 @@ a search comes slowly). A *cold start* is the first 429 of a model that started 
 its floor (the first burst over the pause) and the pace can be a hundredfold apart, so the
 search starts halfway between them in ratio instead (a slow drain at the end is what lets the
 bucket fit read the refill rate to a percent or two; the fit takes the capacity from the first
-burst less the refill during it, and at each 429 the bucket is taken to hold, on average, what
-a pace p over a refill r leaves of the last token, (1 + r/p) / 2; a first burst sent at under
+burst (``first_burst``: with the attempts that overtook the refused one) less the refill
+during it, and at each 429 the bucket is taken to hold, on average, what a pace p over a
+refill r leaves of the last token, (1 + r/p) / 2; a first burst sent at under
 half the maximum, by a busy client, gives the capacity only as an upper bound, the whole burst,
 taken when no rate below 0.98 of the pace fits without it and the burst is a tenth or more of
 what was accepted since: the rate it reads is a lower bound, which a step down that reads
@@ -132,6 +133,7 @@ from ._pacing_readings import (
     bucket_fit,
     counts_at_this_rate,
     drain_to_drain,
+    first_burst,
     is_flood,
     noise_allowance,
     not_cured,
@@ -881,9 +883,9 @@ class PacingModel:
             return Reading(rate, Reason.DRAIN_TO_DRAIN, evidence)
         if self._burst is not None:
             return None
-        span = at.drained - at.start
-        seconds = at.drained - at.start + max(at.pause, 0.5)
-        rate, accepted = accepted_rate(self._log, at.start, at.drained, seconds)
+        accepted, last = first_burst(self._log, at.start, at.drained, at.now)
+        span = last - at.start
+        rate = accepted / (span + max(at.pause, 0.5))
         if self._from_full:
             # A burst only from a full start at full pace: after a remembered start the
             # first 429 comes after a long stretch near the limit, which says nothing of it.

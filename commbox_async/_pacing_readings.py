@@ -23,6 +23,7 @@ __all__ = [
     "bucket_fit",
     "counts_at_this_rate",
     "drain_to_drain",
+    "first_burst",
     "is_flood",
     "noise_allowance",
     "not_cured",
@@ -83,6 +84,24 @@ def accepted_rate(
     ``seconds`` (the stretch, or the stretch and the pause that ended it)."""
     accepted, _ = window_counts(log, start, end)
     return accepted / seconds, accepted
+
+
+def first_burst(log: deque[Ticket], start: float, drained: float, now: float) -> tuple[int, float]:
+    """(accepted, when the last of them was sent) of a first burst from ``start`` until the
+    429 sent at ``drained`` was answered at ``now``: the attempts sent before the refused one,
+    and those sent after it that were accepted before its answer came back (a busy client's
+    requests, on connections still opening, reach the server out of order: a bucket of 5
+    showed 3 accepted before its first refused attempt, and 2 after)."""
+    accepted, last = 0, drained
+    for ticket in log:
+        if ticket.sent < start or ticket.state is not Outcome.ACCEPTED:
+            continue
+        if ticket.sent < drained:
+            accepted += 1
+        elif ticket.answered <= now:
+            accepted += 1
+            last = max(last, ticket.sent)
+    return accepted, last
 
 
 def drain_to_drain(

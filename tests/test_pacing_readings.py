@@ -16,6 +16,7 @@ from commbox_async._pacing_readings import (
     bucket_fit,
     counts_at_this_rate,
     drain_to_drain,
+    first_burst,
     is_flood,
     noise_allowance,
     not_cured,
@@ -69,6 +70,23 @@ def test_drain_to_drain_reads_what_was_taken_between_two_429s() -> None:
     log = _log((0.0, T), *_steady(25, 0.01, 2.0, A), (2.0, T))
     assert drain_to_drain(log, 0.0, 2.0) == (25.0, 50, 2.0)
     assert drain_to_drain(log, 1.8, 2.0) is None
+
+
+def test_first_burst_counts_the_accepted_that_overtook_the_refused_one() -> None:
+    """Before the refused attempt (sent at 0.3): every accepted one; after it, those accepted
+    by the time its answer came (now): not a refusal, not one answered later."""
+    log = _log(
+        (0.0, A, 0.05),
+        (0.1, A, 0.5),  # answered after now: still the burst (sent before the refused one)
+        (0.2, T, 0.25),
+        (0.3, T, 0.35),  # the refused attempt read
+        (0.31, A, 0.33),  # overtook it
+        (0.32, T, 0.34),
+        (0.33, A, 0.6),  # answered after now: a refill, not the burst
+    )
+    assert first_burst(log, 0.0, 0.3, 0.35) == (3, 0.31)
+    assert first_burst(log, 0.05, 0.3, 0.35) == (2, 0.31)  # from the start only
+    assert first_burst(log, 0.0, 0.3, 0.32) == (2, 0.3)  # nothing overtook it yet
 
 
 def test_saturated_rate_is_the_throughput_of_answers_in_the_last_window() -> None:
