@@ -883,7 +883,8 @@ class PacingModel:
             return Reading(rate, Reason.DRAIN_TO_DRAIN, evidence)
         if self._burst is not None:
             return None
-        accepted, last = first_burst(self._log, at.start, at.drained, at.now)
+        # Within a tenth of the pause, as for the saturated reading: what came later is refill.
+        accepted, last = first_burst(self._log, at.start, at.drained, at.now, 0.1 * at.pause)
         span = last - at.start
         rate = accepted / (span + max(at.pause, 0.5))
         if self._from_full:

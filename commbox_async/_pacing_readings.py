@@ -86,19 +86,24 @@ def accepted_rate(
     return accepted / seconds, accepted
 
 
-def first_burst(log: deque[Ticket], start: float, drained: float, now: float) -> tuple[int, float]:
+def first_burst(
+    log: deque[Ticket], start: float, drained: float, now: float, late: float
+) -> tuple[int, float]:
     """(accepted, when the last of them was sent) of a first burst from ``start`` until the
     429 sent at ``drained`` was answered at ``now``: the attempts sent before the refused one,
-    and those sent after it that were accepted before its answer came back (a busy client's
-    requests, on connections still opening, reach the server out of order: a bucket of 5
-    showed 3 accepted before its first refused attempt, and 2 after)."""
+    and those sent up to ``late`` seconds after it that were accepted before its answer came
+    back (a busy client's requests, on connections still opening, reach the server out of
+    order: a bucket of 5 showed 3 accepted before its first refused attempt, and 2 after).
+    Later ones, or ones answered later, are the bucket's refill, not its burst."""
     accepted, last = 0, drained
-    for ticket in log:
-        if ticket.sent < start or ticket.state is not Outcome.ACCEPTED:
+    for ticket in reversed(log):
+        if ticket.sent < start:
+            break
+        if ticket.state is not Outcome.ACCEPTED:
             continue
         if ticket.sent < drained:
             accepted += 1
-        elif ticket.answered <= now:
+        elif ticket.sent < drained + late and ticket.answered <= now:
             accepted += 1
             last = max(last, ticket.sent)
     return accepted, last

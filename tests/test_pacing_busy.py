@@ -87,7 +87,7 @@ def test_a_first_burst_answered_at_once_is_no_saturated_reading() -> None:
     model = _cold_first_drain()
     first = model.changes[0]
     assert first.reason is Reason.SEARCHING, str(first)
-    assert first.new < 40.0  # halfway between the burst's floor (about 3/s) and 250/s
+    assert first.new < 40.0  # halfway between the burst's floor (about 5/s) and 250/s
 
 
 def test_a_first_burst_answered_over_a_while_still_reads_saturated() -> None:

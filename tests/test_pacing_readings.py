@@ -84,9 +84,12 @@ def test_first_burst_counts_the_accepted_that_overtook_the_refused_one() -> None
         (0.32, T, 0.34),
         (0.33, A, 0.6),  # answered after now: a refill, not the burst
     )
-    assert first_burst(log, 0.0, 0.3, 0.35) == (3, 0.31)
-    assert first_burst(log, 0.05, 0.3, 0.35) == (2, 0.31)  # from the start only
-    assert first_burst(log, 0.0, 0.3, 0.32) == (2, 0.3)  # nothing overtook it yet
+    assert first_burst(log, 0.0, 0.3, 0.35, 0.1) == (3, 0.31)
+    assert first_burst(log, 0.05, 0.3, 0.35, 0.1) == (2, 0.31)  # from the start only
+    assert first_burst(log, 0.0, 0.3, 0.32, 0.1) == (2, 0.3)  # nothing overtook it yet
+    # Sent later than ``late`` after the refused one: refill, whenever its answer came (a
+    # 429 answered 30 s late counted 44 refills as the burst).
+    assert first_burst(log, 0.0, 0.3, 0.35, 0.005) == (2, 0.3)
 
 
 def test_saturated_rate_is_the_throughput_of_answers_in_the_last_window() -> None:
