@@ -15,9 +15,8 @@ not ask which kind it faces. What it believes:
   pause-length before the 429, about a window's limit (*recent*); the refill rate of a token
   bucket that empties exactly at the 429 (*bucket fit*); a little below a pace that ran a
   while (*step down*); and, as a floor, what it took from one 429 to the next (*drain to
-  drain*). An
-  estimate is plausible between the floor and the pace that drained the server; the rate is
-  ``HOLD`` of the highest. With only a floor, the rate searches up from it.
+  drain*). An estimate is plausible between the floor and the pace that drained the server;
+  the rate is ``HOLD`` of the highest. With only a floor, the rate searches up from it.
 - **Slowing down must cure the 429s.** A step down for free 429s is on trial: if the share of
   429s does not fall, they were noise; the rate goes back and that share is tolerated.
 - **Pausing alone at full pace is the bar.** When adapting gets no more than
