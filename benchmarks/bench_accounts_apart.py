@@ -7,33 +7,43 @@ account token, served by a plain aiohttp app in this process (not ``commbox_asyn
 ideal and the ids lost; the goal is 1.35x. ``bench_accounts.py`` measures the same on the
 project's own fake server.
 
-    .venv/bin/python benchmarks/bench_accounts_apart.py 3     # 3 runs
+    .venv/bin/python benchmarks/bench_accounts_apart.py --checks ../shared/checks 3
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import importlib
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-CHECKS = Path(__file__).resolve().parents[2] / "shared" / "checks"
-if not (CHECKS / "throttle_zoo.py").exists():
-    sys.exit(f"needs the independent checks beside this checkout: {CHECKS} not found")
-sys.path.insert(0, str(CHECKS))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import throttle_zoo as zoo  # noqa: E402
 
+def _load_zoo(checks: Path) -> Any:
+    """The independent checks' zoo, from the folder given on the command line: it is not part
+    of this repository, and a benchmark reads nothing beside it unless told where."""
+    if not (checks / "throttle_zoo.py").exists():
+        sys.exit(f"{checks}/throttle_zoo.py not found")
+    sys.path.insert(0, str(checks.resolve()))
+    return importlib.import_module("throttle_zoo")
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from commbox_async import AsyncCommbox  # noqa: E402
 
 RATES = [5.0 + 20.0 * i / 19 for i in range(20)]
 IDS = 200
 
 
-def app_for(buckets: dict[str, zoo.TokenBucket]) -> web.Application:
+zoo: Any = None  # the independent checks' throttle_zoo module, loaded by main()
+
+
+def app_for(buckets: dict[str, Any]) -> web.Application:
     async def handler(request: web.Request) -> web.Response:
         now = time.monotonic()
         bucket = buckets.get(request.headers.get("Authorization", ""))
@@ -88,10 +98,15 @@ async def run_once() -> tuple[float, list[float], int]:
 
 
 def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    global zoo
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checks", type=Path, required=True, help="the folder of throttle_zoo.py")
+    parser.add_argument("runs", type=int, nargs="?", default=3)
+    args = parser.parse_args()
+    zoo = _load_zoo(args.checks)
     zoo.bodies_up_to(IDS)
     worsts = []
-    for n in range(runs):
+    for n in range(args.runs):
         worst, ratios, lost = asyncio.run(run_once())
         worsts.append(worst)
         within = sum(r <= 1.35 for r in ratios)
