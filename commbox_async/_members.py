@@ -271,10 +271,7 @@ class Members:
                 if any(m.account.limiter is limiter for m in list(self._members.values())):
                     # ``member`` refuses another limit for a live token; a provider named
                     # like a token's fingerprint could still meet one here.
-                    raise InvalidArgumentError(
-                        "this key is in use by another account with rate_limit "
-                        f"{limiter.config.max_rate:g}/s: give one token one limit"  # type: ignore[attr-defined]
-                    )
+                    raise _two_limits(limiter.config)  # type: ignore[attr-defined]
                 self._close_soon(limiter)  # a plan change: its pause lives on in Redis
                 limiter = None
             if limiter is None:
@@ -369,10 +366,15 @@ def _check_one_limit(aliases: weakref.WeakSet[Member], rate_limit: RateLimit) ->
     otherwise be the one to fail)."""
     for alias in list(aliases):
         if alias.rate_limit != rate_limit:
-            raise InvalidArgumentError(
-                "this token is in use by another account with rate_limit "
-                f"{alias.rate_limit.max_rate:g}/s: give one token one limit"
-            )
+            raise _two_limits(alias.rate_limit)
+
+
+def _two_limits(in_use: RateLimit) -> InvalidArgumentError:
+    """The error of a second limit for a token whose names share one limiter."""
+    return InvalidArgumentError(
+        f"this token is in use by another account with rate_limit {in_use.max_rate:g}/s: "
+        "give one token one limit"
+    )
 
 
 def _remembers(limiter: Limiter) -> bool:

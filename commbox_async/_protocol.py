@@ -404,6 +404,30 @@ def check_base_url(url: object, *, allow_insecure_http: bool = False) -> str:
     return f"{parts.scheme}://{parts.netloc}{prefix}"
 
 
+#: The port a scheme implies when a URL names none.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def server_identity(base_url: str) -> str:
+    """One spelling per server: the scheme and host in lower case, no default port, no
+    trailing slash (``HTTPS://API.example.com:443/`` is ``https://api.example.com``), so that
+    a cron line written another way finds what was learned. The path prefix keeps its case:
+    a gateway may tell ``/CommBox`` from ``/commbox``."""
+    parts = urlsplit(base_url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    try:
+        port = parts.port
+    except ValueError:
+        return base_url  # not a URL the client accepts: kept apart by its own spelling
+    if port is not None and port != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    if not host:
+        return base_url
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
 def is_insecure_remote(base_url: str) -> bool:
     """Whether a checked base URL sends the token in clear text off this machine."""
     parts = urlsplit(base_url)

@@ -23,14 +23,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from .._protocol import token_fingerprint
+from .._protocol import server_identity, token_fingerprint
 
 __all__ = ["MAX_AGE", "Remembered", "forget", "forget_all", "recall", "remember", "state_dir"]
 
@@ -42,7 +41,6 @@ _LOCK = "limits.lock"
 _CLOCK_SLACK = 24 * 3600.0
 #: Entries kept at most (the least recently saved go first).
 _MAX_ENTRIES = 200
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -81,27 +79,7 @@ def state_dir() -> Path:
 
 
 def _key(base_url: str, token: str) -> str:
-    return f"{_server(base_url)} {token_fingerprint(token)}"
-
-
-def _server(base_url: str) -> str:
-    """One spelling per server: the scheme and host in lower case, no default port, no
-    trailing slash (``HTTPS://API.example.com:443/`` is ``https://api.example.com``), so that
-    a cron line written another way finds what was learned. The path prefix keeps its case:
-    a gateway may tell ``/CommBox`` from ``/commbox``."""
-    parts = urlsplit(base_url)
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"  # IPv6
-    try:
-        port = parts.port
-    except ValueError:
-        return base_url  # not a URL the client accepts: kept apart by its own spelling
-    if port is not None and port != _DEFAULT_PORTS.get(scheme):
-        host = f"{host}:{port}"
-    if not host:
-        return base_url
-    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+    return f"{server_identity(base_url)} {token_fingerprint(token)}"
 
 
 def _load(path: Path) -> dict[str, dict[str, float]]:
