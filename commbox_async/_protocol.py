@@ -42,6 +42,7 @@ from ._models import (
 from ._validate import INT64_MAX, check_bool, check_int, describe
 
 __all__ = [
+    "DEFAULT_PORTS",
     "FILTER_NAMES",
     "INT64_MAX",
     "MAX_PAGE_SIZE",
@@ -56,6 +57,7 @@ __all__ = [
     "is_insecure_remote",
     "parse_response",
     "parse_retry_after",
+    "server_identity",
     "status_by_name",
     "token_fingerprint",
     "user_objects_path",
