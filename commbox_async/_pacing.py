@@ -12,11 +12,12 @@ not ask which kind it faces. What it believes:
 - **What the server sustains can be read from the log of attempts** (``_pacing_readings``): the
   accepted throughput of an overloaded server (*saturated*; at the first 429 from full pace,
   one with a real pause, only over a tenth of that pause or more); what it took in the
-  pause-length before the 429, about a window's limit (*recent*); the refill rate of a token
-  bucket that empties exactly at the 429 (*bucket fit*); a little below a pace that ran a
-  while (*step down*); and, as a floor, what it took from one 429 to the next (*drain to
-  drain*). An estimate is plausible between the floor and the pace that drained the server;
-  the rate is ``HOLD`` of the highest. With only a floor, the rate searches up from it.
+  pause-length before the 429, about a window's limit, unless more came back after the pause
+  than the first burst (*recent*); the refill rate of a token bucket that empties exactly at
+  the 429 (*bucket fit*); a little below a pace that ran a while (*step down*); and, as a
+  floor, what it took from one 429 to the next (*drain to drain*). An estimate is plausible
+  between the floor and the pace that drained the server; the rate is ``HOLD`` of the
+  highest. With only a floor, the rate searches up from it.
 - **Slowing down must cure the 429s.** A step down for free 429s is on trial: if the share of
   429s does not fall, they were noise; the rate goes back and that share is tolerated.
 - **Pausing alone at full pace is the bar.** When adapting gets no more than
@@ -102,10 +103,11 @@ burst hides that excess, by the fit, is forgotten (row 22 would go back to it an
 A *ceiling* is a rate whose rise failed (row 1, or the rate a flood cut from, row 4); it is
 trusted 1% less each second. The *noise* share is ``NOISE_SHARE``, or the share shown not to
 fall when slowing down. 429s tolerated as noise do not break a quiet spell. Row 6 for paused
-429s: each step down they cause (after a cold start's) goes on trial with the share of 429s at
-the pace that drained (over CURE_EVIDENCE attempts at least); the steps that follow with no rise
-between keep the pace before the first; a share since the step under a tenth of NOISE_SHARE
-ends the trial (a real limit, held right); row 11 reads a paused 429's share over LOG_SPAN.
+429s: each step down they cause (but a cold start's, and a search's that ends in a bucket fit:
+the limit it climbed to find) goes on trial with the share of 429s at the pace that drained
+(over CURE_EVIDENCE attempts at least); the steps that follow with no rise between keep the
+pace before the first; a share since the step under a tenth of NOISE_SHARE ends the trial (a
+real limit, held right); row 11 reads a paused 429's share over LOG_SPAN.
 
 ``PacingModel`` is fed by a limiter (in-process or shared) and is driven in the tests by a
 discrete-event simulator of every limiter kind (tests/pacing_sim.py). The pause rules (what a
@@ -215,7 +217,7 @@ class Reading(NamedTuple):
     reason: Reason
     evidence: str
     at_least: bool = False  # the rate is at least this (a fit of a capacity's upper bound)
-    unsure: bool = False  # a bucket fit on fewer than FIT_TOKENS refilled tokens
+    unsure: bool = False  # a bucket fit, or a pause-length reading, on under FIT_TOKENS
 
 
 def best_estimate(readings: list[Reading], pace: float) -> tuple[Reading | None, Reading | None]:
@@ -303,7 +305,8 @@ class PacingModel:
     MIN_SPAN = 0.1  # seconds of sending too short to show anything: of a job (or since a
     # restart, for a bucket fit) before a reading, or the pace sent at; of a rate with no 429,
     # before a rise from it can be taken back to it
-    FIT_TOKENS = 4  # a bucket fit on fewer tokens refilled since the pause is unsure: probe sooner
+    FIT_TOKENS = 4  # a fit on fewer tokens since the pause is unsure (or a pause-length
+    # reading on as few accepted): probe sooner
     DECISION_GAP = 0.25  # seconds between two decisions (429s without pauses come in floods)
     FLOOD_SHARE = 0.5  # a share of 429s this high, with no pause, cuts the rate at once
     LOG_SPAN = 30.0  # seconds of attempts kept, and of pausing alone when that did better
@@ -750,8 +753,15 @@ class PacingModel:
         a paused 429 goes on trial (row 6)."""
         pace, since = self.rate, self._rate_since
         cold = self._last_drain is None and self._from_full  # no share to compare with yet
+        searching = self.phase is Phase.SEARCH
         self._follow_readings(at)
-        if not at.free and not cold and self.rate < pace:
+        # A search that ends in a bucket fit found the limit it climbed to, from rates that
+        # ran quietly: no trial. (Its top drained at once; restored, as a trial finding the
+        # shares alike on a few 429s would, it drains at once again: a bucket of 300/s, burst
+        # 5, Retry-After 5 s was held near pausing alone's rate, 24 times its floor.)
+        last = self.last_change
+        found = searching and last.at == at.now and last.reason is Reason.BUCKET_FIT
+        if not at.free and not cold and not found and self.rate < pace:
             # The share at the pace that drained, over CURE_EVIDENCE attempts at least.
             share = self._share_since(min(since, self._evidence_from(at.drained)), at.drained)
             self._paused_from = pace if self._paused_from is None else self._paused_from
@@ -849,7 +859,15 @@ class PacingModel:
             # rate plus its burst; read only when the last pause ended inside that span).
             rate, accepted = accepted_rate(self._log, drained - pause, drained, pause)
             evidence = f"{accepted} accepted in the {pause:.1f} s before the 429"
-            readings.append(Reading(rate, Reason.RECENT, evidence))
+            # A window comes back whole after its pause, no more than the first burst; a
+            # server that took more refills as it goes (a bucket), and over a short run after
+            # the pause this reads mostly the pause: 31/s, burst 2, drained 0.13 s after a 1 s
+            # pause, read 4/s, held for minutes. On a few tokens (2 of a bucket of 17/s, burst
+            # 2, look like a window's 2 a second), probe sooner, as for an unsure fit.
+            since_pause, _ = window_counts(self._log, self._resume, drained)
+            if self._burst is None or since_pause <= self._burst:
+                unsure = since_pause < self.FIT_TOKENS
+                readings.append(Reading(rate, Reason.RECENT, evidence, unsure=unsure))
         # The bucket fit takes the capacity from the first burst: not at the 429 that measures
         # it, where every rate explains the burst (the fit would return an arbitrary one).
         burst_known = self._burst is not None

@@ -150,3 +150,65 @@ def test_a_bucket_fit_on_a_few_tokens_is_probed_sooner(seed: int) -> None:
     rises = [c for c in changes if c.reason is Reason.QUIET and fit.at < c.at <= fit.at + 8.0]
     assert len(rises) >= 3, [str(c) for c in changes]
     assert ratio <= 1.13
+
+
+def test_the_drain_that_ends_a_search_is_not_put_on_trial() -> None:
+    """A bucket of 300/s, burst 5, Retry-After 5 s: the search from a cold start drains it at
+    521/s and the fit reads it. That step down is the limit the search climbed to find, not a
+    step to judge by its share of 429s: judged (the shares before and after were 2.0% and
+    1.4%, alike on a few 429s), it went back to 521/s, which drains at once, and the job took
+    24 times its floor. Now it stays within 1.3x of it, on every seed."""
+    for seed in range(1, 6):
+        model = PacingModel(1000.0)
+        result = simulate(
+            TokenBucket(300.0, 5.0, 5.0),
+            ids=4500,
+            max_rate=1000,
+            seed=seed,
+            model_factory=lambda rate, on, model=model: model,
+        )
+        assert not any(c.reason is Reason.NOT_CURED for c in model.changes), seed
+        assert result.time <= 1.3 * floor_time(4500, 300.0, 5.0, 5.0), (seed, result.time)
+
+
+def _bucket_job(rate: float, burst: float, retry_after: float, seed: int = 1) -> float:
+    """A cold start against a bucket, 15 s of ids at its rate, client at 1,000/s: time / floor."""
+    ids = int(rate * 15)
+    result = simulate(TokenBucket(rate, burst, retry_after), ids=ids, max_rate=1000, seed=seed)
+    assert result.done == ids
+    return result.time / floor_time(ids, rate, burst, retry_after)
+
+
+@pytest.mark.parametrize(("rate", "burst", "retry_after"), [(31, 2, 1.0), (23, 2, 2.0)])
+def test_a_bucket_drained_soon_after_a_pause_is_not_read_as_a_window(
+    rate: float, burst: float, retry_after: float
+) -> None:
+    """A search from a cold start above a small bucket drains it a tenth of a second after the
+    pause: 4 accepted, twice the first burst. What the server took in the pause's length
+    before that 429 (4/s, mostly the pause) is a window's reading; a window gives back no more
+    than its first burst, so this is a bucket, and that reading is not taken: the job took 6.4
+    and 8.1 times its floor, held near 2-4/s, and now the next drain's fit reads the rate."""
+    for seed in range(1, 4):
+        assert _bucket_job(rate, burst, retry_after, seed) <= 1.5
+
+
+def test_a_pause_length_reading_on_two_tokens_is_probed_soon() -> None:
+    """A bucket of 17/s, burst 2, drained after 2 accepted from the pause: just what a window
+    of 2 a second gives. Held at 1.9/s on that reading, it is probed every QUIET seconds, as an
+    unsure fit is (it was every 6, 18, 42... s: 6.9 times the floor)."""
+    assert _bucket_job(17, 2, 1.0) <= 2.0
+
+
+def test_buckets_of_every_size_stay_near_their_floor() -> None:
+    """220 buckets (11 rates of 17-300/s x bursts of 2-20 x Retry-After of 1-5 s), each a
+    15-second job from a cold start at 1,000/s: the median within 1.05x its floor, none beyond
+    2x (measured: 1.047 and 1.90; before the two fixes above and the search's own trial,
+    1.047 and 24x, eleven beyond 4x)."""
+    ratios = [
+        _bucket_job(rate, burst, retry_after)
+        for rate in (17, 23, 31, 40, 47, 60, 77, 100, 130, 170, 300)
+        for burst in (2, 3, 5, 10, 20)
+        for retry_after in (1.0, 2.0, 3.0, 5.0)
+    ]
+    assert statistics.median(ratios) <= 1.05
+    assert max(ratios) <= 2.0, max(ratios)
