@@ -14,27 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-
-def _load_zoo(checks: Path) -> Any:
-    """The independent checks' zoo, from the folder given on the command line: it is not part
-    of this repository, and a benchmark reads nothing beside it unless told where."""
-    if not (checks / "throttle_zoo.py").exists():
-        sys.exit(f"{checks}/throttle_zoo.py not found")
-    sys.path.insert(0, str(checks.resolve()))
-    return importlib.import_module("throttle_zoo")
-
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from commbox_async import AsyncCommbox  # noqa: E402
+from benchmarks._zoo import limited_app, load_zoo
+from commbox_async import AsyncCommbox
 
 RATES = [5.0 + 20.0 * i / 19 for i in range(20)]
 IDS = 200
@@ -43,35 +31,13 @@ IDS = 200
 zoo: Any = None  # the independent checks' throttle_zoo module, loaded by main()
 
 
-def app_for(buckets: dict[str, Any]) -> web.Application:
-    async def handler(request: web.Request) -> web.Response:
-        now = time.monotonic()
-        bucket = buckets.get(request.headers.get("Authorization", ""))
-        if bucket is None:
-            return web.Response(body=zoo.UNAUTH_BODY, status=401, content_type="application/json")
-        ok, ra = bucket.decide(now)
-        if not ok:
-            return web.Response(
-                body=zoo.THROTTLED_BODY,
-                status=429,
-                content_type="application/json",
-                headers={"Retry-After": ra} if ra is not None else None,
-            )
-        ident = int(request.match_info["ident"])
-        return web.Response(body=zoo._BODIES[ident], content_type="application/json")
-
-    app = web.Application()
-    app.router.add_get("/v2/users/identities/{ident}/objects", handler)
-    return app
-
-
 async def run_once() -> tuple[float, list[float], int]:
     tokens = [f"acct-{i}-key-0123456789" for i in range(20)]
     buckets = {
         f"Bearer {token}": zoo.TokenBucket(rate, 5, zoo.ra_const("1"))
         for token, rate in zip(tokens, RATES, strict=True)
     }
-    runner, url = await zoo.start_server(app_for(buckets))
+    runner, url = await zoo.start_server(limited_app(zoo, buckets.get))
     try:
         t0 = time.monotonic()
         for b in buckets.values():
@@ -103,7 +69,7 @@ def main() -> None:
     parser.add_argument("--checks", type=Path, required=True, help="the folder of throttle_zoo.py")
     parser.add_argument("runs", type=int, nargs="?", default=3)
     args = parser.parse_args()
-    zoo = _load_zoo(args.checks)
+    zoo = load_zoo(args.checks)
     zoo.bodies_up_to(IDS)
     worsts = []
     for n in range(args.runs):

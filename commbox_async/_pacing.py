@@ -80,8 +80,8 @@ change:
  22  HOLD,     QUIET s without a 429, below a rate that ran          PROBE   quiet: toward it,
      PROBE     quietly within GOOD_MEMORY                                    every WINDOW
  23  HOLD,     QUIET s without a 429, beyond any such rate: every    PROBE   quiet: + PROBE_FIRST,
-     PROBE     QUIET s (free limit, or a bucket fit on fewer than            doubling; at most
-               FIT_TOKENS refilled), else PROBE_INTERVAL x 1, 3, 7...        halfway to a ceiling
+     PROBE     QUIET s (free limit, or a reading on fewer than               doubling; at most
+               FIT_TOKENS tokens), else PROBE_INTERVAL x 1, 3, 7...          halfway to a ceiling
                s (6, 18, 42...)
  24  PROBE     row 23 reaching max_rate                              FULL    recovered: max
 
@@ -359,7 +359,7 @@ class PacingModel:
         self._paused_from: float | None = None
         self._paused_trial: tuple[float, float] | None = None
         self._cheap_limit = False  # the last limit answered 429s with no pause: probe sooner
-        self._unsure_fit = False  # the last bucket fit rests on too few tokens: probe sooner
+        self._unsure_fit = False  # the last reading rests on too few tokens: probe sooner
         self._throttled_sent = -math.inf  # send time of the latest attempt answered 429
         self._below: float | None = None  # the rate before the last rise, if it ran quietly
         self._rise_at = math.inf  # when that rise happened
@@ -756,9 +756,11 @@ class PacingModel:
         searching = self.phase is Phase.SEARCH
         self._follow_readings(at)
         # A search that ends in a bucket fit found the limit it climbed to, from rates that
-        # ran quietly: no trial. (Its top drained at once; restored, as a trial finding the
-        # shares alike on a few 429s would, it drains at once again: a bucket of 300/s, burst
-        # 5, Retry-After 5 s was held near pausing alone's rate, 24 times its floor.)
+        # ran quietly: no new trial. (Its top drained at once; restored, as a trial finding
+        # the shares alike on a few 429s would, it drains at once again: a bucket of 300/s,
+        # burst 5, Retry-After 5 s was held near pausing alone's rate, 24 times its floor.) A
+        # trial begun by the 429 that started the search goes on: ending it too left random
+        # 429s read as a limit (the soak's mix: 1.40x pausing alone over 20 seeds, not 1.19x).
         last = self.last_change
         found = searching and last.at == at.now and last.reason is Reason.BUCKET_FIT
         if not at.free and not cold and not found and self.rate < pace:
@@ -859,13 +861,15 @@ class PacingModel:
             # rate plus its burst; read only when the last pause ended inside that span).
             rate, accepted = accepted_rate(self._log, drained - pause, drained, pause)
             evidence = f"{accepted} accepted in the {pause:.1f} s before the 429"
-            # A window comes back whole after its pause, no more than the first burst; a
-            # server that took more refills as it goes (a bucket), and over a short run after
-            # the pause this reads mostly the pause: 31/s, burst 2, drained 0.13 s after a 1 s
-            # pause, read 4/s, held for minutes. On a few tokens (2 of a bucket of 17/s, burst
-            # 2, look like a window's 2 a second), probe sooner, as for an unsure fit.
+            # A window comes back whole after its pause, about the first burst (a tenth more
+            # for 200s still in flight when the first 429 was answered); a server that took
+            # more refills as it goes (a bucket), and over a short run after the pause this
+            # reads mostly the pause: 31/s, burst 2, drained 0.13 s after a 1 s pause, read
+            # 4/s, held for minutes. On a few tokens (2 of a bucket of 17/s, burst 2, look
+            # like a window's 2 a second), probe sooner, as for an unsure fit. (Without a
+            # first burst, after a remembered start, it is read as before.)
             since_pause, _ = window_counts(self._log, self._resume, drained)
-            if self._burst is None or since_pause <= self._burst:
+            if self._burst is None or since_pause <= 1.1 * self._burst:
                 unsure = since_pause < self.FIT_TOKENS
                 readings.append(Reading(rate, Reason.RECENT, evidence, unsure=unsure))
         # The bucket fit takes the capacity from the first burst: not at the 429 that measures
