@@ -64,7 +64,7 @@ async def one_job(zoo: Any, rate: float, burst: float, retry_after: str) -> tupl
             try:
                 # A pacing that goes wrong can take minutes: cut it off, counted at the limit.
                 await asyncio.wait_for(fetch(), timeout=CUT_OFF * floor)
-            except TimeoutError:
+            except (asyncio.TimeoutError, TimeoutError):  # (two classes before Python 3.11)
                 return CUT_OFF, client.stats.throttled, ids - ok
             took = time.monotonic() - start
             return took / floor, client.stats.throttled, ids - ok

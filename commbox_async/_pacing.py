@@ -13,7 +13,7 @@ not ask which kind it faces. What it believes:
   accepted throughput of an overloaded server (*saturated*; at the first 429 from full pace,
   one with a real pause, only over a tenth of that pause or more); what it took in the
   pause-length before the 429, about a window's limit, unless more came back after the pause
-  than the first burst (*recent*); the refill rate of a token bucket that empties exactly at
+  than about the first burst (*recent*); the refill rate of a token bucket that empties exactly at
   the 429 (*bucket fit*); a little below a pace that ran a while (*step down*); and, as a
   floor, what it took from one 429 to the next (*drain to drain*). An estimate is plausible
   between the floor and the pace that drained the server; the rate is ``HOLD`` of the
@@ -105,8 +105,9 @@ trusted 1% less each second. The *noise* share is ``NOISE_SHARE``, or the share 
 fall when slowing down. 429s tolerated as noise do not break a quiet spell. Row 6 for paused
 429s: each step down they cause (but a cold start's, and a search's that ends in a bucket fit:
 the limit it climbed to find) goes on trial with the share of 429s at the pace that drained
-(over CURE_EVIDENCE attempts at least); the steps that follow with no rise between keep the
-pace before the first; a share since the step under a tenth of NOISE_SHARE ends the trial (a
+(over CURE_EVIDENCE attempts at least); the steps that follow with no rise between (a search's
+climbs are none) keep the pace before the first, so a trial begun by the 429 that started a
+search goes on after it; a share since the step under a tenth of NOISE_SHARE ends the trial (a
 real limit, held right); row 11 reads a paused 429's share over LOG_SPAN.
 
 ``PacingModel`` is fed by a limiter (in-process or shared) and is driven in the tests by a
@@ -359,7 +360,7 @@ class PacingModel:
         self._paused_from: float | None = None
         self._paused_trial: tuple[float, float] | None = None
         self._cheap_limit = False  # the last limit answered 429s with no pause: probe sooner
-        self._unsure_fit = False  # the last reading rests on too few tokens: probe sooner
+        self._unsure = False  # the last drain's readings rest on too few tokens: probe sooner
         self._throttled_sent = -math.inf  # send time of the latest attempt answered 429
         self._below: float | None = None  # the rate before the last rise, if it ran quietly
         self._rise_at = math.inf  # when that rise happened
@@ -488,12 +489,12 @@ class PacingModel:
         quiet = now - self._quiet_since
         if quiet < self.QUIET:
             return
-        # Not at an unsure fit, probed every QUIET s: a burst can hide the excess of a rate
+        # Not at an unsure estimate, probed every QUIET s: a burst can hide the excess of a rate
         # for longer than that (5 tokens at 1.4/s over the limit: 3.6 s), and the drain would
         # be pinned on the probe above it, leaving that rate to go back to and drain again.
         if (
             now - max(self._quiet_since, self._rate_since) >= self.QUIET
-            and not self._unsure_fit
+            and not self._unsure
             and (
                 self._good is None
                 or self.rate >= self._good
@@ -530,7 +531,7 @@ class PacingModel:
         """Rows 23-24: beyond anything known to work, each probe that drains the server costs
         a pause (unless the limit answers with free 429s): beyond a limit that was read, probes
         come after 6, 18, 42... quiet seconds (each interval doubles)."""
-        if self._cheap_limit or self._unsure_fit:
+        if self._cheap_limit or self._unsure:
             steps = int(quiet / self.QUIET)
         else:
             steps = int(math.log2(quiet / self.PROBE_INTERVAL + 1.0))
@@ -786,9 +787,9 @@ class PacingModel:
             if self._good is not None and self._hid_the_excess(best, self._good, at.drained):
                 self._good = None
             self._set(at.now, max(self.min_rate, best.rate * self.HOLD), best.reason, best.evidence)
-            # A fit on a few tokens says the run since the pause was short: then every reading
-            # of this drain is unsure (one of the pause's length reads mostly the pause).
-            self._unsure_fit = any(r.unsure for r in readings)
+            # A reading on a few tokens (a fit, or one of the pause's length) says the run since
+            # the pause was short: then this drain's estimate is unsure, whichever is followed.
+            self._unsure = any(r.unsure for r in readings)
         elif floor is not None and floor.rate < 0.98 * pace:
             self._search(at, floor, pace, cold)
         elif at.free:
@@ -867,7 +868,7 @@ class PacingModel:
             # reads mostly the pause: 31/s, burst 2, drained 0.13 s after a 1 s pause, read
             # 4/s, held for minutes. On a few tokens (2 of a bucket of 17/s, burst 2, look
             # like a window's 2 a second), probe sooner, as for an unsure fit. (Without a
-            # first burst, after a remembered start, it is read as before.)
+            # first burst, after a remembered start or a forgotten one, it is read as before.)
             since_pause, _ = window_counts(self._log, self._resume, drained)
             if self._burst is None or since_pause <= 1.1 * self._burst:
                 unsure = since_pause < self.FIT_TOKENS
@@ -1092,12 +1093,12 @@ class PacingModel:
         return max(self.NOISE_SHARE, self._tolerated_share)
 
     def _hold(self, cure: tuple[float, float, float] | None) -> None:
-        """Into HOLD, with a step down on trial (or none); the rate held is no unsure fit
+        """Into HOLD, with a step down on trial (or none); the rate held is no unsure estimate
         unless the caller says so after."""
         self._cure = cure
         self.phase = Phase.HOLD
         self._step = 0
-        self._unsure_fit = False
+        self._unsure = False
 
     def _start_bisecting(self, now: float) -> None:
         self.phase = Phase.BISECT

@@ -186,8 +186,8 @@ def test_a_bucket_drained_soon_after_a_pause_is_not_read_as_a_window(
 ) -> None:
     """A search from a cold start above a small bucket drains it a tenth of a second after the
     pause: 4 accepted, twice the first burst. What the server took in the pause's length
-    before that 429 (4/s, mostly the pause) is a window's reading; a window gives back no more
-    than its first burst, so this is a bucket, and that reading is not taken: the job took 6.4
+    before that 429 (4/s, mostly the pause) is a window's reading; a window gives back about
+    its first burst, no more, so this is a bucket, and that reading is not taken: the job took 6.4
     and 8.1 times its floor, held near 2-4/s, and now the next drain's fit reads the rate."""
     for seed in range(1, 4):
         assert _bucket_job(rate, burst, retry_after, seed) <= 1.5
