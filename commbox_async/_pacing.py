@@ -755,15 +755,14 @@ class PacingModel:
         pace, since = self.rate, self._rate_since
         cold = self._last_drain is None and self._from_full  # no share to compare with yet
         searching = self.phase is Phase.SEARCH
-        self._follow_readings(at)
+        followed = self._follow_readings(at)
         # A search that ends in a bucket fit found the limit it climbed to, from rates that
         # ran quietly: no new trial. (Its top drained at once; restored, as a trial finding
         # the shares alike on a few 429s would, it drains at once again: a bucket of 300/s,
         # burst 5, Retry-After 5 s was held near pausing alone's rate, 24 times its floor.) A
         # trial begun by the 429 that started the search goes on: ending it too left random
         # 429s read as a limit (the soak's mix: 1.40x pausing alone over 20 seeds, not 1.19x).
-        last = self.last_change
-        found = searching and last.at == at.now and last.reason is Reason.BUCKET_FIT
+        found = searching and followed is Reason.BUCKET_FIT
         if not at.free and not cold and not found and self.rate < pace:
             # The share at the pace that drained, over CURE_EVIDENCE attempts at least.
             share = self._share_since(min(since, self._evidence_from(at.drained)), at.drained)
@@ -771,8 +770,9 @@ class PacingModel:
             self._paused_trial = (at.now, share)
         return True
 
-    def _follow_readings(self, at: _At429) -> None:
-        """Rows 13-18: take every reading this 429 allows and follow the best."""
+    def _follow_readings(self, at: _At429) -> Reason | None:
+        """Rows 13-18: take every reading this 429 allows and follow the best; which reading
+        set the rate, if one did."""
         pace = self._sent_pace(at.drained)
         cold = self._last_drain is None and self._from_full  # the first 429 from full pace
         readings = self._readings(at, pace)
@@ -781,7 +781,7 @@ class PacingModel:
         testable = at.answered >= self.CURE_EVIDENCE and at.share < self.SATURATED_SHARE and at.free
         self._cheap_limit = at.free
         if self._pausing_alone_is_better(at, floor, best):
-            return
+            return None
         if best is not None:
             self._hold(cure=(pace, at.share, at.now) if testable else None)
             if self._good is not None and self._hid_the_excess(best, self._good, at.drained):
@@ -790,7 +790,8 @@ class PacingModel:
             # A reading on a few tokens (a fit, or one of the pause's length) says the run since
             # the pause was short: then this drain's estimate is unsure, whichever is followed.
             self._unsure = any(r.unsure for r in readings)
-        elif floor is not None and floor.rate < 0.98 * pace:
+            return best.reason
+        if floor is not None and floor.rate < 0.98 * pace:
             self._search(at, floor, pace, cold)
         elif at.free:
             # Nothing to read, and more 429s than noise: try slower, and check it helped.
@@ -801,6 +802,7 @@ class PacingModel:
             # Every reading says the server took what we sent: the pause is what paces us.
             evidence = f"{at.share:.1%} of 429s; the server accepted the pace"
             self._note(at.now, Reason.TOLERATED, evidence)
+        return None
 
     _RULES: tuple[_Rule, ...] = (
         _after_a_rise,
