@@ -1,6 +1,7 @@
-"""The fan-out against servers whose limits it cannot see: the pacing issue's eight scenarios.
+"""The fan-out against servers whose limits it cannot see: the pacing issue's eight scenarios
+and issue 19's short job.
 
-    python -m benchmarks.bench_throttle                         # 8 scenarios, 3 contenders, 3 runs
+    python -m benchmarks.bench_throttle                         # 9 scenarios, 3 contenders, 3 runs
     python -m benchmarks.bench_throttle --only drop --runs 1    # one scenario, one run
     python -m benchmarks.bench_throttle --only bucket,in_flight --contenders adaptive,fixed
     python -m benchmarks.bench_throttle --quick                 # smoke: 1/10 of the ids, 1 run

@@ -15,7 +15,7 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from yarl import URL
@@ -603,3 +603,56 @@ EXTRA_SCENARIOS = [
         1.0,
     ),
 ]
+
+
+# --- issue 19's measurements, shared by its tests and tests/pacing_goals.py ----------------------
+
+#: The seeds its goals are judged over: the median of ten jobs.
+GOAL_SEEDS = range(1, 11)
+
+#: 220 token buckets from 17 to 300/s, bursts of 2 to 20, Retry-After of 1 to 5 s.
+BUCKET_GRID = [
+    (rate, burst, retry_after)
+    for rate in (17.0, 23.0, 31.0, 40.0, 47.0, 60.0, 77.0, 100.0, 130.0, 170.0, 300.0)
+    for burst in (2.0, 3.0, 5.0, 10.0, 20.0)
+    for retry_after in (1.0, 2.0, 3.0, 5.0)
+]
+
+
+def small_burst_ratios(sc: Scenario, seeds: Iterable[int] = GOAL_SEEDS) -> list[float]:
+    """A small-burst kind's jobs, one per seed: time / its floor (its goal is 1.05x the floor)."""
+    floor = sc.goal / 1.05  # in ideals
+    ratios = []
+    for seed in seeds:
+        result = simulate(sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed)
+        if result.done != sc.ids:
+            raise AssertionError(f"{sc.name}, seed {seed}: {result.done} of {sc.ids} ids done")
+        ratios.append(result.time / sc.ideal / floor)
+    return ratios
+
+
+def mix_pairs(
+    seeds: Iterable[int] = GOAL_SEEDS,
+) -> list[tuple[SimResult, SimResult, PacingModel]]:
+    """The soak's mix (``RANDOM_MIX``) once adapting and once pausing alone, per seed: the two
+    results, and the adapting run's model (its changes say what it read)."""
+    sc = RANDOM_MIX
+    pairs = []
+    for seed in seeds:
+        model = PacingModel(sc.max_rate)
+        on = simulate(
+            sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed,
+            model_factory=lambda r, a, m=model: m,
+        )  # fmt: skip
+        off = simulate(sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed, adaptive=False)
+        pairs.append((on, off, model))
+    return pairs
+
+
+def bucket_job(rate: float, burst: float, retry_after: float, seed: int = 1) -> float:
+    """A cold start against a bucket, 15 s of ids at its rate, client at 1,000/s: time / floor."""
+    ids = int(rate * 15)
+    result = simulate(TokenBucket(rate, burst, retry_after), ids=ids, max_rate=1000, seed=seed)
+    if result.done != ids:
+        raise AssertionError(f"{rate:g}/s, burst {burst:g}: {result.done} of {ids} ids done")
+    return result.time / floor_time(ids, rate, burst, retry_after)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.run_all import BY_HAND
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = (
     "bucket",
@@ -20,6 +22,7 @@ SCENARIOS = (
     "drop",
     "no_retry_after",
     "random",
+    "short_job",
 )
 CONTENDERS = ("library (default: adaptive)", "library, adaptive=False", "hand-written gather")
 TABLES = ("## decode", "## throughput", "## per-request CPU overhead", "## goals")
@@ -47,9 +50,11 @@ def _benchmark(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("server", ["nginx", "raw"])
 def test_quick_benchmarks_run_and_print_their_tables(tmp_path: Path, server: str) -> None:
     """`python -m benchmarks.run_all --quick` exits 0 against nginx and against the raw server,
-    prints every table and writes RESULTS.md."""
+    prints every table and writes RESULTS.md, keeping its records by hand as they were."""
     if server == "nginx" and not _has_nginx():
         pytest.skip(NGINX_HINT)
+    by_hand = f"{BY_HAND}\n\n## 7. A record measured by hand\n\n| kept | as it was |\n"
+    (tmp_path / "RESULTS.md").write_text("# An older run\n\n## Goals\n\nstale\n\n" + by_hand)
     done = _benchmark(
         "benchmarks.run_all",
         "--quick",
@@ -72,12 +77,41 @@ def test_quick_benchmarks_run_and_print_their_tables(tmp_path: Path, server: str
     assert results.startswith("# Benchmark results")
     assert "## 5. What was changed to meet the goals" in results
     assert "{" not in results.split("## 5.")[1]  # every figure of the template was filled in
+    assert results.endswith("\n\n" + by_hand) and "stale" not in results
+
+
+def test_results_without_the_marker_are_refused_before_measuring(tmp_path: Path) -> None:
+    """A RESULTS.md without the line that starts the records by hand: `run_all` refuses at
+    once (before an hour of measuring) and leaves the file as it was."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## 7. A record measured by hand\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "records by hand" in done.stderr
+    assert "## decode" not in done.stdout  # nothing was measured
+    assert results.read_text() == "# Benchmark results\n\n## 7. A record measured by hand\n"
+
+
+def test_the_pacing_goals_beyond_the_scenarios_run() -> None:
+    """`bench_pacing_goals --quick` runs a remembered `fetch`, the demo and the simulator's
+    goals, and prints a row for each (not judged in the quick mode)."""
+    done = _benchmark("benchmarks.bench_pacing_goals", "--quick", timeout=300)
+    rows = ("| remembered limits", "| `commbox-async demo`", "| burst3_ra3", "| the soak's mix")
+    for row in rows:
+        assert row in done.stdout, row
+    assert "not judged" in done.stdout and "Traceback" not in done.stderr
 
 
 def test_quick_throttle_benchmark_reports_every_scenario(tmp_path: Path) -> None:
-    """`python -m benchmarks.bench_throttle --quick` exits 0 and reports all eight scenarios
-    for all three contenders, the goals, memory, and a chart (the library's figures are not
-    judged here: the full run judges them)."""
+    """`python -m benchmarks.bench_throttle --quick` exits 0 and reports every scenario (the
+    eight and the short job) for all three contenders, the goals, memory, and a chart (the
+    library's figures are not judged here: the full run judges them)."""
     done = _benchmark(
         "benchmarks.bench_throttle", "--quick", "--out-dir", str(tmp_path), timeout=600
     )
