@@ -32,6 +32,7 @@ from benchmarks.common import markdown_table  # noqa: E402
 
 REMEMBERED_GOAL = 1.15  # the second run's time / ideal, at most
 DEMO_GOAL = 0.75  # the demo's share of the ideal speed, at least
+SIMULATOR_MISSED = 3  # tests/pacing_goals.py's exit status when a goal is missed (its MISSED)
 _DEMO_SHARE = re.compile(r"\((\d+)% of the ideal speed\)")
 
 
@@ -53,7 +54,7 @@ def simulator() -> tuple[str, bool]:
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=600
     )
-    if done.returncode not in (0, 1):  # 1: a goal missed; anything else: it failed
+    if done.returncode not in (0, SIMULATOR_MISSED):  # anything else: it failed
         raise RuntimeError(f"{script.name} failed:\n{done.stderr[-2000:]}")
     return done.stdout.strip(), done.returncode == 0
 
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     report, ok = run(runs, args.quick)
     print(report)
     if args.quick:
-        print("\ngoals: not judged (quick mode)")
+        # (The simulator's rows are its whole measurement, judged as in the full run.)
+        print("\ngoals: the runs above not judged (quick mode: shorter runs, one each)")
         return 0
     print("\ngoals: " + ("all hold" if ok else "MISSED"))
     return 0 if ok else 1

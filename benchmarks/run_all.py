@@ -369,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             skipped="\n".join(f"- skipped: {s}" for s in skipped),
         )
         assert results is not None
+        # Read again: records by hand may have been added while this ran.
+        previous = results.read_text() if results.exists() else None
         results.write_text(with_records_by_hand(text, previous))
         print(f"results written to {results}")
     if quick:

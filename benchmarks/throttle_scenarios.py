@@ -145,7 +145,8 @@ def scenarios(scale: float = 1.0) -> list[Scenario]:
             Goal(1.15, 1.0),  # slowing down cannot cure these 429s: no share goal
         ),
         # Issue 19: a job too short to amortise finding the limit (a cron run of 3 s). A cold
-        # start cannot avoid two pauses here (docs/pacing.md): its floor is 1.60x exactly.
+        # start cannot avoid two pauses here (docs/pacing.md): with no search below the limit,
+        # a hold exactly at it and no jitter, they alone make 1.60x, the goal.
         Scenario(
             "short_job",
             f"token bucket {SHORT_RATE:g}/s, burst 10, Retry-After 1; 450 ids",

@@ -24,27 +24,34 @@ from pacing_sim import (
 
 #: The bounds of ``test_buckets_of_every_size_stay_near_their_floor`` (not the issue's goals).
 GRID_MEDIAN, GRID_WORST = 1.10, 2.5
+#: The exit status when a goal is missed (1 is an uncaught exception's: the script failed).
+MISSED = 3
 
 
-def _row(what: str, ratios: list[float], goal: str, holds: bool) -> list[str]:
+def _row(what: str, ratios: list[float], goal: str, verdict: str) -> list[str]:
     spread = f"{statistics.median(ratios):.3f}x / {max(ratios):.3f}x"
-    return [what, goal, spread, "holds" if holds else "**MISSED**"]
+    return [what, goal, spread, verdict]
+
+
+def _judged(holds: bool) -> str:
+    return "holds" if holds else "**MISSED**"
 
 
 def rows() -> list[list[str]]:
-    """One row per goal: what, goal, median / worst, verdict."""
+    """One row per goal (and the buckets' row): what, goal, median / worst, verdict."""
     out = []
     for sc in SMALL_BURST_SCENARIOS:
         ratios = small_burst_ratios(sc)
         what = f"{sc.name}: time / floor ({len(ratios)} seeds)"
-        out.append(_row(what, ratios, "<= 1.05x", statistics.median(ratios) <= 1.05))
+        out.append(_row(what, ratios, "<= 1.05x", _judged(statistics.median(ratios) <= 1.05)))
     mix = [on.time / off.time for on, off, _ in mix_pairs()]
     what = f"the soak's mix: adapting / pausing alone ({len(mix)} seeds)"
-    out.append(_row(what, mix, "<= 1.10x", statistics.median(mix) <= 1.10))
+    out.append(_row(what, mix, "<= 1.10x", _judged(statistics.median(mix) <= 1.10)))
     grid = [bucket_job(*bucket) for bucket in BUCKET_GRID]
     what = f"{len(grid)} buckets: time / floor (beyond the issue: its test's bounds)"
-    holds = statistics.median(grid) <= GRID_MEDIAN and max(grid) <= GRID_WORST
-    out.append(_row(what, grid, f"<= {GRID_MEDIAN}x / {GRID_WORST}x", holds))
+    within = statistics.median(grid) <= GRID_MEDIAN and max(grid) <= GRID_WORST
+    bounds = f"<= {GRID_MEDIAN:.2f}x / {GRID_WORST:.2f}x"
+    out.append(_row(what, grid, bounds, "within (not judged)" if within else "**beyond**"))
     return out
 
 
@@ -56,7 +63,7 @@ def main() -> int:
         print("| " + " | ".join(row) + " |")
     seeds = f"{GOAL_SEEDS.start}-{GOAL_SEEDS.stop - 1}"
     print(f"\nSeeds {seeds}; the buckets one seed each.")
-    return 0 if all(row[-1] == "holds" for row in table) else 1
+    return MISSED if any(row[-1] == "**MISSED**" for row in table) else 0
 
 
 if __name__ == "__main__":
