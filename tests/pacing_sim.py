@@ -469,9 +469,9 @@ SCENARIOS = [
     # The command line's demo: a limit half the configured rate, a larger burst, a short job
     # (6.7 s at the limit), so that the first pause and the search weigh heavily.
     Scenario("demo", lambda s: TokenBucket(300, 20, 1.0), 600, 2000, 2000 / 300, 1.85, 0.03),
-    # throttle_zoo's short job, from a cold start (3 s at the limit). One pause is 1.31x; a
-    # second drain, to read the refill rate, a second pause: 1.62x at best. The zoo's goal
-    # (1.60x) lies between; this one is what two pauses and a search allow.
+    # throttle_zoo's short job, from a cold start (3 s at the limit). One pause is 1.29x; a
+    # second drain, to read the refill rate, a second pause: 1.60x at best ((450 - 3 x 10) /
+    # 150 + 2 s), which is the zoo's goal; this one is what two pauses and a search allow.
     Scenario("short_job", lambda s: TokenBucket(150, 10, 1.0), 1500, 450, 3.0, 1.70, 0.05),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
