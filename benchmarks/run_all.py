@@ -170,11 +170,7 @@ def run_pacing_goals(quick: bool) -> tuple[str, bool]:
     """Issue 19's goals beyond the throttling scenarios (remembered limits, the demo, the
     simulator's), run as their own process: the table, and whether they hold."""
     cmd = [sys.executable, "-m", "benchmarks.bench_pacing_goals"] + (["--quick"] if quick else [])
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, timeout=1800)
-    out = done.stdout.strip()
-    if done.returncode != 0:
-        out += f"\n(exit {done.returncode})\n{done.stderr.strip()[-2000:]}".rstrip()
-    return out, done.returncode == 0
+    return _report_of(cmd, timeout=1800)
 
 
 def run_live(quick: bool) -> tuple[str, bool]:
@@ -182,7 +178,13 @@ def run_live(quick: bool) -> tuple[str, bool]:
     script: its output, and whether its goals hold (it exits 1 when they do not)."""
     script = HERE / "bench_live.py"
     cmd = [sys.executable, str(script)] + (["--quick"] if quick else [])
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, timeout=900)
+    return _report_of(cmd, timeout=900)
+
+
+def _report_of(cmd: list[str], timeout: float) -> tuple[str, bool]:
+    """A benchmark run as its own process: what it printed (with its exit status and the end
+    of its stderr when it failed, or missed a goal), and whether it exited 0."""
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, timeout=timeout)
     out = done.stdout.strip()
     if done.returncode != 0:
         out += f"\n(exit {done.returncode})\n{done.stderr.strip()[-2000:]}".rstrip()
