@@ -47,6 +47,7 @@ from ._stats import ClientStats
 from ._throttle import Limiter
 from ._tokens import TokenSource, no_token
 from ._transport import Response, Transport
+from ._waiting import wait_for
 
 __all__ = ["Account"]
 
@@ -350,7 +351,7 @@ _BEARER_BYTES = re.compile(_BEARER.pattern.encode(), re.IGNORECASE)
 async def _within(waiting: Awaitable[T], call: CallState) -> T:
     """``waiting``, or ``asyncio.TimeoutError`` at the call's deadline. (A refresh that others
     share is shielded inside ``TokenSource``: giving up here cancels only this call's wait.)"""
-    return await asyncio.wait_for(waiting, max(call.deadline - time.monotonic(), 0.0))
+    return await wait_for(waiting, max(call.deadline - time.monotonic(), 0.0))
 
 
 #: Whether a limiter class's ``acquire`` takes a deadline, by class (read on every attempt).

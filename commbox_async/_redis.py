@@ -102,6 +102,7 @@ from ._redis_scripts import (
 )
 from ._throttle import LocalLimiter
 from ._validate import check_int, check_number
+from ._waiting import wait_for
 
 # LAG stays importable from here, where the design is described (the tests read it).
 __all__ = ["LAG", "PacingLeader", "RedisLimiter"]
@@ -373,7 +374,7 @@ class RedisLimiter:
                 self._link.start()
         if deadline is None:
             return await self._take(None)
-        return await asyncio.wait_for(self._take(deadline), deadline - time.monotonic())
+        return await wait_for(self._take(deadline), deadline - time.monotonic())
 
     async def _take(self, deadline: float | None) -> Ticket:
         while True:
@@ -558,7 +559,7 @@ class RedisLimiter:
         while True:
             pubsub = self._runner.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await asyncio.wait_for(pubsub.subscribe(self.channel), self._runner.timeout)
+                await wait_for(pubsub.subscribe(self.channel), self._runner.timeout)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":

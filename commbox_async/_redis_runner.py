@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from ._redis_scripts import Script
+from ._waiting import wait_for
 
 __all__ = ["UNAVAILABLE", "ScriptRunner"]
 
@@ -42,7 +43,7 @@ class ScriptRunner:
             self._loaded.add(script.sha)
             return loaded
         try:
-            reply = await asyncio.wait_for(
+            reply = await wait_for(
                 self.client.evalsha(script.sha, len(keys), *keys, *args), self.timeout
             )
         except NoScriptError:
@@ -52,7 +53,5 @@ class ScriptRunner:
         return cast("list[bytes]", reply)
 
     async def _eval(self, script: Script, keys: Sequence[str], args: Sequence[str]) -> list[bytes]:
-        reply = await asyncio.wait_for(
-            self.client.eval(script.text, len(keys), *keys, *args), self.timeout
-        )
+        reply = await wait_for(self.client.eval(script.text, len(keys), *keys, *args), self.timeout)
         return cast("list[bytes]", reply)

@@ -13,6 +13,8 @@ import contextlib
 import math
 import time
 
+from ._waiting import wait_for
+
 __all__ = ["ScheduleView"]
 
 
@@ -94,4 +96,4 @@ class ScheduleView:
                 return True
             rebooked = self._rebooked
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(rebooked.wait(), remaining)
+                await wait_for(rebooked.wait(), remaining)

@@ -18,6 +18,7 @@ from ._config import Retries, Timeout
 from ._errors import ClientClosedError, CommboxError, CommboxTimeoutError
 from ._inflight import InFlight
 from ._models import UserObjectsPage
+from ._waiting import wait_for
 
 __all__ = ["SharedCalls"]
 
@@ -90,7 +91,7 @@ class SharedCalls:
         try:
             # A joiner's own deadline bounds its wait when the shared call may outlast it.
             if joined and started + deadline < shared.ends:
-                return await asyncio.wait_for(waiter, deadline)
+                return await wait_for(waiter, deadline)
             return await waiter
         except CommboxError as exc:
             # The starter's call may have ended only by its own, shorter deadline: then it is

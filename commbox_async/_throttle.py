@@ -24,6 +24,7 @@ from aiolimiter import AsyncLimiter
 
 from ._config import RateLimit
 from ._pacing import Outcome, PacingModel, PausePolicy, RateChange, Ticket
+from ._waiting import wait_for
 
 __all__ = ["Limiter", "LocalLimiter", "Ticket", "log_rate_change"]
 
@@ -229,7 +230,7 @@ class LocalLimiter:
         if deadline is None:
             return await self._acquire_waiting()
         # Only a wait pays for the timer (a task: more than the rest of this method).
-        return await asyncio.wait_for(self._acquire_waiting(), deadline - time.monotonic())
+        return await wait_for(self._acquire_waiting(), deadline - time.monotonic())
 
     async def _acquire_waiting(self) -> Ticket:
         """``acquire`` when it may have to wait: for a pause, a new rate's empty bucket, or a

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from ._errors import AuthenticationError, InvalidArgumentError
 from ._protocol import check_token, token_fingerprint
+from ._waiting import wait_for
 
 __all__ = ["Token", "TokenProvider", "TokenSource", "no_token"]
 
@@ -172,11 +173,11 @@ class TokenSource:
         try:
             value = provider()
             if inspect.iscoroutine(value):
-                value = await asyncio.wait_for(value, PROVIDER_TIMEOUT)
+                value = await wait_for(value, PROVIDER_TIMEOUT)
             elif inspect.isawaitable(value):
                 # A future or task of the caller's (one refresh shared by several clients):
                 # given up on, not cancelled.
-                value = await asyncio.wait_for(asyncio.shield(value), PROVIDER_TIMEOUT)
+                value = await wait_for(asyncio.shield(value), PROVIDER_TIMEOUT)
             headers = self._make(check_token(value))
         except asyncio.CancelledError:
             if not (isinstance(value, asyncio.Future) and value.cancelled()):
