@@ -217,26 +217,40 @@ class _Mailbox:
 
 
 class _Slots:
-    """How many more results may exist (in flight or waiting for the consumer)."""
+    """How many more results may exist (in flight or waiting for the consumer).
 
-    __slots__ = ("_room", "free")
+    ``close()`` ends every wait for a slot, for good: a worker that survived its cancellation
+    (one swallowed by ``asyncio.wait_for`` before Python 3.12, by a caller's limiter or token
+    provider) would otherwise wait for a slot that the consumer, gone, never gives back, and
+    the fan-out's clean-up would wait for that worker forever.
+    """
+
+    __slots__ = ("_room", "closed", "free")
 
     def __init__(self, count: int) -> None:
         self.free = count
+        self.closed = False
         self._room = asyncio.Event()
 
     def take_now(self) -> bool:
         """Take a slot if one is free, without a coroutine (the usual case)."""
-        if self.free > 0:
+        if self.free > 0 and not self.closed:
             self.free -= 1
             return True
         return False
 
     async def take(self) -> None:
-        while self.free <= 0:
+        """Wait for a slot; ``CancelledError`` once closed (the fan-out is over)."""
+        while self.free <= 0 or self.closed:
+            if self.closed:
+                raise asyncio.CancelledError
             self._room.clear()
             await self._room.wait()
         self.free -= 1
+
+    def close(self) -> None:
+        self.closed = True
+        self._room.set()
 
     def give_back(self) -> None:
         self.free += 1
@@ -425,6 +439,7 @@ async def fan_out(
             raise failed.exc
         _check_all_answered(progress, source, stopped_from_outside)
     finally:
+        job.slots.close()  # before the cancel: a worker that outlives it takes no more ids
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

@@ -205,8 +205,9 @@ class LeaderLink:
         within TICK."""
         last = -math.inf
         failure_logged = -math.inf  # when a failure of the leader was last logged
-        # Not `while True`: on Python 3.11 a cancel that lands as wait_for's command completes
-        # is swallowed, and this loop would outlive aclose.
+        # Not `while True`: before Python 3.12 a cancel that lands as asyncio.wait_for's command
+        # completes is swallowed (_waiting.wait_for catches that on 3.11, not on 3.10), and
+        # this loop would outlive aclose.
         while not self.closing:
             await asyncio.sleep(TICK)
             if self.closing:

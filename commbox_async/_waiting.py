@@ -21,12 +21,22 @@ T = TypeVar("T")
 
 async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:
     """``asyncio.wait_for(awaitable, timeout)``, but a cancellation of the calling task that
-    came while it waited is raised, result or not. (Python 3.10 has no count of pending
-    cancellations to tell by: there it is ``asyncio.wait_for`` as it is.)"""
+    came while it waited is raised, whether the awaited thing returned or failed meanwhile.
+    (Python 3.10 has no count of pending cancellations to tell by: there it is
+    ``asyncio.wait_for`` as it is, and ``fan_out`` does not rely on it.)"""
     task = asyncio.current_task()
     pending = getattr(task, "cancelling", None)
     before = pending() if pending is not None else 0
-    result = await asyncio.wait_for(awaitable, timeout)
+    try:
+        result = await asyncio.wait_for(awaitable, timeout)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        # 3.11 hands on the awaited thing's own error when a cancel came with it (its own
+        # timeout racing a cancel raises CancelledError): the cancel comes first.
+        if pending is not None and pending() > before:
+            raise asyncio.CancelledError from exc
+        raise
     if pending is not None and pending() > before:
         raise asyncio.CancelledError  # requested while waiting, and swallowed with the result
     return result

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from waiting import until
@@ -22,6 +23,7 @@ from commbox_async import (
     RateLimit,
     Retries,
 )
+from commbox_async._fanout import fan_out
 from commbox_async.testing import FakeCommbox, Faults, Throttling, unread_of
 from commbox_async.testing import VirtualClock as VirtualTime
 
@@ -168,6 +170,40 @@ async def test_cancelling_the_consumer_stops_workers() -> None:
             await task
         assert not commbox._tasks
         assert _connections_in_use(commbox) == 0
+
+
+async def test_a_worker_that_outlives_its_cancellation_takes_no_more_ids() -> None:
+    """A request that survives its cancellation (as one swallowed by asyncio.wait_for before
+    Python 3.12 does) and returns: the fan-out still ends when its consumer stops, and that
+    worker takes no other id (it took one more, and waited for it forever: a hung Ctrl-C)."""
+    sent: list[int] = []
+
+    async def request(ident: int) -> Any:
+        sent.append(ident)
+        if ident in (2, 3):  # in flight when the consumer stops: they survive the cancel
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+        elif ident > 3:
+            await asyncio.sleep(3600)  # (only the guard's cancel ends a wait for another id)
+        return ident
+
+    async def first_then_stop() -> None:
+        results = fan_out(
+            iter(range(1, 1000)),
+            request,
+            concurrency=2,
+            dedupe=False,
+            on_progress=None,
+            tasks=set(),
+            stopped_from_outside=lambda: False,
+        )
+        async for result in results:
+            assert result.response == 1
+            break
+        await results.aclose()
+
+    await asyncio.wait_for(first_then_stop(), 60)  # a guard: before the fix, it never ended
+    assert sorted(sent) == [1, 2, 3]
 
 
 async def test_async_iterable_input_and_invalid_items(server: FakeCommbox) -> None:
