@@ -182,9 +182,9 @@ async def test_a_worker_that_outlives_its_cancellation_takes_no_more_ids() -> No
         sent.append(ident)
         if ident in (2, 3):  # in flight when the consumer stops: they survive the cancel
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(3600)
+                await asyncio.Event().wait()  # until cancelled
         elif ident > 3:
-            await asyncio.sleep(3600)  # (only the guard's cancel ends a wait for another id)
+            await asyncio.Event().wait()  # (only the guard's cancel ends a wait for another id)
         return ident
 
     async def first_then_stop() -> None:
