@@ -241,12 +241,11 @@ class _Slots:
 
     async def take(self) -> None:
         """Wait for a slot; ``CancelledError`` once closed (the fan-out is over)."""
-        while self.free <= 0 or self.closed:
+        while not self.take_now():
             if self.closed:
                 raise asyncio.CancelledError
             self._room.clear()
             await self._room.wait()
-        self.free -= 1
 
     def close(self) -> None:
         self.closed = True

@@ -5,7 +5,7 @@ in the same turn of the event loop in which that result arrived, and the cancell
 (CPython gh-86296; 3.12 rewrote it on ``asyncio.timeout``). A fan-out worker that lost its
 cancellation that way, waiting for a rate slot at that moment, went on to wait for a place
 among the results that its consumer, gone, would never give: the fan-out's clean-up waited
-for it forever, and so did a command line stopped with Ctrl-C (seen once in CI).
+for it forever (the likely cause of a command line that hung once in CI after Ctrl-C).
 """
 
 from __future__ import annotations
