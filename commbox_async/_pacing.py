@@ -82,7 +82,8 @@ change:
  23  HOLD,     QUIET s without a 429, beyond any such rate: every    PROBE   quiet: + PROBE_FIRST,
      PROBE     QUIET s (free limit, or a reading on fewer than               doubling; at most
                FIT_TOKENS tokens), else PROBE_INTERVAL x 1, 3, 7...          halfway to a ceiling
-               s (6, 18, 42...)
+               s (6, 18, 42...); a probe above the last reading, x
+               the pause it risks in seconds, if over 1 (5 s: 30, 90)
  24  PROBE     row 23 reaching max_rate                              FULL    recovered: max
 
 *HOLD when the failed rate is within ``PROBE_FIRST`` of the quiet one. Row 16 starts no lower
@@ -94,7 +95,9 @@ search starts halfway between them in ratio instead (a slow drain at the end is 
 bucket fit read the refill rate to a percent or two; the fit takes the capacity from the first
 burst (``first_burst``: with the attempts that overtook the refused one) less the refill
 during it, and at each 429 the bucket is taken to hold, on average, what a pace p over a
-refill r leaves of the last token, (1 + r/p) / 2; a first burst sent at under
+refill r leaves of the last token, (1 + r/p) / 2; from a first burst sent in order at full
+pace, the capacity is the whole number that leaves room for, when there is one, as servers
+count bursts in requests (``whole_capacity``); a first burst sent at under
 half the maximum, by a busy client, gives the capacity only as an upper bound, the whole burst,
 taken when no rate below 0.98 of the pace fits without it and the burst is a tenth or more of
 what was accepted since: the rate it reads is a lower bound, which a step down that reads
@@ -268,6 +271,12 @@ class _At429:
     gap: float  # seconds since the last decision
 
 
+def _probes(quiet: float, interval: float) -> int:
+    """How many probes ``quiet`` seconds allow when each waits twice the last, the first
+    ``interval`` (1, 3, 7... intervals in all)."""
+    return int(math.log2(quiet / interval + 1.0))
+
+
 def _free(pause: float) -> bool:
     """A pause too short to slow down for: it costs only itself. (Under 0.1 s: a server asks
     for none, ``Retry-After: 0``, or for whole seconds; a tenth tells them apart with room
@@ -343,6 +352,7 @@ class PacingModel:
         self._burst: float | None = None  # accepted from a full start to the first 429
         self._first_span = 0.0  # how long that took
         self._first_pace = max_rate  # at what pace
+        self._first_in_order = True  # its answers came in the order it was sent
         self._from_full = self.phase is Phase.FULL  # started at full pace, not remembered
         self._remembered = self.rate  # the rate it started at
         self._last_decision = -math.inf
@@ -359,6 +369,8 @@ class PacingModel:
         # and (when, share of 429s at the pace that drained) of the last.
         self._paused_from: float | None = None
         self._paused_trial: tuple[float, float] | None = None
+        self._read: float | None = None  # the limit the last reading found
+        self._last_pause = 0.0  # what the last 429 asked for: what a failed probe costs
         self._cheap_limit = False  # the last limit answered 429s with no pause: probe sooner
         self._unsure = False  # the last drain's readings rest on too few tokens: probe sooner
         self._throttled_sent = -math.inf  # send time of the latest attempt answered 429
@@ -527,18 +539,28 @@ class PacingModel:
             self._step = 0
             self._quiet_since = now
 
+    def _rise(self, steps: int) -> float:
+        """The rise of the probe that makes ``steps``: PROBE_FIRST, doubling, at most a half."""
+        return min(0.5, self.PROBE_FIRST * 2.0 ** (steps - 1))
+
     def _probe(self, now: float, quiet: float) -> None:
         """Rows 23-24: beyond anything known to work, each probe that drains the server costs
         a pause (unless the limit answers with free 429s): beyond a limit that was read, probes
-        come after 6, 18, 42... quiet seconds (each interval doubles)."""
+        come after 6, 18, 42... quiet seconds (each interval doubles); one that would pass the
+        reading waits that many for each second of the pause it risks (its drain would cost
+        the same share of the time whatever the pause: 5 s, 30 and 90 s)."""
         if self._cheap_limit or self._unsure:
             steps = int(quiet / self.QUIET)
         else:
-            steps = int(math.log2(quiet / self.PROBE_INTERVAL + 1.0))
+            steps = _probes(quiet, self.PROBE_INTERVAL)
+            if self._read is not None and self.rate * (1.0 + self._rise(steps)) > self._read:
+                # Beyond what the last drain read, a probe risks that drain's pause: it
+                # waits PROBE_INTERVAL quiet seconds for each second of that pause.
+                steps = _probes(quiet, self.PROBE_INTERVAL * max(1.0, self._last_pause))
         if steps <= self._step:
             return
         self._step = steps
-        rise = min(0.5, self.PROBE_FIRST * 2.0 ** (steps - 1))
+        rise = self._rise(steps)
         new = min(self.max_rate, self.rate * (1.0 + rise))
         if self._ceiling is not None:
             # A rise to the ceiling drew 429s: halve the gap instead. The ceiling rises with
@@ -562,6 +584,7 @@ class PacingModel:
         """Read the evidence at a 429 sent at ``drained``; False when too early to read. The
         rules in the table's order: the first with a verdict decides."""
         start = self._started if self._started is not None else drained
+        self._last_pause = pause
         accepted, throttled = window_counts(self._log, drained - self.WINDOW, drained + 1e-9)
         throttled = max(throttled, 1)
         at = _At429(
@@ -786,6 +809,7 @@ class PacingModel:
             self._hold(cure=(pace, at.share, at.now) if testable else None)
             if self._good is not None and self._hid_the_excess(best, self._good, at.drained):
                 self._good = None
+            self._read = best.rate
             self._set(at.now, max(self.min_rate, best.rate * self.HOLD), best.reason, best.evidence)
             # A reading on a few tokens (a fit, or one of the pause's length) says the run since
             # the pause was short: then this drain's estimate is unsure, whichever is followed.
@@ -916,6 +940,7 @@ class PacingModel:
             # first 429 comes after a long stretch near the limit, which says nothing of it.
             self._burst = float(max(accepted, 1))
         self._first_span, self._first_pace = span, pace
+        self._first_in_order = last <= at.drained  # no attempt overtook the refused one
         evidence = f"{accepted} accepted before the first 429, then a {at.pause:.1f} s pause"
         return Reading(rate, Reason.DRAIN_TO_DRAIN, evidence)
 
@@ -994,6 +1019,7 @@ class PacingModel:
         if len(sent) < 5:
             return None
         evidence = f"{len(sent)} accepted in the {drained - origin:.1f} s since the last 429"
+        slow_start = self._first_pace < 0.5 * self.max_rate
         fit = partial(
             bucket_fit,
             sent,
@@ -1004,9 +1030,9 @@ class PacingModel:
             full=self._last_drain is None,
             lo=self.min_rate,
             hi=pace,
+            steady=self._first_in_order and not slow_start,
         )
         rate = fit(first_span=self._first_span)
-        slow_start = self._first_pace < 0.5 * self.max_rate
         if (rate is None or rate >= 0.98 * pace) and slow_start and self._burst >= 0.1 * len(sent):
             # A first burst sent slowly (a client busy with other work) spans long enough that
             # the refill during it is guesswork, and a capacity read too small leaves no rate

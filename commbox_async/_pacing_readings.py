@@ -11,7 +11,8 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import msgspec
 
@@ -28,6 +29,7 @@ __all__ = [
     "noise_allowance",
     "not_cured",
     "saturated_rate",
+    "whole_capacity",
     "window_counts",
 ]
 
@@ -142,6 +144,32 @@ def saturated_rate(
     return (count - 1) / (last - first)
 
 
+def whole_capacity(taken: float, least: float) -> float | None:
+    """The capacity of a bucket as a whole number of tokens, when its first burst allows only
+    one: ``taken`` tokens (the burst less the refill during it) and, at the 429, less than a
+    token left, at least ``least`` of one (see ``bucket_fit``), which puts the capacity in
+    [taken + least, taken + 1), an interval under a token wide. The limiters servers run count
+    their burst in whole requests. None when no whole number is in it. (The middle of that
+    interval read burst 3 as 3.25 when 0.3 of a token was left, and the refill 1.7% low:
+    every small burst from full pace leaves about the same part of a token.)"""
+    whole = math.ceil(taken + least)
+    return float(whole) if whole < taken + 1.0 else None
+
+
+def _root(left: Callable[[float], float], lo: float, hi: float) -> float | None:
+    """The rate in [lo, hi] at which ``left``, rising with the rate, reaches 0 (to 30
+    halvings, in ratio); None when it is below 0 at ``hi`` or not below at ``lo``."""
+    if left(hi) < 0.0 or left(lo) >= 0.0:
+        return None
+    for _ in range(30):
+        mid = math.sqrt(lo * hi)
+        if left(mid) >= 0.0:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def bucket_fit(
     sent: Sequence[float],
     *,
@@ -153,22 +181,28 @@ def bucket_fit(
     full: bool,
     lo: float,
     hi: float,
+    steady: bool = True,
 ) -> float | None:
     """The refill rate in [lo, hi] of a token bucket that is empty at ``drained``, after the
     accepted attempts ``sent`` since ``origin`` (where it was full if ``full``, else empty),
     sent at a pace of ``hi`` at the end.
 
     Its capacity is read from the first 429: ``burst`` accepted in ``first_span`` seconds at
-    ``first_pace`` from a full bucket that refilled meanwhile. None when no rate in the range
-    explains the drain (not a bucket).
+    ``first_pace`` from a full bucket that refilled meanwhile, taken first at the middle of the
+    interval that leaves. From a ``steady`` first burst (as the pacer sent it, not clumped by a
+    busy client), the whole number in that interval at the rate so read, if there is one, is
+    the capacity, and the rate is read again with it. None when no rate in the range explains
+    the drain (not a bucket).
     """
 
-    def left(rate: float) -> float:
+    def left(rate: float, capacity: float | None = None) -> float:
         # At a 429 the bucket held less than a token: at a pace p over a refill rate r it
         # loses 1 - r/p of a token per attempt, so it held between r/p and 1 of one, on
         # average (1 + r/p) / 2 (a pace just over the rate finds it nearly full of that token).
-        held_first = (1.0 + min(1.0, rate / first_pace)) / 2.0
-        cap = max(1.0, burst - rate * first_span + held_first)
+        if capacity is None:
+            least = min(1.0, rate / first_pace)
+            capacity = burst - rate * first_span + (1.0 + least) / 2.0
+        cap = max(1.0, capacity)
         tokens, last = (cap if full else 0.0), origin
         for when in sent:
             tokens = min(cap, tokens + rate * (when - last)) - 1.0
@@ -176,15 +210,15 @@ def bucket_fit(
         held = (1.0 + min(1.0, rate / hi)) / 2.0
         return min(cap, tokens + rate * (drained - last)) - held
 
-    if left(hi) < 0.0 or left(lo) >= 0.0:
-        return None
-    for _ in range(30):
-        mid = math.sqrt(lo * hi)
-        if left(mid) >= 0.0:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    rate = _root(left, lo, hi)
+    if rate is None or not steady:
+        return rate
+    whole = whole_capacity(burst - rate * first_span, min(1.0, rate / first_pace))
+    if whole is None:
+        return rate
+    # Fixed, not read again at each rate tried: a whole number that stepped down as the rate
+    # rose would make what is left at the 429 fall with the rate, and the root ambiguous.
+    return _root(partial(left, capacity=whole), lo, hi) or rate
 
 
 def is_flood(accepted: int, throttled: int, share: float) -> bool:

@@ -18,7 +18,15 @@ import statistics
 from typing import Any
 
 import pytest
-from pacing_sim import BY_NAME, SCENARIOS, InFlightCap, TokenBucket, run, simulate
+from pacing_sim import (
+    BY_NAME,
+    SCENARIOS,
+    SMALL_BURST_SCENARIOS,
+    InFlightCap,
+    TokenBucket,
+    run,
+    simulate,
+)
 from yarl import URL
 
 from commbox_async import AsyncCommbox, RateLimit, Retries
@@ -178,6 +186,23 @@ def test_a_limit_once_read_is_probed_at_doubling_intervals() -> None:
     quiet_rises = [c.at for c in model.changes if c.reason is Reason.QUIET and c.at > first_fit]
     gaps = [b - a for a, b in itertools.pairwise(quiet_rises)]
     assert all(gap >= 11.0 for gap in gaps)
+
+
+def test_a_probe_beyond_the_reading_waits_as_long_as_the_pause_it_risks() -> None:
+    """A bucket that asks for 5 s pauses (burst2_ra5): after the fit, the first probe, +2%
+    and still under what the fit read, comes after 6 quiet seconds; the next, +4%, would pass
+    the reading, so it waits 6 s for each second of the pause it risks (90 s in all), past
+    this 50 s job: one rise, and no drain after the fit."""
+    model = PacingModel(1000.0)
+    burst2_ra5 = next(sc for sc in SMALL_BURST_SCENARIOS if sc.name == "burst2_ra5")
+    simulate(
+        burst2_ra5.make(1), ids=burst2_ra5.ids, max_rate=1000, model_factory=lambda r, on: model
+    )
+    fit = next(c for c in model.changes if c.reason is Reason.BUCKET_FIT)
+    after = [c for c in model.changes if c.at > fit.at]
+    assert [c.reason for c in after] == [Reason.QUIET]
+    assert after[0].at >= fit.at + 5.0 + PacingModel.PROBE_INTERVAL
+    assert after[0].new < fit.new / PacingModel.HOLD
 
 
 def test_long_windows_are_paced_by_pausing_alone() -> None:

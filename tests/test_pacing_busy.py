@@ -127,11 +127,12 @@ def test_no_bucket_fit_at_the_429_that_measures_the_burst() -> None:
 
 def test_a_busy_start_costs_each_account_little() -> None:
     """Issue 20's accounts (5 to 25/s, burst 5, 1 s pauses, client at 250/s) after a busy
-    start: the median job within 1.25x its ideal and nine in ten within 1.5x (1.24x and
-    1.43x; without the upper bound on a slow first burst's capacity and with rates that
-    drained gone back to, 1.25x and 1.59x; a model that read the limit
-    against a pace never reached and fitted a bucket to the burst it was measuring took 1.47x
-    and 2.8x on wider starts)."""
+    start: the median job within 1.25x its ideal and nine in ten within 1.5x (1.2497x and
+    1.48x; 1.24x and 1.43x while a slip in the fit took the last token as whole, which read
+    these fast drains high, and by luck about right; without the upper bound on a slow first
+    burst's capacity and with rates that drained gone back to, 1.25x and 1.59x; a model that
+    read the limit against a pace never reached and fitted a bucket to the burst it was
+    measuring took 1.47x and 2.8x on wider starts)."""
     ratios = [
         simulate(sc.make(seed), ids=sc.ids, max_rate=sc.max_rate, seed=seed, busy=busy).time
         / sc.ideal

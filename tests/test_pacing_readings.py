@@ -21,6 +21,7 @@ from commbox_async._pacing_readings import (
     noise_allowance,
     not_cured,
     saturated_rate,
+    whole_capacity,
     window_counts,
 )
 
@@ -144,6 +145,102 @@ def test_bucket_fit_finds_the_refill_rate_of_a_bucket_that_drained(
         hi=pace,
     )
     assert fit == pytest.approx(100.0, rel=within)
+
+
+@pytest.mark.parametrize(
+    ("taken", "least", "whole"),
+    [
+        (2.7, 0.1, 3.0),  # burst 3 at 100/s from 1000/s: 0.3 of a token left at the 429
+        (1.92, 0.04, 2.0),  # burst 2 at 40/s
+        (9.41, 0.5, 10.0),
+        (2.95, 0.1, None),  # [3.05, 3.95) holds no whole number
+        (9.0, 0.1, None),  # [9.1, 10.0): open at the top
+    ],
+)
+def test_whole_capacity_is_the_whole_number_its_first_burst_allows(
+    taken: float, least: float, whole: float | None
+) -> None:
+    """At the first 429 the bucket held between ``least`` and 1 token, which leaves its
+    capacity in [taken + least, taken + 1): the whole number in it (servers count bursts in
+    requests), if there is one."""
+    assert whole_capacity(taken, least) == whole
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "pace", "within"), [(100.0, 3.0, 103.0, 0.002), (40.0, 2.0, 51.3, 0.005)]
+)
+def test_bucket_fit_of_a_small_burst_reads_its_refill_rate(
+    rate: float, burst: float, pace: float, within: float
+) -> None:
+    """A burst of 3 (or 2) from 1000/s, then a 3 s pause and a drain at ``pace``: the capacity
+    is read whole, so the refill rate comes out within 0.2% (0.5% from the faster drain; the
+    middle of the capacity's interval read 100/s as 99.6/s, and 40/s as 36.4/s)."""
+    first, first_drain = _bucket_run(rate, burst, 1000.0, start=0.0)
+    sent, drained = _bucket_run(rate, burst, pace, start=first_drain + 3.0)
+    fit = bucket_fit(
+        sent,
+        origin=first_drain,
+        drained=drained,
+        burst=len(first),
+        first_span=first_drain,
+        first_pace=1000.0,
+        full=False,
+        lo=0.5,
+        hi=pace,
+    )
+    assert fit == pytest.approx(rate, rel=within)
+
+
+def test_bucket_fit_takes_the_last_token_as_half_held_at_the_pace_that_drained() -> None:
+    """At the fitted rate r, replaying the drain leaves (1 + r/p) / 2 of a token at the 429,
+    p the pace that drained (150/s here), not the whole token that the search's shrinking
+    upper bound put there (which read a fast drain high: 41.0/s for 40/s)."""
+    sent, drained = _bucket_run(100.0, 10.0, 150.0, start=1.0)
+    fit = bucket_fit(
+        sent,
+        origin=0.0,
+        drained=drained,
+        burst=10,
+        first_span=0.0,
+        first_pace=1000.0,
+        full=False,
+        lo=0.5,
+        hi=150.0,
+        steady=False,  # the capacity the middle of its interval: 10.5 and a little
+    )
+    assert fit is not None
+    cap = 10.0 + (1.0 + fit / 1000.0) / 2.0
+    tokens, last = 0.0, 0.0
+    for when in sent:
+        tokens = min(cap, tokens + fit * (when - last)) - 1.0
+        last = when
+    left = min(cap, tokens + fit * (drained - last))
+    assert left == pytest.approx((1.0 + fit / 150.0) / 2.0, abs=1e-6)
+
+
+def test_a_first_burst_out_of_order_keeps_the_middle_of_its_capacity() -> None:
+    """Not ``steady`` (answers overtook the refused attempt, or a busy client sent it slowly):
+    the capacity stays the middle of its interval, 3.25 here, and the fit reads the drain
+    with it, lower than with the whole 3."""
+    first, first_drain = _bucket_run(100.0, 3.0, 1000.0, start=0.0)
+    sent, drained = _bucket_run(100.0, 3.0, 103.0, start=first_drain + 3.0)
+    fits = [
+        bucket_fit(
+            sent,
+            origin=first_drain,
+            drained=drained,
+            burst=len(first),
+            first_span=first_drain,
+            first_pace=1000.0,
+            full=False,
+            lo=0.5,
+            hi=103.0,
+            steady=steady,
+        )
+        for steady in (True, False)
+    ]
+    assert fits[0] == pytest.approx(100.0, rel=0.002)
+    assert fits[1] is not None and fits[1] < 0.997 * 100.0
 
 
 def test_bucket_fit_of_a_known_capacity_is_close() -> None:
