@@ -94,6 +94,13 @@ async def bucket(n: int) -> None:
             await slots.acquire()
 
 
+async def bucket_once(n: int) -> None:
+    """aiolimiter at its least: ``acquire()`` alone, one look at the bucket."""
+    slots = AsyncLimiter(2_000_000, 0.002)
+    for _ in range(n):
+        await slots.acquire()
+
+
 async def model(n: int, adaptive: bool = False) -> None:
     """The pacing model's ``on_send`` + ``on_answer``, 5,000 sends a second."""
     pacing = PacingModel(1e9, adaptive=adaptive)
@@ -146,6 +153,42 @@ async def fanout(n: int) -> None:
         stopped_from_outside=lambda: False,
     ):
         pass
+
+
+async def fanout_yielding(n: int) -> None:
+    """The same, around a request that gives the event loop one turn, as any real one does."""
+
+    async def request(ident: int) -> Any:
+        await asyncio.sleep(0)
+        return PAGE
+
+    async for _ in fan_out(
+        range(1, n + 1),
+        request,
+        concurrency=32,
+        dedupe=False,
+        on_progress=None,
+        tasks=set(),
+        stopped_from_outside=lambda: False,
+    ):
+        pass
+
+
+async def raw_workers(n: int) -> None:
+    """What the raw loop does instead of a fan-out (``bench_throughput.raw_aiohttp``): 32
+    tasks over one iterator of ids, around the same request as ``fanout_yielding``. The
+    difference of the two is the least a fan-out with results to iterate costs over it."""
+    source = iter(range(1, n + 1))
+
+    async def request(ident: int) -> Any:
+        await asyncio.sleep(0)
+        return PAGE
+
+    async def worker() -> None:
+        for ident in source:
+            await request(ident)
+
+    await asyncio.gather(*(worker() for _ in range(32)))
 
 
 async def call(n: int, keywords: bool) -> None:
@@ -213,11 +256,14 @@ PARTS: dict[str, tuple[Callable[[int], Coroutine[Any, Any, None]], int, int]] = 
     "limiter": (limiter, 500, 5500),
     "limiter adaptive": (functools.partial(limiter, adaptive=True), 500, 5500),
     "aiolimiter": (bucket, 500, 5500),
+    "aiolimiter, acquire only": (bucket_once, 500, 5500),
     "model": (model, 500, 5500),
     "model adaptive": (functools.partial(model, adaptive=True), 500, 5500),
     "account": (account, 500, 5500),
     "decode": (decode, 500, 5500),
     "fan-out": (fanout, 500, 5500),
+    "fan-out, yielding": (fanout_yielding, 500, 5500),
+    "raw workers, yielding": (raw_workers, 500, 5500),
     "response": (response, 500, 5500),
     "call, keywords": (functools.partial(call, keywords=True), 1000, 101000),
     "call, positional": (functools.partial(call, keywords=False), 1000, 101000),
