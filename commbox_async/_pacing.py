@@ -95,9 +95,9 @@ search starts halfway between them in ratio instead (a slow drain at the end is 
 bucket fit read the refill rate to a percent or two; the fit takes the capacity from the first
 burst (``first_burst``: with the attempts that overtook the refused one) less the refill
 during it, and at each 429 the bucket is taken to hold, on average, what a pace p over a
-refill r leaves of the last token, (1 + r/p) / 2; from a first burst sent in order at full
-pace, the capacity is the whole number that leaves room for, when there is one, as servers
-count bursts in requests (``whole_capacity``); a first burst sent at under
+refill r leaves of the last token, (1 + r/p) / 2; from a first burst sent in order at half the
+maximum or more, the capacity is the whole number in the interval its count leaves, when there
+is one, as servers count bursts in requests (``whole_capacity``); a first burst sent at under
 half the maximum, by a busy client, gives the capacity only as an upper bound, the whole burst,
 taken when no rate below 0.98 of the pace fits without it and the burst is a tenth or more of
 what was accepted since: the rate it reads is a lower bound, which a step down that reads
@@ -299,6 +299,7 @@ class PacingModel:
     HOLD = 0.97  # fraction of the estimate to hold at: a little room for jitter and alignment
     QUIET = 2.0  # seconds without a 429 before the rate rises
     PROBE_INTERVAL = 6.0  # quiet seconds between rises beyond any rate known to run quietly
+    # (for each second of the pause it risks, above the last reading)
     PROBE_FIRST = 0.02  # the first such rise, and the first climb of a search; each doubles;
     # and as close as bisection goes to a failed rate (a probe would cover a smaller gap)
     RISE_STRAYS = 2  # 429s after a rise (beyond noise) that are strays, not the rise's
@@ -369,8 +370,9 @@ class PacingModel:
         # and (when, share of 429s at the pace that drained) of the last.
         self._paused_from: float | None = None
         self._paused_trial: tuple[float, float] | None = None
-        self._read: float | None = None  # the limit the last reading found
-        self._last_pause = 0.0  # what the last 429 asked for: what a failed probe costs
+        # (the limit the last reading found, the pause its 429 asked for): a probe above that
+        # limit risks that pause
+        self._read: tuple[float, float] | None = None
         self._cheap_limit = False  # the last limit answered 429s with no pause: probe sooner
         self._unsure = False  # the last drain's readings rest on too few tokens: probe sooner
         self._throttled_sent = -math.inf  # send time of the latest attempt answered 429
@@ -553,10 +555,10 @@ class PacingModel:
             steps = int(quiet / self.QUIET)
         else:
             steps = _probes(quiet, self.PROBE_INTERVAL)
-            if self._read is not None and self.rate * (1.0 + self._rise(steps)) > self._read:
+            if self._read is not None and self.rate * (1.0 + self._rise(steps)) > self._read[0]:
                 # Beyond what the last drain read, a probe risks that drain's pause: it
                 # waits PROBE_INTERVAL quiet seconds for each second of that pause.
-                steps = _probes(quiet, self.PROBE_INTERVAL * max(1.0, self._last_pause))
+                steps = _probes(quiet, self.PROBE_INTERVAL * max(1.0, self._read[1]))
         if steps <= self._step:
             return
         self._step = steps
@@ -584,7 +586,6 @@ class PacingModel:
         """Read the evidence at a 429 sent at ``drained``; False when too early to read. The
         rules in the table's order: the first with a verdict decides."""
         start = self._started if self._started is not None else drained
-        self._last_pause = pause
         accepted, throttled = window_counts(self._log, drained - self.WINDOW, drained + 1e-9)
         throttled = max(throttled, 1)
         at = _At429(
@@ -705,6 +706,7 @@ class PacingModel:
         self._paused_trial = self._paused_from = None
         self._tolerated_share = max(self._tolerated_share, share)
         self._hold(cure=None)
+        self._read = None  # the reading that slowed down was wrong: these 429s are noise
         evidence = f"{share:.1%} of 429s at {self.rate:.4g}/s, {before:.1%} before slowing down"
         self._set(at.now, restore, Reason.NOT_CURED, evidence)
         return True
@@ -809,7 +811,7 @@ class PacingModel:
             self._hold(cure=(pace, at.share, at.now) if testable else None)
             if self._good is not None and self._hid_the_excess(best, self._good, at.drained):
                 self._good = None
-            self._read = best.rate
+            self._read = (best.rate, at.pause)
             self._set(at.now, max(self.min_rate, best.rate * self.HOLD), best.reason, best.evidence)
             # A reading on a few tokens (a fit, or one of the pause's length) says the run since
             # the pause was short: then this drain's estimate is unsure, whichever is followed.
@@ -859,6 +861,7 @@ class PacingModel:
             self._search_from = max(low, min(halfway, self._search_to))
         self._search_start = at.now + at.pause
         self._step = 0
+        self._read = (pace, at.pause)  # the search tops out just under it
         self._set(at.now, self._search_from, Reason.SEARCHING, floor.evidence)
 
     def _readings(self, at: _At429, pace: float) -> list[Reading]:
@@ -1073,6 +1076,7 @@ class PacingModel:
             return False
         self._tolerated_share = max(self._tolerated_share, share)
         self.phase = Phase.HOLD
+        self._read = None  # the reading that slowed down was wrong: these 429s are noise
         self._set(
             now,
             before_rate,

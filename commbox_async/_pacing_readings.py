@@ -191,8 +191,8 @@ def bucket_fit(
     ``first_pace`` from a full bucket that refilled meanwhile, taken first at the middle of the
     interval that leaves. From a ``steady`` first burst (as the pacer sent it, not clumped by a
     busy client), the whole number in that interval at the rate so read, if there is one, is
-    the capacity, and the rate is read again with it. None when no rate in the range explains
-    the drain (not a bucket).
+    the capacity, and the rate is read again with it (the first reading stands if none then
+    explains the drain). None when no rate in the range explains the drain (not a bucket).
     """
 
     def left(rate: float, capacity: float | None = None) -> float:
@@ -218,7 +218,8 @@ def bucket_fit(
         return rate
     # Fixed, not read again at each rate tried: a whole number that stepped down as the rate
     # rose would make what is left at the 429 fall with the rate, and the root ambiguous.
-    return _root(partial(left, capacity=whole), lo, hi) or rate
+    again = _root(partial(left, capacity=whole), lo, hi)
+    return rate if again is None else again
 
 
 def is_flood(accepted: int, throttled: int, share: float) -> bool:

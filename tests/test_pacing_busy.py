@@ -77,6 +77,16 @@ def test_a_first_burst_counts_what_reached_the_server_out_of_order() -> None:
     assert model._first_span == pytest.approx(0.0348)  # to the last of them sent
 
 
+def test_only_a_first_burst_answered_in_order_is_steady() -> None:
+    """The bucket fit takes a whole number of tokens for the capacity only from a first burst
+    that reached the server in order (``steady``): overtaken, as on a busy event loop, its
+    count leaves an unsure interval, and the fit keeps the middle of it."""
+    assert not _cold_first_drain()._first_in_order  # two attempts overtook the refused one
+    model = PacingModel(250.0)
+    _busy_first_drain(model)  # slow, but every later answer came after the refused one's
+    assert model._first_in_order
+
+
 def test_a_first_burst_answered_at_once_is_no_saturated_reading() -> None:
     """The first drain of a 5/s bucket as 20 accounts starting at once on one event loop saw
     it (bench_accounts, in order of the loop's events): five accepted answers within 23 ms,

@@ -53,18 +53,13 @@ def test_the_floor_of_a_small_burst_long_pause_kind() -> None:
     assert floor_time(1500, 100.0, 3.0, 3.0) == pytest.approx(20.91)
 
 
-#: Measured, not met: 100/s with a burst of 3 and 3 s pauses takes 1.059x its floor (a search
-#: from 31/s, halfway in ratio between the floor of 1/s and the pace, wastes 0.6 s climbing,
-#: and the bucket fit reads 98/s, held at 95/s).
-SHORT_OF_GOAL = {"burst3_ra3": 1.06}
-
-
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_a_small_burst_with_long_pauses_is_within_5pct_of_its_floor(name: str) -> None:
-    """Over 10 seeded jobs, the median time is within 1.05x the floor (the kind's goal; one
-    kind 1.06x, see SHORT_OF_GOAL), the worst within 1.10x, and nothing is lost."""
+    """Over 10 seeded jobs, the median time is within 1.05x the floor (the kind's goal: 1.048x,
+    1.018x and 1.020x; burst3_ra3 took 1.059x until the bucket fit read small bursts whole,
+    docs/pacing.md), the worst within 1.10x, and nothing is lost."""
     ratios = small_burst_ratios(SMALL[name])  # (it raises if an id is lost)
-    assert statistics.median(ratios) <= SHORT_OF_GOAL.get(name, 1.05), ratios
+    assert statistics.median(ratios) <= 1.05, ratios
     assert max(ratios) <= 1.10, ratios
 
 

@@ -174,7 +174,7 @@ def test_bucket_fit_of_a_small_burst_reads_its_refill_rate(
 ) -> None:
     """A burst of 3 (or 2) from 1000/s, then a 3 s pause and a drain at ``pace``: the capacity
     is read whole, so the refill rate comes out within 0.2% (0.5% from the faster drain; the
-    middle of the capacity's interval read 100/s as 99.6/s, and 40/s as 36.4/s)."""
+    middle of the capacity's interval reads 100/s as 99.6/s, and 40/s as 34.8/s)."""
     first, first_drain = _bucket_run(rate, burst, 1000.0, start=0.0)
     sent, drained = _bucket_run(rate, burst, pace, start=first_drain + 3.0)
     fit = bucket_fit(
@@ -194,7 +194,7 @@ def test_bucket_fit_of_a_small_burst_reads_its_refill_rate(
 def test_bucket_fit_takes_the_last_token_as_half_held_at_the_pace_that_drained() -> None:
     """At the fitted rate r, replaying the drain leaves (1 + r/p) / 2 of a token at the 429,
     p the pace that drained (150/s here), not the whole token that the search's shrinking
-    upper bound put there (which read a fast drain high: 41.0/s for 40/s)."""
+    upper bound put there (which read fast drains high)."""
     sent, drained = _bucket_run(100.0, 10.0, 150.0, start=1.0)
     fit = bucket_fit(
         sent,
