@@ -195,13 +195,17 @@ def bucket_fit(
     explains the drain). None when no rate in the range explains the drain (not a bucket).
     """
 
+    # At a 429 the bucket held less than a token: at a pace p over a refill rate r it loses
+    # 1 - r/p of a token per attempt, so it held between r/p and 1 of one, on average
+    # (1 + r/p) / 2 (a pace just over the rate finds it nearly full of that token).
+    def first(rate: float) -> tuple[float, float]:
+        """At the first 429: (the burst less the refill during it, the least left of a token)."""
+        return burst - rate * first_span, min(1.0, rate / first_pace)
+
     def left(rate: float, capacity: float | None = None) -> float:
-        # At a 429 the bucket held less than a token: at a pace p over a refill rate r it
-        # loses 1 - r/p of a token per attempt, so it held between r/p and 1 of one, on
-        # average (1 + r/p) / 2 (a pace just over the rate finds it nearly full of that token).
         if capacity is None:
-            least = min(1.0, rate / first_pace)
-            capacity = burst - rate * first_span + (1.0 + least) / 2.0
+            taken, least = first(rate)
+            capacity = taken + (1.0 + least) / 2.0
         cap = max(1.0, capacity)
         tokens, last = (cap if full else 0.0), origin
         for when in sent:
@@ -213,7 +217,7 @@ def bucket_fit(
     rate = _root(left, lo, hi)
     if rate is None or not steady:
         return rate
-    whole = whole_capacity(burst - rate * first_span, min(1.0, rate / first_pace))
+    whole = whole_capacity(*first(rate))
     if whole is None:
         return rate
     # Fixed, not read again at each rate tried: a whole number that stepped down as the rate
