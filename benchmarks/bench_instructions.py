@@ -137,31 +137,18 @@ async def decode(n: int) -> None:
         parse_response(200, {}, BODY, ident)
 
 
-async def fanout(n: int) -> None:
-    """The fan-out engine per id, around a request that returns a page at once."""
-
-    async def request(ident: int) -> Any:
-        return PAGE
-
-    async for _ in fan_out(
-        range(1, n + 1),
-        request,
-        concurrency=32,
-        dedupe=False,
-        on_progress=None,
-        tasks=set(),
-        stopped_from_outside=lambda: False,
-    ):
-        pass
+async def _page(ident: int) -> Any:
+    return PAGE
 
 
-async def fanout_yielding(n: int) -> None:
-    """The same, around a request that gives the event loop one turn, as any real one does."""
+async def _page_after_a_turn(ident: int) -> Any:
+    await asyncio.sleep(0)  # one turn of the event loop, as any real request gives
+    return PAGE
 
-    async def request(ident: int) -> Any:
-        await asyncio.sleep(0)
-        return PAGE
 
+async def fanout(n: int, request: Callable[[int], Coroutine[Any, Any, Any]] = _page) -> None:
+    """The fan-out engine per id, around a request that returns a page at once (or, as
+    ``fan-out, yielding``, after a turn of the event loop)."""
     async for _ in fan_out(
         range(1, n + 1),
         request,
@@ -176,17 +163,13 @@ async def fanout_yielding(n: int) -> None:
 
 async def raw_workers(n: int) -> None:
     """What the raw loop does instead of a fan-out (``bench_throughput.raw_aiohttp``): 32
-    tasks over one iterator of ids, around the same request as ``fanout_yielding``. The
+    tasks over one iterator of ids, around the same request as ``fan-out, yielding``. The
     difference of the two is the least a fan-out with results to iterate costs over it."""
     source = iter(range(1, n + 1))
 
-    async def request(ident: int) -> Any:
-        await asyncio.sleep(0)
-        return PAGE
-
     async def worker() -> None:
         for ident in source:
-            await request(ident)
+            await _page_after_a_turn(ident)
 
     await asyncio.gather(*(worker() for _ in range(32)))
 
@@ -262,7 +245,7 @@ PARTS: dict[str, tuple[Callable[[int], Coroutine[Any, Any, None]], int, int]] = 
     "account": (account, 500, 5500),
     "decode": (decode, 500, 5500),
     "fan-out": (fanout, 500, 5500),
-    "fan-out, yielding": (fanout_yielding, 500, 5500),
+    "fan-out, yielding": (functools.partial(fanout, request=_page_after_a_turn), 500, 5500),
     "raw workers, yielding": (raw_workers, 500, 5500),
     "response": (response, 500, 5500),
     "call, keywords": (functools.partial(call, keywords=True), 1000, 101000),

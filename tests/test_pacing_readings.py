@@ -123,17 +123,14 @@ def _bucket_run(rate: float, burst: float, pace: float, start: float) -> tuple[l
         t += 1.0 / pace
 
 
-@pytest.mark.parametrize(("pace", "within"), [(115.0, 0.01), (160.0, 0.06)])
-def test_bucket_fit_finds_the_refill_rate_of_a_bucket_that_drained(
-    pace: float, within: float
-) -> None:
-    """A bucket of 10 at 100/s drained from full at 1000/s (the burst seen), then refilled over
-    a 1 s pause and drained again: the fit from the first 429 reads 100/s within 1% when the
-    second drain comes slowly (at 115/s, a cold start's search), 6% when it comes fast (160/s:
-    a token more or less is then a larger share of what was taken)."""
-    first, first_drain = _bucket_run(100.0, 10.0, 1000.0, start=0.0)
-    sent, drained = _bucket_run(100.0, 10.0, pace, start=first_drain + 1.0)
-    fit = bucket_fit(
+def _cold_start_fit(
+    rate: float, burst: float, pace: float, pause: float, steady: bool = True
+) -> float | None:
+    """The fit of a bucket drained from full at 1000/s (the burst seen at the first 429), then
+    refilled over ``pause`` and drained again at ``pace``."""
+    first, first_drain = _bucket_run(rate, burst, 1000.0, start=0.0)
+    sent, drained = _bucket_run(rate, burst, pace, start=first_drain + pause)
+    return bucket_fit(
         sent,
         origin=first_drain,
         drained=drained,
@@ -143,8 +140,19 @@ def test_bucket_fit_finds_the_refill_rate_of_a_bucket_that_drained(
         full=False,
         lo=0.5,
         hi=pace,
+        steady=steady,
     )
-    assert fit == pytest.approx(100.0, rel=within)
+
+
+@pytest.mark.parametrize(("pace", "within"), [(115.0, 0.01), (160.0, 0.06)])
+def test_bucket_fit_finds_the_refill_rate_of_a_bucket_that_drained(
+    pace: float, within: float
+) -> None:
+    """A bucket of 10 at 100/s drained from full at 1000/s (the burst seen), then refilled over
+    a 1 s pause and drained again: the fit from the first 429 reads 100/s within 1% when the
+    second drain comes slowly (at 115/s, a cold start's search), 6% when it comes fast (160/s:
+    a token more or less is then a larger share of what was taken)."""
+    assert _cold_start_fit(100.0, 10.0, pace, pause=1.0) == pytest.approx(100.0, rel=within)
 
 
 @pytest.mark.parametrize(
@@ -175,20 +183,7 @@ def test_bucket_fit_of_a_small_burst_reads_its_refill_rate(
     """A burst of 3 (or 2) from 1000/s, then a 3 s pause and a drain at ``pace``: the capacity
     is read whole, so the refill rate comes out within 0.2% (0.5% from the faster drain; the
     middle of the capacity's interval reads 100/s as 99.6/s, and 40/s as 34.8/s)."""
-    first, first_drain = _bucket_run(rate, burst, 1000.0, start=0.0)
-    sent, drained = _bucket_run(rate, burst, pace, start=first_drain + 3.0)
-    fit = bucket_fit(
-        sent,
-        origin=first_drain,
-        drained=drained,
-        burst=len(first),
-        first_span=first_drain,
-        first_pace=1000.0,
-        full=False,
-        lo=0.5,
-        hi=pace,
-    )
-    assert fit == pytest.approx(rate, rel=within)
+    assert _cold_start_fit(rate, burst, pace, pause=3.0) == pytest.approx(rate, rel=within)
 
 
 def test_bucket_fit_takes_the_last_token_as_half_held_at_the_pace_that_drained() -> None:
@@ -222,25 +217,10 @@ def test_a_first_burst_out_of_order_keeps_the_middle_of_its_capacity() -> None:
     """Not ``steady`` (answers overtook the refused attempt, or a busy client sent it slowly):
     the capacity stays the middle of its interval, 3.25 here, and the fit reads the drain
     with it, lower than with the whole 3."""
-    first, first_drain = _bucket_run(100.0, 3.0, 1000.0, start=0.0)
-    sent, drained = _bucket_run(100.0, 3.0, 103.0, start=first_drain + 3.0)
-    fits = [
-        bucket_fit(
-            sent,
-            origin=first_drain,
-            drained=drained,
-            burst=len(first),
-            first_span=first_drain,
-            first_pace=1000.0,
-            full=False,
-            lo=0.5,
-            hi=103.0,
-            steady=steady,
-        )
-        for steady in (True, False)
-    ]
-    assert fits[0] == pytest.approx(100.0, rel=0.002)
-    assert fits[1] is not None and fits[1] < 0.997 * 100.0
+    whole = _cold_start_fit(100.0, 3.0, 103.0, pause=3.0, steady=True)
+    middle = _cold_start_fit(100.0, 3.0, 103.0, pause=3.0, steady=False)
+    assert whole == pytest.approx(100.0, rel=0.002)
+    assert middle is not None and middle < 0.997 * 100.0
 
 
 def test_bucket_fit_of_a_known_capacity_is_close() -> None:
